@@ -1,0 +1,1 @@
+"""Bake Apache Airflow machine images: settings -> render -> Packer -> instance."""

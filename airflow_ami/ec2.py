@@ -1,0 +1,32 @@
+"""boto3 steps around the build. The endpoint comes from settings (moto in tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import boto3
+
+from .settings import Settings
+
+
+def client(settings: Settings, region: str, env: Mapping[str, str] | None = None) -> Any:
+    env = env or {}
+    session = boto3.session.Session(
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=env.get("AWS_SESSION_TOKEN"),
+        region_name=region,
+    )
+    return session.client("ec2", endpoint_url=settings.ec2_endpoint or None)
+
+
+def require_imdsv2(settings: Settings, amis: Mapping[str, str], env: Mapping[str, str] | None = None) -> None:
+    """Mark every copy of the AMI IMDSv2-only (Packer 1.6 cannot set imds_support)."""
+    for region, ami_id in sorted(amis.items()):
+        client(settings, region, env).modify_image_attribute(ImageId=ami_id, ImdsSupport={"Value": "v2.0"})
+
+
+def image_name(settings: Settings, region: str, ami_id: str, env: Mapping[str, str] | None = None) -> str:
+    images = client(settings, region, env).describe_images(ImageIds=[ami_id])["Images"]
+    return images[0]["Name"] if images else ""

@@ -1,0 +1,664 @@
+"""Build settings: one declaration per field, layered sources, strict validation.
+
+Layers, lowest first: ``packer/defaults.yaml`` < ``packer/profiles/<os>.yaml``
+< ``packer/clouds/<cloud>.yaml`` < invoke config (``invoke.yaml`` key ``ami``,
+env ``INVOKE_AMI_<FIELD>``) < CLI flags. Every value is checked before anything
+runs; the first bad one raises :class:`SettingsError` naming the field and the
+allowed form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKER_DIR = REPO_ROOT / "packer"
+
+# Airflow minor -> the Python minors it supports (upstream's support matrix).
+AIRFLOW_PYTHONS: dict[tuple[int, int], tuple[str, ...]] = {
+    (3, 0): ("3.9", "3.10", "3.11", "3.12"),
+    (3, 1): ("3.10", "3.11", "3.12", "3.13"),
+    (3, 2): ("3.10", "3.11", "3.12", "3.13"),
+    (3, 3): ("3.10", "3.11", "3.12", "3.13", "3.14"),
+}
+CONSTRAINTS_URL = (
+    "https://raw.githubusercontent.com/apache/airflow/constraints-{airflow}/constraints-{{python_minor}}.txt"
+)
+# Packer's {{timestamp}}-style suffix appended to the prefix: -<version>-<os>-<arch>-YYYYMMDDhhmmss
+AMI_NAME_SUFFIX_LEN = len("-3.3.2-amazon-linux-2023-x86_64-20260101000000")
+
+
+class SettingsError(ValueError):
+    """A bad value: names the field and the form it must take."""
+
+    def __init__(self, name: str, allowed: str, value: object = None) -> None:
+        shown = "" if value is None else f" (got {value!r})"
+        super().__init__(f"setting {name}: must be {allowed}{shown}")
+        self.field = name
+
+
+# ---- value parsers: raw layer value -> typed value, or raise ValueError ----
+
+
+def _as_str(raw: object) -> str:
+    if isinstance(raw, (list, dict, bool)):
+        raise ValueError
+    return "" if raw is None else str(raw).strip()
+
+
+def _as_int(raw: object) -> int:
+    if isinstance(raw, bool):
+        raise ValueError
+    return int(str(raw).strip())
+
+
+def _as_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise ValueError
+
+
+def _as_list(raw: object) -> tuple[str, ...]:
+    if raw is None or raw == "":
+        return ()
+    if isinstance(raw, str):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if isinstance(raw, (list, tuple)):
+        return tuple(_as_str(item) for item in raw)
+    raise ValueError
+
+
+def _as_tags(raw: object) -> tuple[tuple[str, str], ...]:
+    if raw is None or raw == "":
+        return ()
+    if isinstance(raw, str):
+        pairs = []
+        for part in _as_list(raw):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError
+            pairs.append((key.strip(), value.strip()))
+        return tuple(sorted(pairs))
+    if isinstance(raw, Mapping):
+        return tuple(sorted((_as_str(k), _as_str(v)) for k, v in raw.items()))
+    raise ValueError
+
+
+# ---- checks: typed value (+ the other settings) -> ok, or raise ValueError ----
+
+REGION_RE = re.compile(
+    r"^(us|eu|ap|sa|ca|me|af|il|mx|cn)(-gov|-iso[a-z]?)?-"
+    r"(north|south|east|west|central|northeast|southeast|northwest|southwest)-\d{1,2}$"
+)
+INSTANCE_TYPE_RE = re.compile(
+    r"^[a-z][a-z0-9-]*\d[a-z0-9-]*\.(nano|micro|small|medium|large|\d{0,2}xlarge|metal(-\d+xl)?)$"
+)
+# Graviton families carry a "g" right after the generation digit (t4g, m7gd, c6gn, ...).
+ARM_FAMILY_RE = re.compile(r"^(a1|[a-z]+\d+g[a-z]*)\.")
+AMI_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./'@_-]+$")
+TAG_KEY_RE = re.compile(r"^[\w .:/=+@-]{1,128}$")
+KMS_ARN_RE = re.compile(
+    r"^arn:aws(-[a-z]+)*:kms:[a-z0-9-]+:\d{12}:(key/[0-9a-f-]{36}|alias/[A-Za-z0-9/_-]{1,250})$"
+)
+ACCOUNT_RE = re.compile(r"^\d{12}$")
+OWNER_RE = re.compile(r"^(\d{12}|amazon|self|aws-marketplace)$")
+VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+SIZE_RE = re.compile(r"^(\d+)([KMG])$")
+URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d+)?(/[^\s]*)?$")
+REQUIREMENT_RE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?"
+    r"((==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!-]+(,(==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!-]+)*)?$"
+)
+SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _check(ok: bool) -> None:
+    if not ok:
+        raise ValueError
+
+
+def _profiles() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in (PACKER_DIR / "profiles").glob("*.yaml")))
+
+
+def _clouds() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in (PACKER_DIR / "clouds").glob("*.yaml")))
+
+
+def _repo_file(path: str) -> bool:
+    candidate = (REPO_ROOT / path).resolve()
+    return candidate.is_file() and candidate.is_relative_to(REPO_ROOT)
+
+
+def _airflow_minor(version: str) -> tuple[int, int]:
+    match = VERSION_RE.match(version)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def check_instance_type(value: str, s: Mapping[str, Any]) -> None:
+    _check(bool(INSTANCE_TYPE_RE.match(value)))
+    _check(bool(ARM_FAMILY_RE.match(value)) == (s["arch"] == "arm64"))
+
+
+def check_airflow_version(value: str, _: Mapping[str, Any]) -> None:
+    _check(bool(VERSION_RE.match(value)) and _airflow_minor(value) in AIRFLOW_PYTHONS)
+
+
+def check_source_ami_owners(value: tuple[str, ...], _: Mapping[str, Any]) -> None:
+    _check(bool(value) and all(OWNER_RE.match(owner) for owner in value))
+
+
+def check_constraints(value: str, _: Mapping[str, Any]) -> None:
+    _check(value == "official" or _repo_file(value))
+
+
+def check_python_version(value: str, s: Mapping[str, Any]) -> None:
+    _check(value == "auto" or value in AIRFLOW_PYTHONS.get(_airflow_minor(s["airflow_version"]), ()))
+
+
+def check_ami_name_prefix(value: str, _: Mapping[str, Any]) -> None:
+    _check(bool(AMI_NAME_RE.match(value)) and 3 <= len(value) <= 128 - AMI_NAME_SUFFIX_LEN)
+
+
+def check_tags(value: tuple[tuple[str, str], ...], _: Mapping[str, Any]) -> None:
+    for key, tag_value in value:
+        _check(bool(TAG_KEY_RE.match(key)) and not key.lower().startswith("aws:"))
+        _check(len(tag_value) <= 256)
+
+
+def check_max_allowed_packet(value: str, _: Mapping[str, Any]) -> None:
+    match = SIZE_RE.match(value)
+    _check(bool(match))
+    size = int(match.group(1)) * SIZE_UNITS[match.group(2)]
+    _check((16 << 20) <= size <= (1 << 30))
+
+
+def check_cidrs(value: tuple[str, ...], _: Mapping[str, Any]) -> None:
+    for cidr in value:
+        _check("/" in cidr)
+        ipaddress.ip_network(cidr, strict=True)
+
+
+def check_iam_instance_profile(value: str, s: Mapping[str, Any]) -> None:
+    _check(
+        bool(re.match(r"^[\w+=,.@-]{1,128}$", value))
+        or (value == "" and s["ssh_interface"] != "session_manager")
+    )
+
+
+def check_keypair(value: str, s: Mapping[str, Any]) -> None:
+    # A named key pair and its private key file come together or not at all.
+    _check((value == "") == (s["ssh_private_key_file"] == ""))
+    _check(value == "" or bool(re.match(r"^[\x20-\x7e]{1,255}$", value)))
+
+
+def check_private_key_file(value: str, _: Mapping[str, Any]) -> None:
+    _check(value == "" or Path(value).is_file())
+
+
+def check_ca_bundle(value: str, _: Mapping[str, Any]) -> None:
+    _check(
+        value == ""
+        or (Path(value).is_file() and "BEGIN CERTIFICATE" in Path(value).read_text(errors="replace"))
+    )
+
+
+def _one_of(*choices: str) -> Callable[[str, Mapping[str, Any]], None]:
+    def check(value: str, _: Mapping[str, Any]) -> None:
+        _check(value in choices)
+
+    return check
+
+
+def _dynamic_choice(choices: Callable[[], tuple[str, ...]]) -> Callable[[str, Mapping[str, Any]], None]:
+    def check(value: str, _: Mapping[str, Any]) -> None:
+        _check(value in choices())
+
+    return check
+
+
+def _matches(pattern: str, *, empty_ok: bool = False) -> Callable[[str, Mapping[str, Any]], None]:
+    compiled = re.compile(pattern)
+
+    def check(value: str, _: Mapping[str, Any]) -> None:
+        _check((empty_ok and value == "") or bool(compiled.match(value)))
+
+    return check
+
+
+def _each(pattern: re.Pattern[str]) -> Callable[[tuple[str, ...], Mapping[str, Any]], None]:
+    def check(value: tuple[str, ...], _: Mapping[str, Any]) -> None:
+        for item in value:
+            _check(bool(pattern.match(item)))
+
+    return check
+
+
+def _between(low: int, high: int) -> Callable[[int, Mapping[str, Any]], None]:
+    def check(value: int, _: Mapping[str, Any]) -> None:
+        _check(low <= value <= high)
+
+    return check
+
+
+def _always(_value: object, _settings: Mapping[str, Any]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Field:
+    """How one setting is parsed, checked, described and shown on the CLI."""
+
+    name: str
+    parse: Callable[[object], Any]
+    check: Callable[[Any, Mapping[str, Any]], None]
+    allowed: str
+    help: str
+
+
+FIELDS: tuple[Field, ...] = (
+    Field(
+        "os",
+        _as_str,
+        _dynamic_choice(_profiles),
+        "one of the OS profiles in packer/profiles/ (amazon-linux-2, amazon-linux-2023, debian)",
+        "OS profile of the image",
+    ),
+    Field(
+        "cloud",
+        _as_str,
+        _dynamic_choice(_clouds),
+        "aws or local",
+        "where to build: real AWS, or the local rehearsal cloud",
+    ),
+    Field("arch", _as_str, _one_of("x86_64", "arm64"), "x86_64 or arm64", "CPU architecture"),
+    Field(
+        "region",
+        _as_str,
+        _matches(REGION_RE.pattern),
+        "an AWS region such as us-east-1",
+        "region to build in",
+    ),
+    Field(
+        "instance_type",
+        _as_str,
+        check_instance_type,
+        "an EC2 instance type of the chosen arch, such as t3.large (x86_64) or t4g.large (arm64)",
+        "build instance type (default: the profile's for the arch)",
+    ),
+    Field(
+        "vpc_id",
+        _as_str,
+        _matches(r"^vpc-[0-9a-f]{8,17}$", empty_ok=True),
+        "vpc- followed by 8-17 hex digits, or empty",
+        "VPC of the build instance",
+    ),
+    Field(
+        "subnet_id",
+        _as_str,
+        _matches(r"^subnet-[0-9a-f]{8,17}$", empty_ok=True),
+        "subnet- followed by 8-17 hex digits, or empty",
+        "subnet of the build instance",
+    ),
+    Field(
+        "ssh_interface",
+        _as_str,
+        _one_of("public_ip", "private_ip", "session_manager"),
+        "public_ip, private_ip or session_manager",
+        "how Packer reaches the build instance",
+    ),
+    Field(
+        "iam_instance_profile",
+        _as_str,
+        check_iam_instance_profile,
+        "an instance profile name (required with ssh_interface=session_manager)",
+        "instance profile of the build instance",
+    ),
+    Field(
+        "ssh_cidrs",
+        _as_list,
+        check_cidrs,
+        "comma-separated CIDRs such as 203.0.113.0/24",
+        "CIDRs allowed to SSH to the build instance",
+    ),
+    Field(
+        "ssh_username",
+        _as_str,
+        _matches(r"^[a-z_][a-z0-9_-]{0,31}$"),
+        "a Unix user name",
+        "SSH user of the base image (default: the profile's)",
+    ),
+    Field(
+        "ssh_host",
+        _as_str,
+        _matches(r"^[A-Za-z0-9.:-]{1,253}$", empty_ok=True),
+        "a host name or IP address, or empty",
+        "override the address Packer connects to (local clouds, bastions)",
+    ),
+    Field("ssh_port", _as_int, _between(1, 65535), "a port number 1-65535", "SSH port of the build instance"),
+    Field(
+        "ssh_private_key_file",
+        _as_str,
+        check_private_key_file,
+        "the path of an existing private key file, or empty",
+        "private key of ssh_keypair_name",
+    ),
+    Field(
+        "ssh_keypair_name",
+        _as_str,
+        check_keypair,
+        "an EC2 key pair name, set together with ssh_private_key_file",
+        "existing EC2 key pair instead of a temporary one",
+    ),
+    Field(
+        "kms_key_id",
+        _as_str,
+        _matches(KMS_ARN_RE.pattern, empty_ok=True),
+        "a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME), or empty for the default EBS key",
+        "KMS key that encrypts the AMI's snapshots",
+    ),
+    Field("encrypt_boot", _as_bool, _always, "true or false", "encrypt the AMI's root volume"),
+    Field(
+        "volume_size", _as_int, _between(8, 16384), "a size in GiB from 8 to 16384", "root volume size (GiB)"
+    ),
+    Field(
+        "ami_name_prefix",
+        _as_str,
+        check_ami_name_prefix,
+        f"3-{128 - AMI_NAME_SUFFIX_LEN} characters of A-Z a-z 0-9 ( ) [ ] space . / - ' @ _",
+        "AMI name prefix; the name adds version, OS, arch and time",
+    ),
+    Field(
+        "tags",
+        _as_tags,
+        check_tags,
+        "KEY=VALUE pairs separated by commas; keys up to 128 characters of letters, digits,"
+        " spaces and _ . : / = + - @, not starting with aws:",
+        "tags for the AMI, its snapshots and the build instance",
+    ),
+    Field(
+        "ami_regions",
+        _as_list,
+        _each(REGION_RE),
+        "comma-separated AWS regions such as eu-west-1,us-west-2",
+        "extra regions to copy the AMI to",
+    ),
+    Field(
+        "ami_users",
+        _as_list,
+        _each(ACCOUNT_RE),
+        "comma-separated 12-digit AWS account ids",
+        "accounts to share the AMI with",
+    ),
+    Field(
+        "source_ami_owners",
+        _as_list,
+        check_source_ami_owners,
+        "comma-separated 12-digit account ids or amazon/self/aws-marketplace",
+        "owners in the base AMI filter (default: the profile's)",
+    ),
+    Field(
+        "source_ami_name",
+        _as_str,
+        _matches(r"^[A-Za-z0-9()\[\] ./'@_*?{}-]{3,128}$"),
+        "an AMI name pattern (* and ? wildcards)",
+        "name pattern of the base AMI filter (default: the profile's)",
+    ),
+    Field(
+        "airflow_version",
+        _as_str,
+        check_airflow_version,
+        "an Airflow release X.Y.Z from 3.0.0 to 3.3.x",
+        "Airflow version",
+    ),
+    Field(
+        "python_version",
+        _as_str,
+        check_python_version,
+        "auto or a Python minor the Airflow version supports (3.10-3.14 for 3.3)",
+        "Python for Airflow: auto uses the system python3 when >= 3.10",
+    ),
+    Field(
+        "mysql_version",
+        _as_str,
+        _matches(r"^(8\.0|8\.4|9\.\d{1,2})$"),
+        "8.0, 8.4 or 9.N",
+        "MySQL server series (where the OS ships its own, that one is used)",
+    ),
+    Field(
+        "max_allowed_packet",
+        _as_str,
+        check_max_allowed_packet,
+        "a size from 16M to 1G written like 64M",
+        "MySQL max_allowed_packet (bounds XCom size)",
+    ),
+    Field(
+        "parallelism",
+        _as_str,
+        _matches(r"^(auto|[1-9]\d{0,3})$"),
+        "auto or a whole number 1-9999",
+        "Airflow [core] parallelism; auto sizes it at first boot",
+    ),
+    Field(
+        "extra_python_packages",
+        _as_list,
+        _each(REQUIREMENT_RE),
+        "comma-separated requirements such as apache-airflow-providers-http==5.3.0",
+        "extra Python packages in Airflow's venv",
+    ),
+    Field(
+        "constraints",
+        _as_str,
+        check_constraints,
+        "official, or the path of a constraints file inside this repository",
+        "pip constraints for the Airflow install",
+    ),
+    Field(
+        "index_url",
+        _as_str,
+        _matches(URL_RE.pattern, empty_ok=True),
+        "an http(s) URL, or empty for PyPI",
+        "Python package index for the instance",
+    ),
+    Field(
+        "os_mirror",
+        _as_str,
+        _matches(URL_RE.pattern, empty_ok=True),
+        "an http(s) URL, or empty for the distribution's default",
+        "OS package mirror for the instance",
+    ),
+    Field(
+        "extra_ca_bundle",
+        _as_str,
+        check_ca_bundle,
+        "the path of an existing PEM file with certificates, or empty",
+        "extra CA certificates the instance trusts (builds behind a TLS proxy)",
+    ),
+    Field("api_port", _as_int, _between(1024, 65535), "a port number 1024-65535", "Airflow API server port"),
+    Field(
+        "admin_username",
+        _as_str,
+        _matches(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"),
+        "a user name of letters, digits, _ . -",
+        "Airflow admin user made at first boot",
+    ),
+    Field(
+        "admin_password_store",
+        _as_str,
+        _one_of("none", "ssm", "secretsmanager"),
+        "none, ssm or secretsmanager",
+        "where first boot also stores the admin password",
+    ),
+    Field(
+        "admin_password_name",
+        _as_str,
+        _matches(r"^/?[A-Za-z0-9_.\-/]{1,500}$"),
+        "an SSM parameter / secret name such as /airflow/admin-password",
+        "name of the stored admin password",
+    ),
+    Field(
+        "ec2_endpoint",
+        _as_str,
+        _matches(URL_RE.pattern, empty_ok=True),
+        "an http(s) URL, or empty for AWS",
+        "EC2 API endpoint (a local API such as moto)",
+    ),
+    Field(
+        "build_name",
+        _as_str,
+        _matches(r"^[a-z0-9][a-z0-9._-]{0,62}$"),
+        "lower-case letters, digits, . _ and -",
+        "build directory name under build/ (default: <os>-<arch>)",
+    ),
+    Field("dry_run", _as_bool, _always, "true or false", "provisioning logs its steps and changes nothing"),
+)
+FIELD_BY_NAME = {f.name: f for f in FIELDS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings of one build. Lists are tuples, tags sorted pairs."""
+
+    os: str
+    cloud: str
+    arch: str
+    region: str
+    instance_type: str
+    vpc_id: str
+    subnet_id: str
+    ssh_interface: str
+    iam_instance_profile: str
+    ssh_cidrs: tuple[str, ...]
+    ssh_username: str
+    ssh_host: str
+    ssh_port: int
+    ssh_keypair_name: str
+    ssh_private_key_file: str
+    kms_key_id: str
+    encrypt_boot: bool
+    volume_size: int
+    ami_name_prefix: str
+    tags: tuple[tuple[str, str], ...]
+    ami_regions: tuple[str, ...]
+    ami_users: tuple[str, ...]
+    source_ami_owners: tuple[str, ...]
+    source_ami_name: str
+    airflow_version: str
+    python_version: str
+    mysql_version: str
+    max_allowed_packet: str
+    parallelism: str
+    extra_python_packages: tuple[str, ...]
+    constraints: str
+    index_url: str
+    os_mirror: str
+    extra_ca_bundle: str
+    api_port: int
+    admin_username: str
+    admin_password_store: str
+    admin_password_name: str
+    ec2_endpoint: str
+    build_name: str
+    dry_run: bool
+    package_manager: str = field(default="")
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["tags"] = dict(self.tags)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise SettingsError(path.name, "a YAML mapping of setting: value")
+    return data
+
+
+def _pick(name: str, layers: list[Mapping[str, Any]]) -> object:
+    """The highest layer's value for name (None/absent means: not set there)."""
+    for layer in reversed(layers):
+        if layer.get(name) is not None:
+            return layer[name]
+    return None
+
+
+def _profile_layer(os_name: str, arch: str) -> tuple[dict[str, Any], str]:
+    profile = _load_yaml(PACKER_DIR / "profiles" / f"{os_name}.yaml")
+    arch_name = profile.pop("arch_names")[arch]
+    instance_type = profile.pop("instance_types")[arch]
+    package_manager = profile.pop("package_manager")
+    profile["instance_type"] = instance_type
+    profile["source_ami_name"] = profile["source_ami_name"].replace("{arch}", arch_name)
+    return profile, package_manager
+
+
+def load_settings(config: Mapping[str, Any] | None = None, cli: Mapping[str, Any] | None = None) -> Settings:
+    """Resolve and validate the settings from every layer.
+
+    ``config`` is the invoke config's ``ami`` mapping (invoke.yaml / env),
+    ``cli`` the task's flags; unset values are None.
+    """
+    user = [dict(config or {}), dict(cli or {})]
+    for layer in user:
+        for name in layer:
+            if name not in FIELD_BY_NAME:
+                raise SettingsError(name, f"one of the known settings ({', '.join(FIELD_BY_NAME)})")
+    defaults = _load_yaml(PACKER_DIR / "defaults.yaml")
+    # cloud, os and arch choose the overlay and profile layers, so they resolve first.
+    cloud = _resolve("cloud", [defaults, *user], {})
+    overlay = _load_yaml(PACKER_DIR / "clouds" / f"{cloud}.yaml")
+    os_name = _resolve("os", [defaults, overlay, *user], {})
+    arch = _resolve("arch", [defaults, overlay, *user], {})
+    profile, package_manager = _profile_layer(os_name, arch)
+    layers = [defaults, profile, overlay, *user]
+    values = {f.name: _parse(f.name, _pick(f.name, layers)) for f in FIELDS}
+    if not values["build_name"]:
+        values["build_name"] = f"{values['os']}-{values['arch']}"
+    for f in FIELDS:
+        _validate(f.name, values[f.name], values)
+    return Settings(**values, package_manager=package_manager)
+
+
+def _parse(name: str, raw: object) -> Any:
+    try:
+        return FIELD_BY_NAME[name].parse(raw)
+    except (ValueError, TypeError):
+        raise SettingsError(name, FIELD_BY_NAME[name].allowed, raw) from None
+
+
+def _validate(name: str, value: Any, values: Mapping[str, Any]) -> None:
+    try:
+        FIELD_BY_NAME[name].check(value, values)
+    except (ValueError, TypeError, KeyError):
+        raise SettingsError(name, FIELD_BY_NAME[name].allowed, _shown(value)) from None
+
+
+def _resolve(name: str, layers: list[Mapping[str, Any]], values: Mapping[str, Any]) -> Any:
+    value = _parse(name, _pick(name, layers))
+    _validate(name, value, values)
+    return value
+
+
+def _shown(value: Any) -> object:
+    if isinstance(value, tuple):
+        return ",".join("=".join(v) if isinstance(v, tuple) else v for v in value)
+    return value
+
+
+def constraints_url(settings: Settings) -> str:
+    """Official constraints URL, with {python_minor} left for the instance."""
+    return CONSTRAINTS_URL.format(airflow=settings.airflow_version)

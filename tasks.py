@@ -1,0 +1,43 @@
+"""Invoke tasks (run through ./bake). Thin: the logic lives in airflow_ami/.
+
+Every settings field is a flag on the tasks that take settings (`--region`,
+`--os`, ...); the same names work in invoke.yaml under `ami:` and as
+INVOKE_AMI_<FIELD> environment variables. See README.md.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from invoke import Collection, Context, task
+
+from airflow_ami import cli
+
+
+@cli.settings_task
+def render(c: Context, settings: cli.Settings) -> None:
+    """Render the Packer template and bundle into build/<build-name>/ and print its path."""
+    print(cli.render_build(settings))
+
+
+@task
+def validate(c: Context) -> None:
+    """packer fmt + validate every OS profile and arch; scripts/ Python 3.7 + stdlib check; ruff."""
+    cli.validate()
+
+
+@cli.settings_task
+def build_ami(c: Context, settings: cli.Settings) -> None:
+    """Render, validate and packer-build the AMI; write build/<build-name>/ami.json."""
+    cli.build_ami(settings)
+
+
+@task
+def test(c: Context) -> None:
+    """Run the test suite (unit, packer-against-moto, local-cloud e2e); pytest args after --."""
+    c.run(shlex.join([sys.executable, "-m", "pytest", *shlex.split(c.remainder)]), pty=False)
+
+
+ns = Collection(render, validate, build_ami, test)
+ns.configure({"ami": cli.config_defaults()})

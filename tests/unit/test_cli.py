@@ -1,0 +1,81 @@
+"""The ./bake command line: bad input is one line, status 2, nothing written, no cloud call."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[str, list[object]]]:
+    """A loopback 'EC2 endpoint' that records every connection made to it."""
+    calls: list[object] = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            calls.append(conn)
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", calls
+    stop.set()
+    thread.join()
+    server.close()
+
+
+BAD = [
+    ("render", ["--region", "mars-1"], "setting region"),
+    ("render", ["--os", "windows"], "setting os"),
+    ("render", ["--volume-size", "2"], "setting volume_size"),
+    ("build-ami", ["--airflow-version", "2.9.0"], "setting airflow_version"),
+    ("build-ami", ["--tags", "aws:x=1"], "setting tags"),
+    ("build-ami", ["--ami-users", "42"], "setting ami_users"),
+]
+
+
+@pytest.mark.parametrize(("task", "args", "named"), BAD)
+def test_bad_input_exits_2_with_one_line_and_leaves_nothing(
+    listener: tuple[str, list[object]], task: str, args: list[str], named: str
+) -> None:
+    endpoint, calls = listener
+    build_name = f"test-bad-input-{task}"
+    result = subprocess.run(
+        ["./bake", task, *args, "--ec2-endpoint", endpoint, "--build-name", build_name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert result.stdout == ""
+    assert not Path("build", build_name).exists()
+    assert calls == []
+
+
+def test_every_task_has_a_one_line_description() -> None:
+    listing = subprocess.run(["./bake", "--list"], capture_output=True, text=True, check=True).stdout
+    tasks = [
+        line.split()[0]
+        for line in listing.splitlines()[2:]
+        if line.startswith("  ") and not line.startswith("    ")
+    ]
+    assert {"render", "validate", "build-ami", "test"} <= set(tasks)
+    for line in listing.splitlines()[2:]:
+        if line.startswith("  ") and not line.startswith("    "):
+            assert len(line.split(None, 1)) == 2, f"task without a description: {line!r}"

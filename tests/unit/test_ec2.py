@@ -1,0 +1,56 @@
+"""boto3 steps after the build, against moto (never real AWS)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import botocore.client
+import pytest
+from moto import mock_aws
+
+from airflow_ami import ec2
+from airflow_ami.settings import load_settings
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str, dict[str, Any]]]]:
+    """moto in-process, plus a record of every EC2 call (region, operation, params)."""
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+    real = botocore.client.BaseClient._make_api_call
+
+    def spy(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        calls.append((self.meta.region_name, operation, params))
+        return real(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", spy)
+    with mock_aws():
+        yield calls
+
+
+def register(region: str, name: str) -> str:
+    client = boto3.client("ec2", region_name=region)
+    return str(client.register_image(Name=name, RootDeviceName="/dev/xvda")["ImageId"])
+
+
+def test_every_copy_of_the_ami_is_made_imdsv2_only(aws: list[tuple[str, str, dict[str, Any]]]) -> None:
+    amis = {"us-east-1": register("us-east-1", "airflow-a"), "eu-west-1": register("eu-west-1", "airflow-b")}
+    ec2.require_imdsv2(load_settings(), amis)
+    modified = [(region, params) for region, op, params in aws if op == "ModifyImageAttribute"]
+    assert modified == [
+        ("eu-west-1", {"ImageId": amis["eu-west-1"], "ImdsSupport": {"Value": "v2.0"}}),
+        ("us-east-1", {"ImageId": amis["us-east-1"], "ImdsSupport": {"Value": "v2.0"}}),
+    ]
+
+
+def test_a_missing_ami_is_an_error(aws: list[tuple[str, str, dict[str, Any]]]) -> None:
+    with pytest.raises(botocore.exceptions.ClientError):
+        ec2.require_imdsv2(load_settings(), {"us-east-1": "ami-12345678"})
+
+
+def test_image_name_reads_the_registered_name(aws: list[tuple[str, str, dict[str, Any]]]) -> None:
+    ami = register("us-east-1", "airflow-3.3.2-x")
+    assert ec2.image_name(load_settings(), "us-east-1", ami) == "airflow-3.3.2-x"

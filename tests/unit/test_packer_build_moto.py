@@ -1,0 +1,129 @@
+"""A real `packer build` of the rendered template against moto_server.
+
+The build "instance" is a throwaway sshd on loopback that accepts the key pair
+Packer creates in moto, and the provisioning runs in dry-run mode, so this
+host is not changed. Proves the amazon-ebs flow end to end and that Packer
+leaves no instance, key pair or security group behind.
+"""
+
+from __future__ import annotations
+
+import getpass
+import io
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import boto3
+import pytest
+
+from airflow_ami.build import build_ami
+from airflow_ami.localcloud.moto import FAKE_AWS_ENV, aws_env, start_moto
+from airflow_ami.localcloud.system import stop_process
+from airflow_ami.settings import load_settings
+
+SSHD = Path("/usr/sbin/sshd")
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def moto_endpoint(tmp_path: Path) -> Iterator[str]:
+    server = start_moto(tmp_path / "moto.log")
+    yield f"http://127.0.0.1:{server['port']}"
+    stop_process(server["pid"])
+
+
+@pytest.fixture
+def ssh_target(tmp_path: Path) -> Iterator[int]:
+    """sshd on a loopback port with its own host key that accepts any offered key.
+
+    Packer logs in with the temporary key pair it created in moto, whose public
+    half this sshd cannot know in advance, so the authorized-keys command
+    echoes back whatever key is offered. Test-only; never part of an image.
+    """
+    assert SSHD.exists(), "sshd missing: ./bake installs openssh-server"
+    Path("/run/sshd").mkdir(exist_ok=True)
+    host_key = tmp_path / "ssh_host_ed25519_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+    port = free_port()
+    config = tmp_path / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {tmp_path}/sshd.pid\n"
+        "AuthorizedKeysFile none\nAuthorizedKeysCommand /bin/echo %t %k\nAuthorizedKeysCommandUser nobody\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin yes\n"
+        "StrictModes no\nSubsystem sftp internal-sftp\n"
+    )
+    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_packer_build_against_moto_leaves_only_the_ami(
+    moto_endpoint: str, ssh_target: int, build_root: Path
+) -> None:
+    settings = replace(
+        load_settings(
+            cli={
+                "region": REGION,
+                "ec2_endpoint": moto_endpoint,
+                "ssh_host": "127.0.0.1",
+                "ssh_port": str(ssh_target),
+                "ssh_username": getpass.getuser(),
+                "tags": "Team=data",
+                "dry_run": "true",
+            }
+        ),
+        build_name="moto-build",
+    )
+    env = aws_env(REGION, moto_endpoint)
+    out = io.StringIO()
+    record = build_ami(settings, env=env, out=out)
+    log = out.getvalue()
+
+    ec2 = boto3.client(
+        "ec2",
+        region_name=REGION,
+        endpoint_url=moto_endpoint,
+        **{
+            "aws_access_key_id": FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        },
+    )
+    # The AMI is registered under the rendered name, from the AL2 image the filter picks.
+    image = ec2.describe_images(ImageIds=[record["ami_id"]])["Images"][0]
+    assert image["Name"] == record["name"]
+    assert image["Name"].startswith("airflow-3.3.2-amazon-linux-2-x86_64-")
+    source = ec2.describe_images(ImageIds=[record["source_ami"]])["Images"][0]
+    assert source["OwnerId"] == "137112412989" and source["Name"].startswith("amzn2-ami-kernel-5.10-hvm-2.0.")
+    tags = {t["Key"]: t["Value"] for t in image.get("Tags", [])}
+    assert tags["Team"] == "data" and tags["airflow-ami:airflow-version"] == "3.3.2"
+    # Packer's own cleanup: no running instance, temporary key pair or security group remains.
+    states = [i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert states and set(states) == {"terminated"}
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+    groups = [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]]
+    assert groups == ["default"]
+    # The record, the manifest and the provisioning dry run.
+    written = json.loads((build_root / "moto-build" / "ami.json").read_text())
+    assert written == record
+    assert record["region"] == REGION and record["amis"] == {REGION: record["ami_id"]}
+    assert len(record["template_sha256"]) == 64 and record["imds_support"] == "v2.0"
+    assert "--- phase: Launching a source AWS instance" in log
+    assert "dry-run" in log.lower()
