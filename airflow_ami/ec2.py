@@ -30,3 +30,75 @@ def require_imdsv2(settings: Settings, amis: Mapping[str, str], env: Mapping[str
 def image_name(settings: Settings, region: str, ami_id: str, env: Mapping[str, str] | None = None) -> str:
     images = client(settings, region, env).describe_images(ImageIds=[ami_id])["Images"]
     return images[0]["Name"] if images else ""
+
+
+LAUNCH_TAG = "airflow-ami:launched-from"
+
+
+def launch(settings: Settings, ami_id: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Run one instance of the AMI (IMDSv2 required) and wait until it is running."""
+    ec2 = client(settings, settings.region, env)
+    params: dict[str, Any] = {
+        "ImageId": ami_id,
+        "InstanceType": settings.instance_type,
+        "MinCount": 1,
+        "MaxCount": 1,
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        "TagSpecifications": [
+            {
+                "ResourceType": "instance",
+                "Tags": [
+                    *({"Key": k, "Value": v} for k, v in settings.tags),
+                    {"Key": LAUNCH_TAG, "Value": ami_id},
+                ],
+            }
+        ],
+    }
+    if settings.ssh_keypair_name:
+        params["KeyName"] = settings.ssh_keypair_name
+    if settings.subnet_id:
+        params["SubnetId"] = settings.subnet_id
+    if settings.iam_instance_profile:
+        params["IamInstanceProfile"] = {"Name": settings.iam_instance_profile}
+    instance_id = ec2.run_instances(**params)["Instances"][0]["InstanceId"]
+    ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id])
+    instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    address_key = "PrivateIpAddress" if settings.ssh_interface == "private_ip" else "PublicIpAddress"
+    return {"instance_id": instance_id, "address": instance.get(address_key, ""), "region": settings.region}
+
+
+def teardown(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
+    """Terminate every instance launch() started in the region; returns their ids."""
+    ec2 = client(settings, settings.region, env)
+    reservations = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag-key", "Values": [LAUNCH_TAG]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        ]
+    )["Reservations"]
+    ids = sorted(i["InstanceId"] for r in reservations for i in r["Instances"])
+    if ids:
+        ec2.terminate_instances(InstanceIds=ids)
+    return ids
+
+
+def prune(settings: Settings, keep: int, env: Mapping[str, str] | None = None) -> list[str]:
+    """Deregister all but the newest `keep` AMIs of this OS/arch/prefix, and their snapshots."""
+    ec2 = client(settings, settings.region, env)
+    images = ec2.describe_images(
+        Owners=["self"],
+        Filters=[
+            {"Name": "name", "Values": [f"{settings.ami_name_prefix}-*-{settings.os}-{settings.arch}-*"]},
+            {"Name": "tag:airflow-ami:os", "Values": [settings.os]},
+        ],
+    )["Images"]
+    images.sort(key=lambda image: image["CreationDate"], reverse=True)
+    pruned = []
+    for image in images[keep:]:
+        ec2.deregister_image(ImageId=image["ImageId"])
+        for mapping in image.get("BlockDeviceMappings", []):
+            snapshot = mapping.get("Ebs", {}).get("SnapshotId")
+            if snapshot:
+                ec2.delete_snapshot(SnapshotId=snapshot)
+        pruned.append(image["ImageId"])
+    return pruned
