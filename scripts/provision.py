@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Provision an Airflow image on the instance itself (stdlib only, Python >= 3.7).
+
+  provision.py install        --bundle DIR [--dry-run]   MySQL + Airflow, no secrets
+  provision.py cleanup        --bundle DIR [--dry-run]   image hygiene, then validate
+  provision.py validate-image --bundle DIR [--dry-run]   assert the hygiene rules
+  provision.py firstboot      [--dry-run]                per-instance secrets (first boot)
+
+--dry-run logs every step and what it would do, and changes nothing.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from provisioning import firstboot, imagecheck, install, layout
+from provisioning.osdetect import UnsupportedOS
+from provisioning.oskit import adapter_named, load_adapter
+from provisioning.runner import Context, StepFailed, load_settings, log, run_steps
+
+
+def build_context(args):
+    bundle = os.path.abspath(args.bundle) if args.bundle else None
+    if bundle and os.path.exists(os.path.join(bundle, "settings.json")):
+        settings = load_settings(bundle)
+    elif os.path.exists(layout.SETTINGS_COPY):
+        settings = load_settings(os.path.dirname(layout.SETTINGS_COPY))
+    else:
+        raise StepFailed("no settings.json in %s and no %s" % (bundle, layout.SETTINGS_COPY))
+    dry_run = bool(args.dry_run or settings.get("dry_run"))
+    try:
+        adapter = load_adapter()
+    except UnsupportedOS as exc:
+        if not dry_run or settings.get("package_manager") not in ("apt", "dnf", "yum"):
+            raise
+        # a dry run only describes: let it run on a developer's host of another OS
+        log(
+            "warning: %s; dry run continues with the %s adapter from the settings"
+            % (exc, settings["package_manager"])
+        )
+        adapter = adapter_named(settings["package_manager"])
+    if settings.get("package_manager") and settings["package_manager"] != adapter.name:
+        msg = "settings are for %s but this host uses %s" % (settings["package_manager"], adapter.name)
+        if not dry_run:
+            raise StepFailed(msg)
+        log("warning: " + msg)
+    return Context(settings, bundle, dry_run, adapter)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="provision.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=["install", "cleanup", "validate-image", "firstboot"])
+    parser.add_argument("--bundle", help="the uploaded bundle (settings.json, scripts, files)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="log each step and what it would do; change nothing"
+    )
+    args = parser.parse_args(argv)
+    if args.command != "firstboot" and not args.bundle:
+        parser.error("--bundle is required for %s" % args.command)
+    try:
+        ctx = build_context(args)
+    except (StepFailed, UnsupportedOS, OSError) as exc:
+        log("!!! cannot start %s: %s" % (args.command, exc))
+        return 2
+    os.umask(0o022)
+    if args.command == "install":
+        return install.main(ctx)
+    if args.command == "firstboot":
+        return firstboot.main(ctx)
+    if args.command == "cleanup":
+        return run_steps(ctx, [*imagecheck.CLEANUP_STEPS, imagecheck.validate_image], "cleanup")
+    return run_steps(ctx, [imagecheck.validate_image], "validate-image")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

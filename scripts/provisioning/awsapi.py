@@ -1,0 +1,170 @@
+"""IMDSv2 and two AWS JSON-protocol calls (SSM, Secrets Manager) with SigV4, stdlib only."""
+
+import datetime
+import hashlib
+import hmac
+import json
+import urllib.error
+import urllib.request
+
+IMDS = "http://169.254.169.254"
+
+
+class NoMetadata(Exception):
+    pass
+
+
+class Imds(object):
+    """IMDSv2 client: a token from PUT /latest/api/token, then GETs with the token."""
+
+    def __init__(self, base=IMDS, timeout=2.0, attempts=3):
+        self.base = base
+        self.timeout = timeout
+        self.attempts = attempts
+        self._token = None
+
+    def _open(self, req):
+        # never follow a proxy for link-local metadata
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        return opener.open(req, timeout=self.timeout)
+
+    def token(self):
+        if self._token is None:
+            last = None
+            for _ in range(self.attempts):
+                req = urllib.request.Request(
+                    self.base + "/latest/api/token",
+                    method="PUT",
+                    headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"},
+                )
+                try:
+                    with self._open(req) as resp:
+                        self._token = resp.read().decode()
+                        break
+                except (urllib.error.URLError, OSError) as exc:
+                    last = exc
+            if self._token is None:
+                raise NoMetadata("no IMDSv2 token from %s: %s" % (self.base, last)) from None
+        return self._token
+
+    def get(self, path):
+        req = urllib.request.Request(
+            self.base + "/latest/" + path.lstrip("/"), headers={"X-aws-ec2-metadata-token": self.token()}
+        )
+        try:
+            with self._open(req) as resp:
+                return resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise NoMetadata("IMDS %s: HTTP %d" % (path, exc.code)) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise NoMetadata("IMDS %s: %s" % (path, exc)) from exc
+
+    def role_credentials(self):
+        """Instance-profile credentials, or None when the instance has no role."""
+        roles = self.get("meta-data/iam/security-credentials/")
+        if not roles or not roles.strip():
+            return None
+        doc = self.get("meta-data/iam/security-credentials/" + roles.split()[0])
+        if not doc:
+            return None
+        data = json.loads(doc)
+        return {
+            "access_key": data["AccessKeyId"],
+            "secret_key": data["SecretAccessKey"],
+            "token": data.get("Token"),
+        }
+
+
+def _hmac(key, msg):
+    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
+
+
+def sigv4_headers(method, url_host, path, body, *, region, service, creds, target, now=None):
+    """Headers for an AWS JSON 1.1 request signed with Signature Version 4 (pure)."""
+    now = now or datetime.datetime.utcnow()
+    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+    date = now.strftime("%Y%m%d")
+    headers = {
+        "content-type": "application/x-amz-json-1.1",
+        "host": url_host,
+        "x-amz-date": amz_date,
+        "x-amz-target": target,
+    }
+    if creds.get("token"):
+        headers["x-amz-security-token"] = creds["token"]
+    signed = sorted(headers)
+    canonical = "\n".join(
+        [
+            method,
+            path,
+            "",
+            "".join("%s:%s\n" % (k, headers[k].strip()) for k in signed),
+            ";".join(signed),
+            hashlib.sha256(body).hexdigest(),
+        ]
+    )
+    scope = "%s/%s/%s/aws4_request" % (date, region, service)
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = _hmac(
+        _hmac(_hmac(_hmac(("AWS4" + creds["secret_key"]).encode(), date), region), service), "aws4_request"
+    )
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s" % (
+        creds["access_key"],
+        scope,
+        ";".join(signed),
+        signature,
+    )
+    return headers
+
+
+def call(service, target, payload, region, creds, *, endpoint=None, timeout=15):
+    endpoint = (endpoint or "https://%s.%s.amazonaws.com" % (service, region)).rstrip("/")
+    host = endpoint.split("://", 1)[1]
+    body = json.dumps(payload).encode()
+    headers = sigv4_headers(
+        "POST", host, "/", body, region=region, service=service, creds=creds, target=target
+    )
+    req = urllib.request.Request(endpoint + "/", data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read().decode() or "{}")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:300]
+        raise OSError("%s %s: HTTP %d %s" % (service, target, exc.code, detail)) from exc
+
+
+def put_ssm_parameter(name, value, region, creds, endpoint=None):
+    return call(
+        "ssm",
+        "AmazonSSM.PutParameter",
+        {"Name": name, "Value": value, "Type": "SecureString", "Overwrite": True},
+        region,
+        creds,
+        endpoint=endpoint,
+    )
+
+
+def put_secretsmanager_secret(name, value, region, creds, endpoint=None):
+    try:
+        return call(
+            "secretsmanager",
+            "secretsmanager.PutSecretValue",
+            {"SecretId": name, "SecretString": value},
+            region,
+            creds,
+            endpoint=endpoint,
+        )
+    except OSError as exc:
+        if "ResourceNotFoundException" not in str(exc):
+            raise
+    return call(
+        "secretsmanager",
+        "secretsmanager.CreateSecret",
+        {"Name": name, "SecretString": value},
+        region,
+        creds,
+        endpoint=endpoint,
+    )

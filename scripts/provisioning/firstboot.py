@@ -1,0 +1,299 @@
+"""First boot of an instance (airflow-firstboot.service): per-instance secrets.
+
+Runs once per instance: the record /var/lib/airflow-ami/firstboot.json holds the
+instance id it was made for; a different id (an image made from a booted
+instance) or no record makes it run again.
+"""
+
+import json
+import os
+import time
+
+from . import layout as L
+from .awsapi import Imds, NoMetadata, put_secretsmanager_secret, put_ssm_parameter
+from .envfile import read_env_file
+from .inifile import set_options
+from .install import airflow_env, mysql_sql, wait_for_mysql
+from .runner import StepFailed, run_steps
+from .secretgen import alphanumeric, env_file_line, fernet_key, sql_string, sqlalchemy_mysql_url
+from .sizing import mem_mib_from_meminfo, resolve_parallelism
+
+# One Airflow process for all database work at first boot: importing Airflow costs
+# several seconds, so the schema check, the admin user and the connection share it.
+DATABASE_SCRIPT = r"""
+import json, sys
+data = json.loads(sys.stdin.read())
+from airflow.utils import db
+try:
+    db.check_migrations(1)
+    print("schema is current (migrated at bake time)")
+except TimeoutError:
+    db.upgradedb()
+    print("schema migrated")
+from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+with get_application_builder() as appbuilder:
+    sm = appbuilder.sm
+    role = sm.find_role("Admin")
+    if role is None:
+        sm.sync_roles()
+        role = sm.find_role("Admin")
+    user = sm.find_user(username=data["username"])
+    if user is None:
+        user = sm.add_user(data["username"], "Airflow", "Admin", data["email"], role,
+                           data["password"])
+        if not user:
+            raise SystemExit("could not create the admin user")
+        print("created admin user %s" % data["username"])
+    else:
+        sm.reset_password(user.id, data["password"])
+        if role not in user.roles:
+            user.roles.append(role)
+            sm.update_user(user)
+        print("reset the password of admin user %s" % data["username"])
+
+from airflow.models import Connection
+from airflow.utils.session import create_session
+with create_session() as session:
+    conn = session.query(Connection).filter(Connection.conn_id == "aws_default").one_or_none()
+    if conn is None:
+        conn = Connection(conn_id="aws_default", conn_type="aws")
+        session.add(conn)
+        extra = {}
+    else:
+        try:
+            extra = conn.extra_dejson
+        except Exception:
+            extra = {}
+    extra["region_name"] = data["region"]
+    conn.set_extra(json.dumps(extra))
+    print("aws_default region_name=%s" % data["region"])
+"""
+
+
+def machine_id():
+    try:
+        with open("/etc/machine-id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def read_instance_identity(ctx):
+    """Instance id and region from IMDSv2; without IMDS, the machine-id and settings."""
+    imds = Imds()
+    ctx.imds = imds
+    try:
+        doc = json.loads(imds.get("dynamic/instance-identity/document") or "{}")
+        ctx.instance_id = doc.get("instanceId") or imds.get("meta-data/instance-id")
+        ctx.region = doc.get("region") or ctx.settings.get("region")
+        ctx.imds_version = "v2"
+        ctx.info("instance %s in %s (IMDSv2)" % (ctx.instance_id, ctx.region))
+    except (NoMetadata, ValueError) as exc:
+        ctx.instance_id = "machine-" + machine_id()
+        ctx.region = ctx.settings.get("region") or "us-east-1"
+        ctx.imds_version = "none"
+        ctx.imds = None
+        ctx.info(
+            "no instance metadata (%s): using %s, region %s from settings"
+            % (exc, ctx.instance_id, ctx.region)
+        )
+
+
+def check_first_boot_pending(ctx):
+    """Stop here when the record says first boot already ran for this instance."""
+    if os.path.exists(L.FIRSTBOOT_MARKER):
+        with open(L.FIRSTBOOT_MARKER) as fh:
+            try:
+                record = json.load(fh)
+            except ValueError:
+                record = {}
+        if record.get("instance_id") == ctx.instance_id and os.path.exists(L.SECRETS_ENV):
+            ctx.info("first boot already done for %s at %s" % (ctx.instance_id, record.get("time")))
+            return "stop"
+        ctx.info("record is for %s, this is %s: running again" % (record.get("instance_id"), ctx.instance_id))
+    return None
+
+
+def size_parallelism(ctx):
+    """Set [core] parallelism in airflow.cfg from CPUs and memory, unless pinned."""
+    setting = ctx.settings.get("parallelism", "auto")
+    with open("/proc/meminfo") as fh:
+        mem = mem_mib_from_meminfo(fh.read())
+    cpus = len(os.sched_getaffinity(0))
+    slots = resolve_parallelism(setting, cpus, mem)
+    ctx.parallelism = slots
+    ctx.info("%s CPUs, %d MiB -> parallelism %d (setting %s)" % (cpus, mem, slots, setting))
+    with open(L.AIRFLOW_CFG) as fh:
+        text = fh.read()
+    new = set_options(text, "core", {"parallelism": str(slots), "max_active_tasks_per_dag": str(slots)})
+    ctx.write_file(L.AIRFLOW_CFG, new, 0o644, "root", "root")
+
+
+def generate_secrets(ctx):
+    """Make the DB password, fernet key, JWT secret, API secret key, admin password."""
+    ctx.new = {
+        "db_password": ctx.add_secret(alphanumeric(32)),
+        "fernet_key": ctx.add_secret(fernet_key()),
+        "jwt_secret": ctx.add_secret(alphanumeric(64)),
+        "api_secret_key": ctx.add_secret(alphanumeric(64)),
+        "admin_password": ctx.add_secret(alphanumeric(24)),
+    }
+    ctx.would("generate DB password, fernet key, JWT secret, API secret key, admin password")
+
+
+def rekey_mysql_user(ctx):
+    """Give airflow@localhost the new password (caching_sha2_password)."""
+    wait_for_mysql(ctx)
+    pw = sql_string(ctx.new["db_password"])
+    mysql_sql(
+        ctx,
+        "\n".join(
+            [
+                "CREATE USER IF NOT EXISTS 'airflow'@'localhost' IDENTIFIED BY %s;" % pw,
+                "ALTER USER 'airflow'@'localhost' IDENTIFIED WITH caching_sha2_password BY %s;" % pw,
+                "GRANT ALL PRIVILEGES ON airflow.* TO 'airflow'@'localhost';",
+            ]
+        ),
+    )
+    ctx.changed = True
+
+
+def write_secrets_env(ctx):
+    """Write /etc/airflow/secrets.env (0600 root) for the units and the CLI wrapper."""
+    url = sqlalchemy_mysql_url(
+        L.MYSQL_USER, ctx.new["db_password"], L.MYSQL_DATABASE, unix_socket=ctx.os.mysql_socket
+    )
+    ctx.add_secret(url)
+    content = "".join(
+        [
+            "# Generated at first boot by airflow-firstboot.service; root only.\n",
+            env_file_line("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", url),
+            env_file_line("AIRFLOW__CORE__FERNET_KEY", ctx.new["fernet_key"]),
+            env_file_line("AIRFLOW__API_AUTH__JWT_SECRET", ctx.new["jwt_secret"]),
+            env_file_line("AIRFLOW__API__SECRET_KEY", ctx.new["api_secret_key"]),
+        ]
+    )
+    ctx.write_file(L.SECRETS_ENV, content, 0o600, "root", "root", secret=True)
+
+
+def service_env(ctx):
+    env = airflow_env(ctx)
+    env.update(read_env_file(L.AIRFLOW_ENV))
+    env.update(read_env_file(L.SECRETS_ENV))
+    return env
+
+
+def update_airflow_database(ctx):
+    """Check the schema (migrated at bake time, migrate only if behind), create or reset the
+    FAB admin user, set aws_default's region_name: one Airflow process, secrets via stdin."""
+    payload = json.dumps(
+        {
+            "username": ctx.settings.get("admin_username", "admin"),
+            "email": "%s@localhost" % ctx.settings.get("admin_username", "admin"),
+            "password": ctx.new["admin_password"],
+            "region": ctx.region,
+        }
+    )
+    out = ctx.run(
+        [L.VENV + "/bin/python", "-c", DATABASE_SCRIPT],
+        input_text=payload,
+        env=service_env(ctx),
+        user=L.AIRFLOW_USER,
+        cwd=L.AIRFLOW_HOME,
+    )[1]
+    for line in out.splitlines():
+        if line.startswith(("schema", "created", "reset", "aws_default")):
+            ctx.info(line)
+    ctx.changed = True
+
+
+def write_admin_password_file(ctx):
+    """Write the admin password to /etc/airflow/admin-password (0600 root)."""
+    ctx.write_file(
+        L.ADMIN_PASSWORD_FILE, ctx.new["admin_password"] + "\n", 0o600, "root", "root", secret=True
+    )
+
+
+def store_admin_password(ctx):
+    """Also store the admin password in SSM / Secrets Manager when asked and allowed."""
+    store = ctx.settings.get("admin_password_store", "none")
+    if store in ("", "none", None):
+        ctx.info("admin_password_store is none: password only in %s" % L.ADMIN_PASSWORD_FILE)
+        return "skipped"
+    if ctx.imds is None:
+        ctx.info(
+            "no instance metadata: cannot reach %s, password only in %s" % (store, L.ADMIN_PASSWORD_FILE)
+        )
+        return "skipped"
+    try:
+        creds = ctx.imds.role_credentials()
+    except NoMetadata as exc:
+        creds = None
+        ctx.info("no role credentials: %s" % exc)
+    if not creds:
+        ctx.info("instance has no IAM role: skipping %s" % store)
+        return "skipped"
+    ctx.add_secret(creds["secret_key"])
+    if creds.get("token"):
+        ctx.add_secret(creds["token"])
+    name = ctx.settings.get("admin_password_name") or "/airflow/admin-password"
+    endpoint = ctx.settings.get("aws_endpoint_url") or None
+    try:
+        if store == "ssm":
+            put_ssm_parameter(name, ctx.new["admin_password"], ctx.region, creds, endpoint)
+        elif store == "secretsmanager":
+            put_secretsmanager_secret(name, ctx.new["admin_password"], ctx.region, creds, endpoint)
+        else:
+            raise StepFailed("unknown admin_password_store %r" % store)
+    except OSError as exc:
+        # the role may not allow it: the password is still in the root-only file
+        ctx.info(
+            "could not store the admin password in %s (%s); it is in %s" % (store, exc, L.ADMIN_PASSWORD_FILE)
+        )
+        return None
+    ctx.would("store the admin password in %s as %s" % (store, name))
+    return None
+
+
+def write_firstboot_record(ctx):
+    """Record instance id, region, IMDS version, time, MySQL server UUID."""
+    uuid = mysql_sql(ctx, "SELECT @@server_uuid;", quiet=True).strip()
+    record = {
+        "instance_id": ctx.instance_id,
+        "region": ctx.region,
+        "imds_version": ctx.imds_version,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "mysql_server_uuid": uuid,
+        "parallelism": ctx.parallelism,
+        "machine_id": machine_id(),
+        "steps": ctx.timings,
+    }
+    ctx.write_file(
+        L.FIRSTBOOT_MARKER, json.dumps(record, indent=2, sort_keys=True) + "\n", 0o644, "root", "root"
+    )
+
+
+STEPS = [
+    read_instance_identity,
+    check_first_boot_pending,
+    size_parallelism,
+    generate_secrets,
+    rekey_mysql_user,
+    write_secrets_env,
+    update_airflow_database,
+    write_admin_password_file,
+    store_admin_password,
+    write_firstboot_record,
+]
+
+
+def main(ctx):
+    if ctx.dry_run:
+        # first boot generates and writes secrets at every step: describe it only
+        for step in STEPS:
+            ctx.info(
+                "[dry-run] would run first-boot step %s: %s"
+                % (step.__name__, (step.__doc__ or "").strip().splitlines()[0] if step.__doc__ else "")
+            )
+        return 0
+    return run_steps(ctx, STEPS, "firstboot")

@@ -1,0 +1,389 @@
+"""`cleanup` (last provisioner) and `validate-image`, which asserts what cleanup did.
+
+Each cleanup step has a matching check; validate-image runs every check and fails
+listing each trace left behind.
+"""
+
+import glob
+import os
+import re
+import subprocess
+
+from . import layout as L
+from .inifile import get_option
+from .runner import StepFailed
+
+SECRET_CFG_OPTIONS = [
+    ("core", "fernet_key"),
+    ("api_auth", "jwt_secret"),
+    ("api", "secret_key"),
+    ("webserver", "secret_key"),
+    ("database", "sql_alchemy_conn"),
+]
+HISTORY_FILES = (
+    ".bash_history",
+    ".python_history",
+    ".mysql_history",
+    ".lesshst",
+    ".viminfo",
+    ".zsh_history",
+    ".sqlite_history",
+    ".wget-hsts",
+)
+# Packer's shell provisioner runs an uploaded script from /tmp while we run.
+PACKER_SCRIPT = re.compile(r"^script_\d+\.sh$")
+LOG_MAX_BYTES = 64 * 1024
+ROTATED_LOG = re.compile(r"(\.\d+|\.gz|\.xz|\.old|-\d{8})$")
+
+
+def airflow_cfg_secret_options(path):
+    """Secret options that carry a value in airflow.cfg (pure apart from the read)."""
+    with open(path) as fh:
+        text = fh.read()
+    return ["[%s] %s" % (s, o) for s, o in SECRET_CFG_OPTIONS if get_option(text, s, o)]
+
+
+def home_dirs():
+    homes = ["/root", *sorted(glob.glob("/home/*"))]
+    return [h for h in homes if os.path.isdir(h)]
+
+
+def authorized_keys_files():
+    return [p for h in home_dirs() for p in glob.glob(h + "/.ssh/authorized_keys*")]
+
+
+def history_files():
+    return [
+        os.path.join(h, f) for h in home_dirs() for f in HISTORY_FILES if os.path.lexists(os.path.join(h, f))
+    ]
+
+
+def aws_credential_paths():
+    found = []
+    for h in home_dirs():
+        for name in (".aws/credentials", ".aws/config"):
+            if os.path.exists(os.path.join(h, name)):
+                found.append(os.path.join(h, name))
+    if os.path.exists("/etc/environment"):
+        with open("/etc/environment") as fh:
+            if re.search(r"AWS_(SECRET_ACCESS_KEY|SESSION_TOKEN|ACCESS_KEY_ID)", fh.read()):
+                found.append("/etc/environment")
+    return found
+
+
+def tmp_leftovers():
+    left = []
+    for d in ("/tmp", "/var/tmp"):
+        for entry in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            path = os.path.join(d, entry)
+            if PACKER_SCRIPT.match(entry) or entry.startswith("systemd-private-"):
+                continue
+            if entry.startswith(".") and entry.endswith("-unix") and os.path.isdir(path):
+                continue
+            left.append(path)
+    return left
+
+
+def log_leftovers():
+    left = []
+    for root, _dirs, files in os.walk("/var/log"):
+        if root.startswith("/var/log/journal"):
+            for f in files:
+                if "@" in f:  # archived journal file
+                    left.append(os.path.join(root, f))
+            continue
+        for f in files:
+            path = os.path.join(root, f)
+            if ROTATED_LOG.search(f) or (
+                os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) > LOG_MAX_BYTES
+            ):
+                left.append(path)
+    return left
+
+
+def package_cache_leftovers(adapter):
+    left = glob.glob("/var/cache/apt/archives/*.deb") + glob.glob("/var/cache/apt/*.bin")
+    left += [
+        p
+        for p in glob.glob("/var/lib/apt/lists/*")
+        if os.path.basename(p) not in ("lock", "partial", "auxfiles")
+    ]
+    for d in ("/var/cache/dnf", "/var/cache/yum"):
+        left += glob.glob(d + "/*")
+    return left
+
+
+def mysql_auto_cnf(adapter):
+    return os.path.join(adapter.mysql_datadir, "auto.cnf")
+
+
+# Made by MySQL at its first start: TLS CA/server/client keys and the RSA key pair of
+# caching_sha2_password.  Removed so each instance generates its own.
+MYSQL_GENERATED_KEYS = (
+    "ca.pem",
+    "ca-key.pem",
+    "server-cert.pem",
+    "server-key.pem",
+    "client-cert.pem",
+    "client-key.pem",
+    "private_key.pem",
+    "public_key.pem",
+)
+
+
+def mysql_generated_keys(adapter):
+    return [
+        os.path.join(adapter.mysql_datadir, name)
+        for name in MYSQL_GENERATED_KEYS
+        if os.path.exists(os.path.join(adapter.mysql_datadir, name))
+    ]
+
+
+def stray_airflow_homes():
+    """~/airflow made by any Airflow run without AIRFLOW_HOME (may hold generated keys)."""
+    return [os.path.join(h, "airflow") for h in home_dirs() if os.path.isdir(os.path.join(h, "airflow"))]
+
+
+def mysql_binary_logs(adapter):
+    """Binary logs written before our drop-in turned them off (disable-log-bin)."""
+    datadir = adapter.mysql_datadir
+    return sorted(glob.glob(datadir + "/binlog.[0-9]*") + glob.glob(datadir + "/binlog.index"))
+
+
+def checks(ctx):
+    """(name, list of offending paths or messages) for every hygiene rule."""
+    results = []
+
+    def add(name, found):
+        results.append((name, found))
+
+    add("ssh host keys removed", glob.glob("/etc/ssh/ssh_host_*"))
+    add("no authorized_keys", authorized_keys_files())
+    mid = ""
+    if os.path.exists("/etc/machine-id"):
+        with open("/etc/machine-id") as fh:
+            mid = fh.read().strip()
+    add("machine-id empty", ["/etc/machine-id holds %s" % mid] if mid else [])
+    add(
+        "no dbus machine-id copy",
+        [
+            p
+            for p in ["/var/lib/dbus/machine-id"]
+            if os.path.isfile(p) and not os.path.islink(p) and os.path.getsize(p) > 0
+        ],
+    )
+    add("cloud-init cleaned", glob.glob("/var/lib/cloud/instances/*") + glob.glob("/var/lib/cloud/instance"))
+    add("package caches cleaned", package_cache_leftovers(ctx.os))
+    add("logs cleaned", log_leftovers())
+    add("no shell history", history_files())
+    add("no temp files", tmp_leftovers())
+    add("bundle removed", [ctx.bundle] if ctx.bundle and os.path.exists(ctx.bundle) else [])
+    add("build directory removed", [p for p in (L.BUILD_DIR, L.BUILD_PACKAGES_RECORD) if os.path.exists(p)])
+    secrets = [p for p in (L.SECRETS_ENV, L.ADMIN_PASSWORD_FILE, L.FIRSTBOOT_MARKER) if os.path.exists(p)]
+    secrets += glob.glob(L.AIRFLOW_HOME + "/*.generated")
+    if os.path.exists(L.AIRFLOW_CFG):
+        secrets += ["%s %s" % (L.AIRFLOW_CFG, o) for o in airflow_cfg_secret_options(L.AIRFLOW_CFG)]
+    add("no airflow secrets", secrets)
+    add("no AWS credentials", aws_credential_paths())
+    add("mysql server uuid removed", [p for p in [mysql_auto_cnf(ctx.os)] if os.path.exists(p)])
+    add("no mysql binary logs", mysql_binary_logs(ctx.os))
+    add("mysql keys made per instance", mysql_generated_keys(ctx.os))
+    add("no stray airflow home", stray_airflow_homes())
+    add("airflow logs empty", [p for p in glob.glob(L.AIRFLOW_HOME + "/logs/*")])
+    add("no random seed", [p for p in ["/var/lib/systemd/random-seed"] if os.path.exists(p)])
+    return results
+
+
+# ------------------------------------------------------------------ cleanup steps
+def stop_services(ctx):
+    for unit in (
+        "airflow.target",
+        "airflow-scheduler.service",
+        "airflow-dag-processor.service",
+        "airflow-api-server.service",
+        "airflow-triggerer.service",
+        ctx.os.mysql_service,
+    ):
+        rc, _ = ctx.probe(["systemctl", "is-active", "--quiet", unit])
+        if rc == 0:
+            ctx.would("stop %s" % unit)
+            if not ctx.dry_run:
+                ctx.run(["systemctl", "stop", unit])
+
+
+def remove_mysql_server_uuid(ctx):
+    """MySQL writes a fresh auto.cnf (server_uuid) at its first start on each instance."""
+    ctx.remove(mysql_auto_cnf(ctx.os))
+
+
+def remove_mysql_binary_logs(ctx):
+    for path in mysql_binary_logs(ctx.os):
+        ctx.remove(path)
+
+
+def remove_mysql_generated_keys(ctx):
+    for path in mysql_generated_keys(ctx.os):
+        ctx.remove(path)
+
+
+def remove_stray_airflow_homes(ctx):
+    for path in stray_airflow_homes():
+        ctx.remove(path)
+
+
+def remove_airflow_secrets(ctx):
+    generated = glob.glob(L.AIRFLOW_HOME + "/*.generated")
+    for path in [L.SECRETS_ENV, L.ADMIN_PASSWORD_FILE, L.FIRSTBOOT_MARKER, *generated]:
+        ctx.remove(path)
+
+
+def clear_airflow_logs(ctx):
+    for path in glob.glob(L.AIRFLOW_HOME + "/logs/*"):
+        ctx.remove(path)
+
+
+def remove_build_directory(ctx):
+    ctx.remove(L.BUILD_DIR)
+    ctx.remove(L.BUILD_PACKAGES_RECORD)
+    ctx.remove(L.STATE_DIR + "/index-refreshed")
+
+
+def clean_package_caches(ctx):
+    if package_cache_leftovers(ctx.os):
+        ctx.would("clean %s caches" % ctx.os.name)
+        if not ctx.dry_run:
+            ctx.os.clean_caches(ctx)
+
+
+def remove_ssh_host_keys(ctx):
+    for path in glob.glob("/etc/ssh/ssh_host_*"):
+        ctx.remove(path)
+
+
+def remove_authorized_keys(ctx):
+    for path in authorized_keys_files():
+        ctx.remove(path)
+
+
+def empty_machine_id(ctx):
+    """Empty (not removed): systemd then makes a new id at the next boot."""
+    if os.path.exists("/etc/machine-id") and os.path.getsize("/etc/machine-id") == 0:
+        pass
+    else:
+        ctx.would("empty /etc/machine-id")
+        if not ctx.dry_run:
+            with open("/etc/machine-id", "w"):
+                pass
+            os.chmod("/etc/machine-id", 0o444)
+    dbus = "/var/lib/dbus/machine-id"
+    if os.path.isfile(dbus) and not os.path.islink(dbus):
+        ctx.remove(dbus)
+    ctx.remove("/var/lib/systemd/random-seed")
+
+
+def clean_cloud_init(ctx):
+    if not os.path.exists("/usr/bin/cloud-init"):
+        ctx.info("no cloud-init on this image")
+        leftovers = glob.glob("/var/lib/cloud/instances/*") + glob.glob("/var/lib/cloud/instance")
+        for path in leftovers:
+            ctx.remove(path)
+        return None
+    ctx.would("cloud-init clean --logs --seed")
+    if not ctx.dry_run:
+        ctx.run(["cloud-init", "clean", "--logs", "--seed"])
+    return None
+
+
+def remove_shell_history(ctx):
+    for path in history_files():
+        ctx.remove(path)
+
+
+def remove_aws_credentials(ctx):
+    for h in home_dirs():
+        ctx.remove(os.path.join(h, ".aws"))
+
+
+def clean_logs(ctx):
+    if glob.glob("/var/log/journal/*"):
+        ctx.would("rotate and vacuum the journal")
+        if not ctx.dry_run:
+            subprocess.call(["journalctl", "--rotate"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.call(
+                ["journalctl", "--vacuum-time=1s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            for path in glob.glob("/var/log/journal/*/*@*"):
+                ctx.remove(path)
+    for root, _dirs, files in os.walk("/var/log"):
+        if root.startswith("/var/log/journal"):
+            continue
+        for f in files:
+            path = os.path.join(root, f)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            if ROTATED_LOG.search(f):
+                ctx.remove(path)
+            elif os.path.getsize(path) > 0:
+                ctx.would("truncate %s" % path)
+                if not ctx.dry_run:
+                    with open(path, "w"):
+                        pass
+
+
+def remove_temp_files(ctx):
+    for path in tmp_leftovers():
+        if ctx.bundle and os.path.abspath(path) == os.path.abspath(ctx.bundle):
+            continue  # removed last, by remove_bundle
+        ctx.remove(path)
+
+
+def remove_bundle(ctx):
+    bundle = ctx.bundle
+    if not bundle or not os.path.exists(bundle):
+        return "skipped"
+    if not os.path.exists(os.path.join(bundle, "settings.json")):
+        ctx.info("%s does not look like a bundle: left alone" % bundle)
+        return "skipped"
+    ctx.remove(bundle)
+    return None
+
+
+def validate_image(ctx):
+    problems = [(name, found) for name, found in checks(ctx) if found]
+    for name, found in checks(ctx):
+        if not found:
+            ctx.info("ok    %s" % name)
+    for name, found in problems:
+        ctx.info(
+            "FAIL  %s: %s"
+            % (name, ", ".join(found[:8]) + (" (+%d more)" % (len(found) - 8) if len(found) > 8 else ""))
+        )
+    if problems:
+        msg = "%d hygiene rule(s) broken: %s" % (len(problems), ", ".join(n for n, _ in problems))
+        if ctx.dry_run:
+            ctx.info("[dry-run] validate-image would fail: " + msg)
+            return None
+        raise StepFailed(msg)
+    return None
+
+
+CLEANUP_STEPS = [
+    stop_services,
+    remove_mysql_server_uuid,
+    remove_mysql_binary_logs,
+    remove_mysql_generated_keys,
+    remove_airflow_secrets,
+    remove_stray_airflow_homes,
+    clear_airflow_logs,
+    remove_build_directory,
+    clean_package_caches,
+    remove_ssh_host_keys,
+    remove_authorized_keys,
+    empty_machine_id,
+    clean_cloud_init,
+    remove_shell_history,
+    remove_aws_credentials,
+    remove_temp_files,
+    remove_bundle,
+    clean_logs,
+]

@@ -1,0 +1,660 @@
+"""`provision.py install`: MySQL + Airflow baked into the image, no secrets."""
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+
+from . import layout as L
+from .imagecheck import airflow_cfg_secret_options
+from .netfetch import download_wheel, fetch_bytes
+from .runner import StepFailed, run_steps, sha256_file
+from .secretgen import alphanumeric, fernet_key, sql_string
+
+AIRFLOW_PROVIDERS = ["apache-airflow-providers-fab", "mysqlclient"]
+
+
+# --------------------------------------------------------------------------- helpers
+def bundle_file(ctx, relpath):
+    return os.path.join(ctx.bundle, relpath)
+
+
+def mysql_sql(ctx, sql, database=None, quiet=False):
+    """Run SQL as MySQL root over the socket; SQL (and any secret in it) goes via stdin."""
+    argv = [
+        "mysql",
+        "--protocol=socket",
+        "-S",
+        ctx.os.mysql_socket,
+        "-u",
+        "root",
+        "--batch",
+        "--skip-column-names",
+    ]
+    if database:
+        argv.append(database)
+    if not quiet:
+        for stmt in sql.strip().splitlines():
+            ctx.info("sql> " + stmt)
+    return ctx.run(argv, input_text=sql, quiet=True)[1]
+
+
+def wait_for_mysql(ctx, timeout=120):
+    deadline = time.time() + timeout
+    while True:
+        rc, _ = ctx.probe(
+            ["mysqladmin", "--protocol=socket", "-S", ctx.os.mysql_socket, "-u", "root", "ping"]
+        )
+        if rc == 0:
+            return
+        if time.time() > deadline:
+            raise StepFailed("MySQL did not answer on %s within %d s" % (ctx.os.mysql_socket, timeout))
+        time.sleep(1)
+
+
+def systemctl(ctx, *args):
+    return ctx.run(["systemctl", *list(args)])
+
+
+def python_minor(python):
+    out = subprocess.check_output([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+    return out.decode().strip()
+
+
+def system_python_ok(ctx):
+    """The system python3 if new enough for Airflow and allowed by python_version."""
+    want = str(ctx.settings.get("python_version", "auto"))
+    for cand in ("/usr/bin/python3",):
+        if not os.path.exists(cand):
+            continue
+        minor = python_minor(cand)
+        major, mnr = (int(x) for x in minor.split("."))
+        if want == "auto" and (major, mnr) >= (3, 10):
+            return cand, minor
+        if want == minor:
+            return cand, minor
+    return None, None
+
+
+def wanted_python(ctx):
+    """(interpreter request for uv, minor version, uses_system_python)."""
+    path, minor = system_python_ok(ctx)
+    if path:
+        return path, minor, True
+    want = str(ctx.settings.get("python_version", "auto"))
+    minor = "3.12" if want == "auto" else want
+    return minor, minor, False
+
+
+def uv_bin():
+    return os.path.join(L.BUILD_DIR, "uv", "bin", "uv")
+
+
+def uv_env(ctx):
+    env = {
+        "UV_CACHE_DIR": os.path.join(L.BUILD_DIR, "uv-cache"),
+        "UV_PYTHON_INSTALL_DIR": os.path.join(L.AIRFLOW_HOME, "python"),
+        "UV_NATIVE_TLS": "1",
+        "UV_NO_PROGRESS": "1",
+        "UV_LINK_MODE": "copy",
+    }
+    if ctx.settings.get("index_url"):
+        env["UV_DEFAULT_INDEX"] = ctx.settings["index_url"]
+        env["UV_INDEX_URL"] = ctx.settings["index_url"]
+    if ctx.settings.get("extra_ca_bundle"):
+        env["SSL_CERT_FILE"] = ctx.os.system_ca_bundle
+    return env
+
+
+def venv_spec(ctx):
+    """Everything that decides the venv's contents; a change means reinstall."""
+    constraints = constraints_path()
+    digest = None
+    if os.path.exists(constraints):
+        digest = sha256_file(constraints)
+    return {
+        "airflow_version": ctx.settings["airflow_version"],
+        "python": wanted_python(ctx)[1],
+        "extras": sorted(ctx.settings.get("extra_python_packages") or []),
+        "constraints_sha256": digest,
+        "providers": AIRFLOW_PROVIDERS,
+    }
+
+
+def constraints_path():
+    return os.path.join(L.BUILD_DIR, "constraints.txt")
+
+
+def venv_is_current(ctx):
+    if not os.path.isfile(L.VENV_SPEC_STAMP) or not os.path.exists(L.VENV + "/bin/airflow"):
+        return False
+    with open(L.VENV_SPEC_STAMP) as fh:
+        stamp = json.load(fh)
+    spec = venv_spec(ctx)
+    # the constraints file is gone after cleanup; the rest must match
+    if spec["constraints_sha256"] is None:
+        stamp.pop("constraints_sha256", None)
+        spec.pop("constraints_sha256")
+    return stamp == spec or {k: v for k, v in stamp.items() if k in spec} == spec
+
+
+def airflow_env(ctx, extra=None):
+    env = {
+        "AIRFLOW_HOME": L.AIRFLOW_HOME,
+        "AIRFLOW_CONFIG": L.AIRFLOW_CFG,
+        "HOME": L.AIRFLOW_HOME,
+        "PATH": L.VENV + "/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    env.update(extra or {})
+    return env
+
+
+# --------------------------------------------------------------------------- steps
+def check_running_as_root(ctx):
+    if os.geteuid() != 0:
+        if ctx.dry_run:
+            ctx.info("not root: fine for a dry run, a real run needs root")
+            return None
+        raise StepFailed("provisioning must run as root (sudo)")
+    return None
+
+
+def trust_extra_ca_bundle(ctx):
+    rel = ctx.settings.get("extra_ca_bundle")
+    if not rel:
+        ctx.info("no extra_ca_bundle set")
+        return "skipped"
+    with open(bundle_file(ctx, rel), "rb") as fh:
+        pem = fh.read()
+    if b"BEGIN CERTIFICATE" not in pem:
+        raise StepFailed("%s holds no PEM certificate" % rel)
+    if ctx.write_file(ctx.os.ca_anchor, pem):
+        ctx.would("rebuild the OS trust store")
+        if not ctx.dry_run:
+            ctx.os.update_trust_store(ctx)
+    ctx.os.configure_package_manager_ca(ctx, ctx.os.system_ca_bundle)
+    # every later client (uv, pip, curl, urllib) in this run uses the same bundle
+    for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT"):
+        ctx.env[var] = ctx.os.system_ca_bundle
+        os.environ[var] = ctx.os.system_ca_bundle
+    ctx.env["UV_NATIVE_TLS"] = "1"
+    return None
+
+
+def point_package_manager_at_mirror(ctx):
+    mirror = ctx.settings.get("os_mirror")
+    if not mirror:
+        ctx.info("no os_mirror set")
+        return "skipped"
+    ctx.os.configure_mirror(ctx, mirror)
+    return None
+
+
+def refresh_package_index(ctx):
+    ctx.would("refresh the %s package index" % ctx.os.name)
+    if not ctx.dry_run:
+        ctx.os.refresh(ctx)
+        ctx.changed = False  # refreshing metadata is not a change to the image's contents
+
+
+def install_mysql_server(ctx):
+    version = str(ctx.settings.get("mysql_version", "8.4"))
+    ctx.os.install_mysql_server(ctx, version)
+    if not ctx.dry_run:
+        rc, out = ctx.probe(["mysqld", "--version"])
+        ctx.info(out.strip() if rc == 0 else "mysqld --version failed")
+
+
+def write_mysql_dropin(ctx):
+    src = bundle_file(ctx, "files/mysql-airflow.cnf")
+    with open(src) as fh:
+        content = fh.read()
+    if ctx.write_file(ctx.os.mysql_dropin, content) and not ctx.dry_run:
+        ctx.restart_mysql = True
+
+
+def initialize_mysql_datadir(ctx):
+    """Oracle's packages initialize with an expired random root password at first start;
+    initializing ourselves (insecure = no password) lets root be socket-only."""
+    datadir = ctx.os.mysql_datadir
+    if os.path.isdir(os.path.join(datadir, "mysql")):
+        ctx.info("data directory %s already initialized" % datadir)
+        return "skipped"
+    if ctx.os.name == "apt":
+        ctx.info("Debian's postinst initializes the data directory")
+        return "skipped"
+    ctx.would("initialize %s (root without password, socket auth set next)" % datadir)
+    if not ctx.dry_run:
+        ctx.run(["mysqld", "--initialize-insecure", "--user=mysql", "--datadir=" + datadir])
+    return None
+
+
+def start_mysql(ctx):
+    unit = ctx.os.mysql_service
+    rc, _ = ctx.probe(["systemctl", "is-enabled", "--quiet", unit])
+    if rc != 0:
+        ctx.would("enable %s" % unit)
+        if not ctx.dry_run:
+            systemctl(ctx, "enable", unit)
+    rc, _ = ctx.probe(["systemctl", "is-active", "--quiet", unit])
+    if rc != 0 or getattr(ctx, "restart_mysql", False):
+        ctx.would("(re)start %s" % unit)
+        if not ctx.dry_run:
+            systemctl(ctx, "restart", unit)
+    if not ctx.dry_run:
+        wait_for_mysql(ctx)
+        port = mysql_sql(ctx, "SELECT @@port, @@bind_address;", quiet=True).split()
+        ctx.info("MySQL listening on %s:%s" % (port[1], port[0]))
+        if port[0] != "3306":
+            raise StepFailed("MySQL is on port %s, not 3306" % port[0])
+
+
+def secure_mysql(ctx):
+    """What mysql_secure_installation does, non-interactively and idempotently."""
+    if ctx.dry_run:
+        ctx.would("drop anonymous users, remote root and the test database; root via socket")
+        return
+    plugin = mysql_sql(
+        ctx,
+        "SELECT COUNT(*) FROM information_schema.plugins WHERE "
+        "plugin_name='auth_socket' AND plugin_status='ACTIVE';",
+        quiet=True,
+    )
+    if plugin.strip() == "0":
+        # Oracle's builds ship the plugin but do not load it; INSTALL persists it
+        ctx.would("install the auth_socket plugin (root and airflow authenticate by socket)")
+        mysql_sql(ctx, "INSTALL PLUGIN auth_socket SONAME 'auth_socket.so';")
+    before = mysql_sql(
+        ctx,
+        "SELECT CONCAT(user,'@',host,':',plugin) FROM mysql.user ORDER BY 1; SHOW DATABASES LIKE 'test';",
+        quiet=True,
+    )
+    users = [line for line in before.splitlines() if "@" in line]
+    stmts = []
+    for line in users:
+        account, _, plugin = line.rpartition(":")
+        user, _, host = account.partition("@")
+        if user == "" or (user == "root" and host != "localhost"):
+            stmts.append("DROP USER %s@%s;" % (sql_string(user), sql_string(host)))
+        elif user == "root" and plugin != "auth_socket":
+            stmts.append("ALTER USER 'root'@'localhost' IDENTIFIED WITH auth_socket;")
+    if "test" in before.split():
+        stmts.append("DROP DATABASE test;")
+    rows = mysql_sql(
+        ctx, "SELECT COUNT(*) FROM mysql.db WHERE Db='test' OR Db LIKE 'test\\\\_%';", quiet=True
+    ).strip()
+    if rows not in ("", "0"):
+        stmts.append("DELETE FROM mysql.db WHERE Db='test' OR Db LIKE 'test\\\\_%';")
+    if not stmts:
+        ctx.info("already secure: %s" % ", ".join(users))
+        return
+    stmts.append("FLUSH PRIVILEGES;")
+    ctx.would("harden MySQL (%d statements)" % (len(stmts) - 1))
+    mysql_sql(ctx, "\n".join(stmts))
+
+
+def create_airflow_database(ctx):
+    """Database + airflow@localhost.  At bake time the user authenticates by socket as the
+    `airflow` OS user (no password exists in the image); first boot re-keys it with a
+    generated password."""
+    if ctx.dry_run:
+        ctx.would(
+            "create database airflow (utf8mb4_unicode_ci) and airflow@localhost "
+            "(auth_socket until first boot)"
+        )
+        return
+    have = mysql_sql(
+        ctx,
+        "SELECT COUNT(*) FROM information_schema.schemata WHERE "
+        "schema_name='airflow'; SELECT plugin FROM mysql.user WHERE "
+        "user='airflow' AND host='localhost';",
+        quiet=True,
+    ).split()
+    stmts = []
+    if have[0] == "0":
+        stmts.append("CREATE DATABASE airflow CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;")
+    if len(have) < 2:
+        stmts.append("CREATE USER 'airflow'@'localhost' IDENTIFIED WITH auth_socket;")
+    elif have[1] != "auth_socket" and not os.path.exists(L.FIRSTBOOT_MARKER):
+        stmts.append("ALTER USER 'airflow'@'localhost' IDENTIFIED WITH auth_socket;")
+    grants = mysql_sql(ctx, "SHOW GRANTS FOR 'airflow'@'localhost';", quiet=True) if len(have) >= 2 else ""
+    if "ON `airflow`.*" not in grants:
+        stmts.append("GRANT ALL PRIVILEGES ON airflow.* TO 'airflow'@'localhost';")
+    if stmts:
+        ctx.would("set up the airflow database and user")
+        mysql_sql(ctx, "\n".join(stmts))
+
+
+def create_airflow_user(ctx):
+    try:
+        pwd.getpwnam(L.AIRFLOW_USER)
+        return
+    except KeyError:
+        pass
+    ctx.would("create system user %s (home %s, no login)" % (L.AIRFLOW_USER, L.AIRFLOW_HOME))
+    if ctx.dry_run:
+        return
+    nologin = "/usr/sbin/nologin" if os.path.exists("/usr/sbin/nologin") else "/sbin/nologin"
+    ctx.run(
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--home-dir",
+            L.AIRFLOW_HOME,
+            "--no-create-home",
+            "--shell",
+            nologin,
+            L.AIRFLOW_USER,
+        ]
+    )
+
+
+def create_airflow_directories(ctx):
+    ctx.ensure_dir(L.AIRFLOW_HOME, 0o755, "root", L.AIRFLOW_USER)
+    for sub in ("dags", "logs", "plugins"):
+        ctx.ensure_dir(os.path.join(L.AIRFLOW_HOME, sub), 0o755, L.AIRFLOW_USER, L.AIRFLOW_USER)
+    ctx.ensure_dir(L.ETC_AIRFLOW, 0o755, "root", "root")
+    ctx.ensure_dir(L.STATE_DIR, 0o700, "root", "root")
+    ctx.ensure_dir(L.BUILD_DIR, 0o700, "root", "root")
+
+
+def install_uv(ctx):
+    """uv from the package index (no pip needed): fetch the wheel, verify, unpack."""
+    target = uv_bin()
+    if os.path.exists(target):
+        rc, out = ctx.probe([target, "--version"])
+        if rc == 0 and L.UV_VERSION in out:
+            ctx.info(out.strip())
+            return
+    index = ctx.settings.get("index_url") or "https://pypi.org/simple"
+    ctx.would("download uv %s from %s and unpack it to %s" % (L.UV_VERSION, index, target))
+    if ctx.dry_run:
+        return
+    tmp = os.path.join(L.BUILD_DIR, "uv-wheel")
+    os.makedirs(tmp, exist_ok=True)
+    wheel = download_wheel(ctx.settings.get("index_url"), "uv", L.UV_VERSION, tmp)
+    with zipfile.ZipFile(wheel) as zf:
+        member = [n for n in zf.namelist() if n.endswith(".data/scripts/uv")]
+        if not member:
+            raise StepFailed("%s has no uv binary" % os.path.basename(wheel))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with zf.open(member[0]) as src, open(target + ".tmp", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    os.chmod(target + ".tmp", 0o755)
+    os.rename(target + ".tmp", target)
+    shutil.rmtree(tmp)
+    ctx.info(ctx.run([target, "--version"], quiet=True)[1].strip())
+
+
+def fetch_constraints(ctx):
+    dest = constraints_path()
+    local = ctx.settings.get("constraints_file")
+    url = ctx.settings.get("constraints_url")
+    minor = wanted_python(ctx)[1]
+    if local:
+        with open(bundle_file(ctx, local), "rb") as fh:
+            data = fh.read()
+        source = local
+    elif url:
+        url = url.replace("{python_minor}", minor)
+        if ctx.dry_run:
+            ctx.would("download constraints %s to %s" % (url, dest))
+            return None
+        data = fetch_bytes(url)
+        source = url
+    else:
+        ctx.info("no constraints set: resolving freely")
+        return "skipped"
+    ctx.info("constraints from %s (python %s)" % (source, minor))
+    ctx.write_file(dest, data, 0o644)
+    return None
+
+
+def install_build_packages(ctx):
+    if venv_is_current(ctx):
+        ctx.info("venv is current: nothing to build")
+        return "skipped"
+    system_python = wanted_python(ctx)[2]
+    wanted = ctx.os.build_packages(ctx, system_python)
+    missing = ctx.os.missing(ctx, wanted)
+    recorded = []
+    if os.path.isfile(L.BUILD_PACKAGES_RECORD):
+        with open(L.BUILD_PACKAGES_RECORD) as fh:
+            recorded = json.load(fh)
+    if not missing:
+        ctx.info("already present: %s" % " ".join(wanted))
+        return None
+    ctx.would("install build-only packages %s (removed after the build)" % " ".join(missing))
+    if ctx.dry_run:
+        return None
+    ctx.write_file(L.BUILD_PACKAGES_RECORD, json.dumps(sorted(set(recorded) | set(missing))) + "\n", 0o600)
+    ctx.os.install(ctx, missing)
+    return None
+
+
+def install_python_for_airflow(ctx):
+    request, minor, system = wanted_python(ctx)
+    if system:
+        ctx.info("system python %s (%s) is new enough" % (minor, request))
+        return "skipped"
+    pydir = os.path.join(L.AIRFLOW_HOME, "python")
+    found = glob.glob(os.path.join(pydir, "cpython-%s.*" % minor))
+    if found:
+        ctx.info("uv-managed python present: %s" % os.path.basename(found[0]))
+        return None
+    ctx.would("install a uv-managed python %s into %s" % (minor, pydir))
+    if not ctx.dry_run:
+        ctx.run([uv_bin(), "python", "install", minor], env=uv_env(ctx))
+    return None
+
+
+def create_airflow_venv(ctx):
+    request, minor, _ = wanted_python(ctx)
+    py = os.path.join(L.VENV, "bin", "python")
+    if os.path.exists(py):
+        try:
+            have = python_minor(py)
+        except (OSError, subprocess.CalledProcessError):
+            have = None
+        if have == minor:
+            return
+        ctx.would("replace venv on python %s with python %s" % (have, minor))
+        if not ctx.dry_run:
+            shutil.rmtree(L.VENV)
+    ctx.would("create venv %s with python %s" % (L.VENV, minor))
+    if not ctx.dry_run:
+        ctx.run([uv_bin(), "venv", "--python", request, L.VENV], env=uv_env(ctx))
+
+
+def install_airflow(ctx):
+    if venv_is_current(ctx):
+        ctx.info("venv already holds this spec: %s" % json.dumps(venv_spec(ctx)))
+        return
+    version = ctx.settings["airflow_version"]
+    extras = list(ctx.settings.get("extra_python_packages") or [])
+    reqs = ["apache-airflow[mysql,amazon]==%s" % version, *AIRFLOW_PROVIDERS, *extras]
+    argv = [uv_bin(), "pip", "install", "--python", L.VENV + "/bin/python", "--compile-bytecode"]
+    if os.path.exists(constraints_path()):
+        argv += ["--constraints", constraints_path()]
+    ctx.would("install %s" % " ".join(reqs))
+    if ctx.dry_run:
+        return
+    ctx.run(argv + reqs, env=uv_env(ctx))
+    # as the airflow user with its AIRFLOW_HOME: importing Airflow elsewhere would make a
+    # stray ~/airflow (and possibly an airflow.cfg with generated keys) in root's home
+    out = ctx.run(
+        [L.VENV + "/bin/python", "-c", "import airflow, MySQLdb; print(airflow.__version__)"],
+        quiet=True,
+        env=airflow_env(ctx),
+        user=L.AIRFLOW_USER,
+        cwd=L.AIRFLOW_HOME,
+    )[1]
+    if out.strip() != version:
+        raise StepFailed("venv has airflow %r, wanted %s" % (out.strip(), version))
+    ctx.write_file(L.VENV_SPEC_STAMP, json.dumps(venv_spec(ctx), sort_keys=True) + "\n")
+
+
+def remove_build_packages(ctx):
+    if not os.path.isfile(L.BUILD_PACKAGES_RECORD):
+        ctx.info("no build-only packages recorded")
+        return "skipped"
+    with open(L.BUILD_PACKAGES_RECORD) as fh:
+        recorded = json.load(fh)
+    present = [p for p in recorded if ctx.os.is_installed(ctx, p)]
+    # keep the shared libraries the built extension needs (e.g. libmysqlclient)
+    keep = runtime_library_packages(ctx)
+    if present:
+        ctx.would(
+            "keep runtime packages %s; remove build-only packages %s"
+            % (" ".join(keep) or "-", " ".join(present))
+        )
+        if not ctx.dry_run:
+            for pkg in keep:
+                ctx.os.keep_package(ctx, pkg)
+            ctx.os.remove_packages(ctx, present)
+    if not ctx.dry_run:
+        ctx.remove(L.BUILD_PACKAGES_RECORD)
+        ctx.run([L.VENV + "/bin/python", "-c", "import MySQLdb"], quiet=True)
+    return None
+
+
+def runtime_library_packages(ctx):
+    pkgs = set()
+    for so in glob.glob(L.VENV + "/lib/python3*/site-packages/MySQLdb/_mysql*.so"):
+        _rc, out = ctx.probe(["ldd", so])
+        for line in out.splitlines():
+            if "=>" in line and "/" in line.split("=>")[1]:
+                lib = line.split("=>")[1].split("(")[0].strip()
+                owner = ctx.os.owner_of(ctx, lib)
+                if owner and "mysql" in owner:
+                    pkgs.add(owner)
+    return sorted(pkgs)
+
+
+def install_config_files(ctx):
+    changed_units = False
+    for name, dest, mode, group in L.RENDERED_FILES:
+        if dest == "mysql-dropin":
+            continue  # written by write_mysql_dropin
+        src = bundle_file(ctx, "files/" + name)
+        if not os.path.exists(src):
+            raise StepFailed("bundle is missing files/%s" % name)
+        with open(src, "rb") as fh:
+            data = fh.read()
+        if ctx.write_file(dest, data, mode, "root", group or "root") and dest.startswith(L.SYSTEMD_DIR):
+            changed_units = True
+    if changed_units and not ctx.dry_run:
+        systemctl(ctx, "daemon-reload")
+
+
+def install_provisioning_code(ctx):
+    """First boot needs this code and the settings after the bundle is gone."""
+    src = os.path.join(ctx.bundle, "scripts")
+    for root, dirs, files in os.walk(src):
+        dirs[:] = [d for d in dirs if d != "__pycache__" and not d.startswith(".")]
+        for name in files:
+            if name.endswith((".pyc", ".toml")):
+                continue
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, src)
+            with open(path, "rb") as fh:
+                mode = 0o755 if name in ("provision.py", "firstboot.py") else 0o644
+                ctx.write_file(os.path.join(L.CODE_DIR, rel), fh.read(), mode)
+    with open(bundle_file(ctx, "settings.json"), "rb") as fh:
+        ctx.write_file(L.SETTINGS_COPY, fh.read(), 0o644)
+
+
+def migrate_airflow_schema(ctx):
+    """Bake-time migration over the socket as the airflow OS user; throwaway keys live
+    only in this process's environment, so first boot has nothing to migrate."""
+    if ctx.dry_run:
+        ctx.would("run `airflow db migrate` (socket auth, throwaway keys in env only)")
+        return
+    url = "mysql+mysqldb://airflow@localhost/airflow?charset=utf8mb4&unix_socket=" + ctx.os.mysql_socket
+    env = airflow_env(
+        ctx,
+        {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url,
+            "AIRFLOW__CORE__FERNET_KEY": ctx.add_secret(fernet_key()),
+            "AIRFLOW__API_AUTH__JWT_SECRET": ctx.add_secret(alphanumeric(64)),
+            "AIRFLOW__API__SECRET_KEY": ctx.add_secret(alphanumeric(64)),
+        },
+    )
+    rc, _ = ctx.run(
+        [L.VENV + "/bin/airflow", "db", "check-migrations", "-t", "1"],
+        env=env,
+        user=L.AIRFLOW_USER,
+        cwd=L.AIRFLOW_HOME,
+        check=False,
+    )
+    if rc == 0:
+        ctx.info("schema is current")
+        return
+    ctx.would("migrate the Airflow schema")
+    t0 = time.time()
+    ctx.run([L.VENV + "/bin/airflow", "db", "migrate"], env=env, user=L.AIRFLOW_USER, cwd=L.AIRFLOW_HOME)
+    ctx.info("migrated in %.1f s" % (time.time() - t0))
+
+
+def enable_airflow_units(ctx):
+    services = [u for u in L.UNITS if u.endswith(".service") and u != "airflow-firstboot.service"]
+    for unit in ["airflow-firstboot.service", "airflow.target", *services]:
+        rc, _ = ctx.probe(["systemctl", "is-enabled", "--quiet", unit])
+        if rc != 0:
+            ctx.would("enable %s" % unit)
+            if not ctx.dry_run:
+                systemctl(ctx, "enable", unit)
+
+
+def check_no_secrets_baked(ctx):
+    if not os.path.exists(L.AIRFLOW_CFG):
+        if ctx.dry_run:
+            return
+        raise StepFailed("%s missing" % L.AIRFLOW_CFG)
+    found = airflow_cfg_secret_options(L.AIRFLOW_CFG)
+    if found:
+        raise StepFailed("airflow.cfg holds secret values for: %s" % ", ".join(found))
+    if os.path.exists(L.SECRETS_ENV) and not os.path.exists(L.FIRSTBOOT_MARKER):
+        raise StepFailed("%s exists before first boot" % L.SECRETS_ENV)
+
+
+STEPS = [
+    check_running_as_root,
+    trust_extra_ca_bundle,
+    point_package_manager_at_mirror,
+    refresh_package_index,
+    install_mysql_server,
+    write_mysql_dropin,
+    initialize_mysql_datadir,
+    start_mysql,
+    secure_mysql,
+    create_airflow_user,
+    create_airflow_database,
+    create_airflow_directories,
+    install_uv,
+    fetch_constraints,
+    install_build_packages,
+    install_python_for_airflow,
+    create_airflow_venv,
+    install_airflow,
+    remove_build_packages,
+    install_config_files,
+    install_provisioning_code,
+    migrate_airflow_schema,
+    enable_airflow_units,
+    check_no_secrets_baked,
+]
+
+
+def main(ctx):
+    return run_steps(ctx, STEPS, "install")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run scripts/provision.py install")

@@ -1,0 +1,292 @@
+"""OS adapters: one small class per package manager.  Steps above them are OS-agnostic.
+
+Each adapter knows its package commands, where MySQL lives (service name, socket,
+config drop-in), which packages build ``mysqlclient``, and how to trust an extra CA.
+"""
+
+import os
+import re
+
+from .inifile import set_options
+from .netfetch import fetch_bytes
+from .osdetect import detect_profile, is_debian_unstable, parse_os_release
+from .runner import StepFailed
+
+# Oracle's MySQL repository setup packages, by MySQL series and EL release.
+MYSQL_REPO_RPMS = {
+    ("8.4", "el9"): "https://repo.mysql.com/mysql84-community-release-el9-1.noarch.rpm",
+    ("8.4", "el7"): "https://repo.mysql.com/mysql84-community-release-el7-1.noarch.rpm",
+}
+MYSQL_APT_SUITES = {"8.4": "mysql-8.4-lts"}
+MYSQL_APT_KEY_URL = "https://repo.mysql.com/RPM-GPG-KEY-mysql-2023"
+
+
+class Adapter(object):
+    name = ""
+    profile = ""
+    mysql_service = "mysqld"
+    mysql_socket = "/var/lib/mysql/mysql.sock"
+    mysql_datadir = "/var/lib/mysql"
+    mysql_dropin = "/etc/my.cnf.d/airflow.cnf"
+    ca_anchor = "/etc/pki/ca-trust/source/anchors/airflow-ami-extra-ca.pem"
+    system_ca_bundle = "/etc/pki/tls/certs/ca-bundle.crt"
+    cache_dirs = ()
+
+    def __init__(self, os_release):
+        self.os_release = os_release
+
+    # trust store
+    def update_trust_store(self, ctx):
+        ctx.run(["update-ca-trust", "extract"])
+
+    # package state (read-only probes are allowed in dry-run)
+    def missing(self, ctx, packages):
+        return [p for p in packages if not self.is_installed(ctx, p)]
+
+    def is_installed(self, ctx, package):
+        rc, _ = ctx.probe(["rpm", "-q", "--whatprovides", package])
+        return rc == 0
+
+    def install(self, ctx, packages):
+        raise NotImplementedError
+
+    def owner_of(self, ctx, path):
+        rc, out = ctx.probe(["rpm", "-qf", "--qf", "%{NAME}\n", path])
+        return out.strip().splitlines()[0] if rc == 0 and out.strip() else None
+
+
+class _RpmAdapter(Adapter):
+    tool = "dnf"
+    el = "el9"
+
+    def _cmd(self, *args):
+        return [self.tool, "-y", "-q", *list(args)]
+
+    def configure_package_manager_ca(self, ctx, bundle_path):
+        conf = "/etc/dnf/dnf.conf" if self.tool == "dnf" else "/etc/yum.conf"
+        return _set_ini_main(ctx, conf, "sslcacert", bundle_path)
+
+    def configure_mirror(self, ctx, mirror):
+        # Repo files stay untouched: every yum/dnf call gets --setopt baseurl overrides.
+        ctx.info("os_mirror %s applied to every %s call (baseurl override)" % (mirror, self.tool))
+        return False
+
+    def mirror_args(self, ctx):
+        mirror = ctx.settings.get("os_mirror")
+        if not mirror:
+            return []
+        return [
+            "--setopt=*.baseurl=%s/$releasever/$basearch" % mirror.rstrip("/"),
+            "--setopt=*.mirrorlist=",
+            "--setopt=*.metalink=",
+        ]
+
+    def refresh(self, ctx):
+        ctx.run(self._cmd(*([*self.mirror_args(ctx), "makecache"])))
+
+    def install(self, ctx, packages):
+        ctx.run(self._cmd(*([*self.mirror_args(ctx), "install", *list(packages)])))
+
+    def install_mysql_server(self, ctx, version):
+        rpm = MYSQL_REPO_RPMS.get((version, self.el))
+        if rpm is None:
+            raise StepFailed("no Oracle MySQL repository known for MySQL %s on %s" % (version, self.el))
+        if not self.is_installed(ctx, "mysql-community-server"):
+            if not self.is_installed(ctx, "mysql%s-community-release" % version.replace(".", "")):
+                ctx.would("install Oracle's MySQL %s repository (%s)" % (version, rpm))
+                if not ctx.dry_run:
+                    ctx.run(self._cmd("install", rpm))
+            ctx.would("install mysql-community-server")
+            if not ctx.dry_run:
+                self.install(ctx, ["mysql-community-server"])
+
+    def build_packages(self, ctx, system_python):
+        pkgs = ["gcc", "mysql-community-devel", "pkgconfig" if self.tool == "yum" else "pkgconf-pkg-config"]
+        if system_python:
+            pkgs.append("python3-devel")
+        return pkgs
+
+    def keep_package(self, ctx, package):
+        if self.tool == "dnf":
+            ctx.run(["dnf", "-y", "-q", "mark", "install", package])
+
+    def remove_packages(self, ctx, packages):
+        ctx.run(self._cmd("remove", *packages))
+
+    def clean_caches(self, ctx):
+        ctx.run([self.tool, "clean", "all"], check=False)
+        for d in ("/var/cache/dnf", "/var/cache/yum"):
+            if os.path.isdir(d):
+                for entry in os.listdir(d):
+                    ctx.remove(os.path.join(d, entry))
+
+
+class Dnf(_RpmAdapter):
+    name = "dnf"
+    profile = "amazon-linux-2023"
+    tool = "dnf"
+    el = "el9"
+    cache_dirs = ("/var/cache/dnf",)
+
+
+class Yum(_RpmAdapter):
+    """Amazon Linux 2: yum, plus amazon-linux-extras for topics the base repos lack."""
+
+    name = "yum"
+    profile = "amazon-linux-2"
+    tool = "yum"
+    el = "el7"
+    cache_dirs = ("/var/cache/yum",)
+
+    # No amazon-linux-extras topic is needed: Python >= 3.10 comes from uv, MySQL from
+    # Oracle's el7 repository.
+
+
+class Apt(Adapter):
+    name = "apt"
+    profile = "debian"
+    mysql_service = "mysql"
+    mysql_socket = "/run/mysqld/mysqld.sock"
+    mysql_dropin = "/etc/mysql/mysql.conf.d/zz-airflow.cnf"
+    ca_anchor = "/usr/local/share/ca-certificates/airflow-ami-extra-ca.crt"
+    system_ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
+    cache_dirs = ("/var/cache/apt/archives",)
+    env = (("DEBIAN_FRONTEND", "noninteractive"), ("NEEDRESTART_MODE", "a"))
+
+    def _opts(self):
+        opts = ["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"]
+        if is_debian_unstable(self.os_release):
+            # sid/testing mirrors may serve a Release file past its Valid-Until
+            opts += ["-o", "Acquire::Check-Valid-Until=false"]
+        return opts
+
+    def update_trust_store(self, ctx):
+        ctx.run(["update-ca-certificates"])
+
+    def configure_package_manager_ca(self, ctx, bundle_path):
+        return ctx.write_file(
+            "/etc/apt/apt.conf.d/80airflow-ami-ca", 'Acquire::https::CaInfo "%s";\n' % bundle_path
+        )
+
+    def configure_mirror(self, ctx, mirror):
+        mirror = mirror.rstrip("/")
+        changed = False
+        for path in ("/etc/apt/sources.list", "/etc/apt/sources.list.d/debian.sources"):
+            if not os.path.isfile(path):
+                continue
+            with open(path) as fh:
+                text = fh.read()
+            new = re.sub(r"https?://deb\.debian\.org/debian(?=[\s/])", mirror, text)
+            if new != text:
+                changed = ctx.write_file(path, new) or changed
+        return changed
+
+    def is_installed(self, ctx, package):
+        rc, out = ctx.probe(["dpkg-query", "-W", "-f", "${Status}", package])
+        return rc == 0 and "install ok installed" in out
+
+    def has_candidate(self, ctx, package):
+        rc, out = ctx.probe(["apt-cache", "policy", package])
+        m = re.search(r"Candidate:\s*(\S+)", out)
+        return rc == 0 and m is not None and m.group(1) != "(none)"
+
+    def refresh(self, ctx):
+        ctx.run(["apt-get", "-q", "update", *self._opts()], env=dict(self.env))
+
+    def install(self, ctx, packages):
+        ctx.run(
+            ["apt-get", "-q", "-y", "install", "--no-install-recommends", *self._opts(), *packages],
+            env=dict(self.env),
+        )
+
+    def install_mysql_server(self, ctx, version):
+        if self.is_installed(ctx, "mysql-server") or self.is_installed(ctx, "mysql-community-server"):
+            return
+        if not self.has_candidate(ctx, "mysql-server"):
+            self._add_oracle_repo(ctx, version)
+        ctx.would("install mysql-server")
+        if not ctx.dry_run:
+            self.install(ctx, ["mysql-server"])
+
+    def _add_oracle_repo(self, ctx, version):
+        suite = MYSQL_APT_SUITES.get(version)
+        codename = self.os_release.get("VERSION_CODENAME", "")
+        if suite is None or not codename:
+            raise StepFailed(
+                "this Debian ships no mysql-server and no Oracle repository is "
+                "known for MySQL %s on %r" % (version, codename)
+            )
+        ctx.would("add Oracle's MySQL apt repository %s %s" % (codename, suite))
+        if ctx.dry_run:
+            return
+        key = fetch_bytes(MYSQL_APT_KEY_URL)
+        ctx.write_file("/usr/share/keyrings/mysql-oracle.asc", key)
+        ctx.write_file(
+            "/etc/apt/sources.list.d/mysql-oracle.list",
+            "deb [signed-by=/usr/share/keyrings/mysql-oracle.asc] http://repo.mysql.com/apt/"
+            "debian %s %s\n" % (codename, suite),
+        )
+        self.refresh(ctx)
+
+    def build_packages(self, ctx, system_python):
+        # sid: default-libmysqlclient-dev is uninstallable, libmysqlclient-dev works
+        dev = (
+            "libmysqlclient-dev"
+            if self.has_candidate(ctx, "libmysqlclient-dev")
+            else "default-libmysqlclient-dev"
+        )
+        pkgs = ["gcc", "libc6-dev", "pkg-config", dev]
+        if system_python:
+            pkgs.append("python3-dev")
+        return pkgs
+
+    def owner_of(self, ctx, path):
+        rc, out = ctx.probe(["dpkg-query", "-S", path])
+        if rc != 0 or ":" not in out:
+            real = os.path.realpath(path)
+            if real == path:
+                return None
+            rc, out = ctx.probe(["dpkg-query", "-S", real])
+            if rc != 0 or ":" not in out:
+                return None
+        return out.split(":", 1)[0].strip()
+
+    def keep_package(self, ctx, package):
+        ctx.run(["apt-mark", "manual", package])
+
+    def remove_packages(self, ctx, packages):
+        ctx.run(["apt-get", "-q", "-y", "purge", *self._opts(), *list(packages)], env=dict(self.env))
+        ctx.run(["apt-get", "-q", "-y", "autoremove", "--purge", *self._opts()], env=dict(self.env))
+
+    def clean_caches(self, ctx):
+        ctx.run(["apt-get", "clean"], check=False)
+        lists = "/var/lib/apt/lists"
+        for entry in sorted(os.listdir(lists)) if os.path.isdir(lists) else []:
+            if entry not in ("lock", "partial", "auxfiles"):
+                ctx.remove(os.path.join(lists, entry))
+
+
+def _set_ini_main(ctx, path, key, value):
+    text = ""
+    if os.path.isfile(path):
+        with open(path) as fh:
+            text = fh.read()
+    return ctx.write_file(path, set_options(text, "main", {key: value}))
+
+
+def adapter_for(os_release_text):
+    fields = parse_os_release(os_release_text)
+    profile = detect_profile(fields)
+    cls = {"amazon-linux-2": Yum, "amazon-linux-2023": Dnf, "debian": Apt}[profile]
+    return cls(fields)
+
+
+def adapter_named(package_manager, os_release_text=""):
+    """The adapter for a package manager name (dry runs on an unsupported host)."""
+    cls = {"yum": Yum, "dnf": Dnf, "apt": Apt}[package_manager]
+    return cls(parse_os_release(os_release_text))
+
+
+def load_adapter(path="/etc/os-release"):
+    with open(path) as fh:
+        return adapter_for(fh.read())

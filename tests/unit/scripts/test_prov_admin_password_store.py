@@ -1,0 +1,50 @@
+"""The stdlib SSM / Secrets Manager calls, against moto's server (signature format, JSON
+protocol, create-then-update), read back with boto3."""
+
+import socket
+
+import pytest
+from provisioning.awsapi import put_secretsmanager_secret, put_ssm_parameter
+
+moto_server = pytest.importorskip("moto.server")
+boto3 = pytest.importorskip("boto3")
+
+CREDS = {"access_key": "AKIDTESTTESTTEST", "secret_key": "secret", "token": None}
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def client(service, endpoint):
+    return boto3.client(
+        service,
+        region_name="eu-west-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="AKIDTESTTESTTEST",
+        aws_secret_access_key="secret",
+    )
+
+
+def test_ssm_secure_string_is_written_and_overwritten(endpoint):
+    put_ssm_parameter("/airflow/admin-password", "First1Password", "eu-west-1", CREDS, endpoint)
+    put_ssm_parameter("/airflow/admin-password", "Second2Password", "eu-west-1", CREDS, endpoint)
+    got = client("ssm", endpoint).get_parameter(Name="/airflow/admin-password", WithDecryption=True)[
+        "Parameter"
+    ]
+    assert got["Type"] == "SecureString"
+    assert got["Value"] == "Second2Password"
+
+
+def test_secretsmanager_creates_then_updates(endpoint):
+    put_secretsmanager_secret("airflow/admin", "First1Password", "eu-west-1", CREDS, endpoint)
+    put_secretsmanager_secret("airflow/admin", "Second2Password", "eu-west-1", CREDS, endpoint)
+    got = client("secretsmanager", endpoint).get_secret_value(SecretId="airflow/admin")
+    assert got["SecretString"] == "Second2Password"
