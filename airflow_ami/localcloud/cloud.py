@@ -1,0 +1,389 @@
+"""The local cloud's flows: build an AMI, launch it, tear everything down.
+
+moto keeps running between `bake` invocations (build -> launch -> verify ->
+teardown); its port is in the state file. moto holds AMIs in memory only, so
+images are kept on disk by AMI id (base images under a deterministic id) and
+handed to every moto we start (MOTO_AMIS_PATH): an AMI id stays valid across
+teardown and later launches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .baseimage import base_ami_name, base_dir, ensure_base_image, prune_images
+from .instance import (
+    boot_instance,
+    destroy_instance,
+    shutdown_instance,
+    wait_for_ssh,
+)
+from .moto import (
+    aws_env,
+    ec2_client,
+    endpoint_url,
+    moto_ami_entry,
+    moto_has_image,
+    moto_is_running,
+    start_moto,
+)
+from .reaper import list_ours, reap
+from .state import locked_state
+from .system import (
+    PREFIX,
+    LocalCloudError,
+    cache_dir,
+    log,
+    require_root,
+    require_tools,
+    run,
+    safe_rmtree,
+    stop_process,
+)
+
+DEFAULT_REGION = "us-east-1"
+KEEP_AMIS = 3
+BuildFn = Callable[..., dict[str, Any]]
+
+
+@contextlib.contextmanager
+def interrupts_as_exceptions() -> Iterator[None]:
+    """SIGTERM/SIGHUP raise KeyboardInterrupt like Ctrl-C, so `finally` cleanup runs."""
+
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def amis_dir(cache: Path) -> Path:
+    return cache / "amis"
+
+
+def keys_dir(cache: Path) -> Path:
+    return cache / "keys"
+
+
+# ---- images and AMIs ----
+
+
+def base_ami_id(digest: str) -> str:
+    # Derived from the recipe hash so the base AMI keeps its id across moto restarts.
+    return "ami-" + hashlib.sha256(digest.encode()).hexdigest()[:17]
+
+
+def local_images(cache: Path) -> dict[str, dict[str, Any]]:
+    """ami_id -> {name, description, rootfs, created} for every image on disk.
+
+    Base images and captured AMIs alike: this is what moto is started with,
+    so AMI ids survive a moto restart.
+    """
+    images: dict[str, dict[str, Any]] = {}
+    for home in sorted(base_dir(cache).glob("[!.]*")):
+        images[base_ami_id(home.name)] = {
+            "name": base_ami_name(home.name),
+            "description": f"local-cloud Debian base image {home.name}",
+            "rootfs": str(home / "rootfs"),
+            "created": home.stat().st_mtime,
+        }
+    for meta_file in sorted(amis_dir(cache).glob("*/meta.json")):
+        meta = json.loads(meta_file.read_text())
+        images[meta["ami_id"]] = {
+            "name": meta["name"],
+            "description": f"local-cloud image built from {meta.get('source_ami', '?')}",
+            "rootfs": str(meta_file.parent / "rootfs"),
+            "created": meta["built"],
+        }
+    return images
+
+
+def write_moto_amis(cache: Path) -> Path:
+    entries = [
+        moto_ami_entry(ami_id, img["name"], img["description"], img["created"])
+        for ami_id, img in local_images(cache).items()
+    ]
+    path = cache / "moto-amis.json"
+    path.write_text(json.dumps(entries, indent=2) + "\n")
+    return path
+
+
+def image_rootfs(cache: Path, ami_id: str) -> Path:
+    image = local_images(cache).get(ami_id)
+    if not image:
+        raise LocalCloudError(f"no local image for {ami_id}: build one with `./bake build-ami --cloud local`")
+    return Path(image["rootfs"])
+
+
+def capture_image(cache: Path, record: dict[str, Any], ami_id: str, meta: dict[str, Any]) -> Path:
+    """Move a stopped instance's rootfs into the image store as the image of ami_id."""
+    target = amis_dir(cache) / ami_id
+    safe_rmtree(target)
+    target.mkdir(parents=True)
+    (Path(record["home"]) / "rootfs").rename(target / "rootfs")
+    (target / "meta.json").write_text(json.dumps({"ami_id": ami_id, **meta}, indent=2) + "\n")
+    prune_images(amis_dir(cache), KEEP_AMIS)
+    log.info("captured instance %s as the image of %s", record["instance_id"], ami_id)
+    return target / "rootfs"
+
+
+# ---- moto ----
+
+
+def ensure_moto(cache: Path, region: str, ami_id: str | None = None) -> tuple[int, bool]:
+    """(port, started_now): this cloud's running moto, (re)started to know ami_id.
+
+    moto only learns AMIs of ours at start (MOTO_AMIS_PATH), so a base image
+    or capture newer than the running moto means a restart, which is refused
+    while instances run (their moto records would vanish).
+    """
+    with locked_state(cache) as state:
+        moto = state["moto"]
+        if moto_is_running(moto):
+            if ami_id is None or moto_has_image(moto["port"], region, ami_id):
+                return int(moto["port"]), False
+            if state["instances"]:
+                raise LocalCloudError(
+                    f"the running moto does not know {ami_id} and instances are up: "
+                    "run `./bake teardown` first"
+                )
+            stop_process(moto["pid"])
+        state["moto"] = start_moto(cache / "moto.log", write_moto_amis(cache))
+        return int(state["moto"]["port"]), True
+
+
+def stop_moto(cache: Path) -> None:
+    with locked_state(cache) as state:
+        if state["moto"]:
+            stop_process(state["moto"]["pid"])
+        state["moto"] = None
+
+
+# ---- keys ----
+
+
+def new_key_pair(cache: Path, name: str) -> tuple[Path, str]:
+    """(private key file, public key text) for a fresh ed25519 key."""
+    keys_dir(cache).mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = keys_dir(cache) / name
+    for old in (path, path.with_suffix(".pub")):
+        old.unlink(missing_ok=True)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)])
+    return path, path.with_suffix(".pub").read_text().strip()
+
+
+def import_key(ec2: Any, name: str, public_key: str) -> None:
+    ec2.import_key_pair(KeyName=name, PublicKeyMaterial=public_key.encode())
+
+
+# ---- flows ----
+
+
+def _default_build(settings: Any, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    # Imported late: build pulls in rendering and Packer, which launch/teardown never need.
+    from airflow_ami.build import build_ami  # noqa: PLC0415
+
+    return build_ami(settings, env=env)
+
+
+def build_ami_local(settings: Any, build: BuildFn | None = None) -> dict[str, Any]:
+    """Run `packer build` against moto with a local container as the build instance.
+
+    Returns build_ami's record plus `timings`. On any failure or interrupt the
+    build instance is removed, and moto too if this call started it.
+    """
+    require_root()
+    require_tools()
+    cache = cache_dir()
+    timings: dict[str, float] = {}
+    with interrupts_as_exceptions():
+        reap(cache)
+        t0 = time.monotonic()
+        digest, base_rootfs = ensure_base_image(cache)
+        timings["base_image"] = time.monotonic() - t0
+        base_ami = base_ami_id(digest)
+        port, started_moto = ensure_moto(cache, settings.region, base_ami)
+        try:
+            return _build(
+                settings,
+                cache=cache,
+                port=port,
+                base=(base_ami, base_rootfs),
+                build=build,
+                timings=timings,
+            )
+        except BaseException:
+            if started_moto:
+                stop_moto(cache)
+            raise
+
+
+def _build(
+    settings: Any,
+    *,
+    cache: Path,
+    port: int,
+    base: tuple[str, Path],
+    build: BuildFn | None,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    ec2 = ec2_client(port, settings.region)
+    base_ami, base_rootfs = base
+    key_name = f"{PREFIX}build-{secrets.token_hex(4)}"
+    key_file, public_key = new_key_pair(cache, key_name)
+    import_key(ec2, key_name, public_key)
+    t0 = time.monotonic()
+    record = boot_instance(
+        cache,
+        base_rootfs,
+        ami_id=base_ami,
+        region=settings.region,
+        public_key=public_key,
+        ssh_user=settings.ssh_username,
+        ssh_key_file=str(key_file),
+        owner_pid=os.getpid(),
+    )
+    try:
+        wait_for_ssh(record)
+        timings["boot_to_ssh"] = time.monotonic() - t0
+        local = dataclasses.replace(
+            settings,
+            ec2_endpoint=endpoint_url(port),
+            ssh_host=record["ip"],
+            ssh_port=22,
+            ssh_keypair_name=key_name,
+            ssh_private_key_file=str(key_file),
+        )
+        t0 = time.monotonic()
+        result = (build or _default_build)(local, env=aws_env(settings.region, endpoint_url(port)))
+        timings["packer_build"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        shutdown_instance(record)
+        capture_image(
+            cache,
+            record,
+            result["ami_id"],
+            {
+                "name": _ami_name(ec2, result["ami_id"]),
+                "region": settings.region,
+                "source_ami": base_ami,
+                "built": time.time(),
+            },
+        )
+        timings["capture"] = time.monotonic() - t0
+    finally:
+        destroy_instance(cache, record)
+        with contextlib.suppress(Exception):
+            ec2.delete_key_pair(KeyName=key_name)
+    return {**result, "timings": timings}
+
+
+def _ami_name(ec2: Any, ami_id: str) -> str:
+    with contextlib.suppress(Exception):
+        images = ec2.describe_images(ImageIds=[ami_id])["Images"]
+        if images:
+            return str(images[0].get("Name") or ami_id)
+    return ami_id
+
+
+def launch_local(
+    ami_id: str, region: str = DEFAULT_REGION, ssh_user: str = "admin", ssh_timeout: float = 300
+) -> dict[str, Any]:
+    """RunInstances in moto, then boot a fresh container from the AMI's image.
+
+    Returns {instance_id, address, ssh_user, ssh_key_file, ami_id, region,
+    boot_to_ssh}. The instance keeps running until teardown_local().
+    """
+    require_root()
+    require_tools()
+    cache = cache_dir()
+    with interrupts_as_exceptions():
+        reap(cache)
+        rootfs = image_rootfs(cache, ami_id)
+        port, _ = ensure_moto(cache, region, ami_id)
+        ec2 = ec2_client(port, region)
+        key_name = f"{PREFIX}launch-{secrets.token_hex(4)}"
+        key_file, public_key = new_key_pair(cache, key_name)
+        import_key(ec2, key_name, public_key)
+        reservation = ec2.run_instances(
+            ImageId=ami_id,
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t3.medium",
+            KeyName=key_name,
+            MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        )
+        instance_id = reservation["Instances"][0]["InstanceId"]
+        t0 = time.monotonic()
+        record: dict[str, Any] = {}
+        try:
+            record = boot_instance(
+                cache,
+                rootfs,
+                ami_id=ami_id,
+                region=region,
+                public_key=public_key,
+                ssh_user=ssh_user,
+                ssh_key_file=str(key_file),
+                instance_id=instance_id,
+            )
+            boot_to_ssh = wait_for_ssh(record, timeout=ssh_timeout)
+        except BaseException:
+            if record:
+                destroy_instance(cache, record)
+            with contextlib.suppress(Exception):
+                ec2.terminate_instances(InstanceIds=[instance_id])
+            raise
+    log.info("instance %s up at %s after %.1fs", instance_id, record["ip"], time.monotonic() - t0)
+    return {
+        "instance_id": instance_id,
+        "address": record["ip"],
+        "ssh_user": ssh_user,
+        "ssh_key_file": str(key_file),
+        "ami_id": ami_id,
+        "region": region,
+        "boot_to_ssh": boot_to_ssh,
+    }
+
+
+def instances() -> list[dict[str, Any]]:
+    """The local cloud's instance records (for verify: address, user, key)."""
+    with locked_state(cache_dir()) as state:
+        return list(state["instances"].values())
+
+
+def teardown_local() -> list[str]:
+    """Stop every instance, moto and anything else of ours; returns what was removed."""
+    require_root()
+    cache = cache_dir()
+    with interrupts_as_exceptions():
+        removed = reap(cache, everything=True)
+        stop_moto(cache)
+        safe_rmtree(keys_dir(cache))
+    return removed
+
+
+def clean() -> None:
+    """teardown_local(), then delete the whole cache: base images, AMI images, logs, state."""
+    teardown_local()
+    safe_rmtree(cache_dir())
+
+
+def leftovers() -> dict[str, list[Any]]:
+    """What of ours exists on the host (empty lists after teardown)."""
+    return list_ours(cache_dir())
