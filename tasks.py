@@ -29,8 +29,38 @@ def validate(c: Context) -> None:
 
 @cli.settings_task
 def build_ami(c: Context, settings: cli.Settings) -> None:
-    """Render, validate and packer-build the AMI; write build/<build-name>/ami.json."""
+    """Render, validate and packer-build the AMI (--cloud local: in the local cloud); write ami.json."""
     cli.build_ami(settings)
+
+
+@cli.settings_task
+def launch(c: Context, settings: cli.Settings, ami: str = "") -> None:
+    """Launch an instance of the AMI (default: the last build's) and wait for SSH."""
+    cli.launch(settings, ami)
+
+
+@cli.settings_task
+def verify(c: Context, settings: cli.Settings, host: str = "") -> None:
+    """Run the testinfra suite on --host (ssh://user@addr) or the launched instance; pytest args after --."""
+    cli.verify(settings, host, shlex.split(c.remainder))
+
+
+@cli.settings_task
+def teardown(c: Context, settings: cli.Settings) -> None:
+    """Terminate what launch started (--cloud local: stop the whole local cloud)."""
+    cli.teardown(settings)
+
+
+@cli.settings_task(cloud="local")
+def rehearse(c: Context, settings: cli.Settings) -> None:
+    """The main job: build-ami, launch, verify, teardown in the local cloud; prints phase durations."""
+    cli.rehearse(settings, shlex.split(c.remainder))
+
+
+@task
+def clean(c: Context) -> None:
+    """Stop the local cloud and delete its cached images and build/."""
+    cli.clean()
 
 
 @task
@@ -39,5 +69,5 @@ def test(c: Context) -> None:
     c.run(shlex.join([sys.executable, "-m", "pytest", *shlex.split(c.remainder)]), pty=False)
 
 
-ns = Collection(render, validate, build_ami, test)
+ns = Collection(render, validate, build_ami, launch, verify, teardown, rehearse, clean, test)
 ns.configure({"ami": cli.config_defaults()})

@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import functools
 import inspect
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import botocore.exceptions
 from invoke import Context, Exit, task
 
-from . import build, packer
+from . import build, lifecycle, localcloud, packer
+from .lifecycle import LifecycleError
+from .localcloud import LocalCloudError
 from .manifest import ManifestError
-from .render import render
+from .render import BUILD_ROOT, render
 from .settings import FIELDS, Settings, SettingsError, load_settings
 
-__all__ = ["Settings", "build_ami", "config_defaults", "render_build", "settings_task", "validate"]
+__all__ = [
+    "Settings",
+    "build_ami",
+    "clean",
+    "config_defaults",
+    "launch",
+    "rehearse",
+    "render_build",
+    "settings_task",
+    "teardown",
+    "validate",
+    "verify",
+]
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -30,10 +46,20 @@ def exit_codes() -> Iterator[None]:
         yield
     except SettingsError as exc:
         raise Exit(f"bake: {exc}", code=EXIT_BAD_INPUT) from None
-    except (packer.PackerError, build.CheckError, ManifestError) as exc:
+    except (
+        packer.PackerError,
+        build.CheckError,
+        ManifestError,
+        LifecycleError,
+        LocalCloudError,
+        botocore.exceptions.BotoCoreError,
+        botocore.exceptions.ClientError,
+    ) as exc:
         raise Exit(f"bake: {exc}", code=EXIT_FAILED) from None
     except KeyboardInterrupt:
-        raise Exit("bake: interrupted; what the build created was removed", code=EXIT_INTERRUPTED) from None
+        raise Exit(
+            "bake: interrupted; what this run started was stopped and removed", code=EXIT_INTERRUPTED
+        ) from None
 
 
 def config_defaults() -> dict[str, None]:
@@ -41,24 +67,28 @@ def config_defaults() -> dict[str, None]:
     return {f.name: None for f in FIELDS}
 
 
-def settings_task(body: Callable[..., Any]) -> Any:
+def settings_task(body: Callable[..., Any] | None = None, **fixed: str) -> Any:
     """An invoke task whose flags are the settings fields, resolved and validated first.
 
-    The body is called as body(c, settings, **its own flags).
+    The body is called as body(c, settings, **its own flags). Settings in
+    `fixed` (e.g. cloud="local") are not flags of that task.
     """
+    if body is None:
+        return functools.partial(settings_task, **fixed)
     own = list(inspect.signature(body).parameters.values())
     own_params = own[2:]
-    field_params = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None) for f in FIELDS]
+    fields = [f for f in FIELDS if f.name not in fixed]
+    field_params = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None) for f in fields]
 
     @functools.wraps(body)
     def wrapper(c: Context, **flags: Any) -> Any:
         own_values = {p.name: flags.pop(p.name, p.default) for p in own_params}
         with exit_codes():
-            settings = load_settings(config=c.config.get("ami", {}), cli=flags)
+            settings = load_settings(config=c.config.get("ami", {}), cli={**flags, **fixed})
             return body(c, settings, **own_values)
 
     wrapper.__signature__ = inspect.Signature([own[0], *own_params, *field_params])  # type: ignore[attr-defined]
-    help_text = {f.name.replace("_", "-"): f"{f.help}; {f.allowed}" for f in FIELDS}
+    help_text = {f.name.replace("_", "-"): f"{f.help}; {f.allowed}" for f in fields}
     return task(wrapper, help=help_text, auto_shortflags=False)
 
 
@@ -73,8 +103,42 @@ def validate() -> None:
         build.check_code()
 
 
-def build_ami(settings: Settings) -> dict[str, Any]:
+def build_ami(settings: Settings) -> None:
     with exit_codes():
-        record = build.build_ami(settings)
+        record = lifecycle.bake(settings)
     sys.stdout.write(f"build-ami: {record['ami_id']} in {record['region']} ({record['name']})\n")
-    return record
+
+
+def launch(settings: Settings, ami: str) -> None:
+    with exit_codes():
+        instance = lifecycle.launch(settings, ami)
+    sys.stdout.write(
+        f"launch: {instance['instance_id']} at {instance['address']} "
+        f"(ssh {instance['ssh_user']}@{instance['address']})\n"
+    )
+
+
+def verify(settings: Settings, host: str, pytest_args: list[str]) -> None:
+    with exit_codes():
+        code = lifecycle.verify_instance(settings, host, pytest_args)
+    if code != 0:
+        raise Exit("verify: the instance failed the testinfra suite (see above)", code=EXIT_FAILED)
+
+
+def teardown(settings: Settings) -> None:
+    with exit_codes():
+        removed = lifecycle.teardown(settings)
+    sys.stdout.write(f"teardown: removed {', '.join(removed) or 'nothing (none running)'}\n")
+
+
+def rehearse(settings: Settings, pytest_args: list[str]) -> None:
+    with exit_codes():
+        code = lifecycle.rehearse(settings, pytest_args)
+    if code != 0:
+        raise Exit("rehearse: the launched instance failed verification (see above)", code=EXIT_FAILED)
+
+
+def clean() -> None:
+    with exit_codes():
+        localcloud.clean()
+    shutil.rmtree(BUILD_ROOT, ignore_errors=True)

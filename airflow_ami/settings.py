@@ -521,7 +521,7 @@ FIELDS: tuple[Field, ...] = (
         _as_str,
         _matches(r"^[a-z0-9][a-z0-9._-]{0,62}$"),
         "lower-case letters, digits, . _ and -",
-        "build directory name under build/ (default: <os>-<arch>)",
+        "build directory name under build/ (default: <os>-<arch>, plus -<cloud> off AWS)",
     ),
     Field("dry_run", _as_bool, _always, "true or false", "provisioning logs its steps and changes nothing"),
 )
@@ -627,7 +627,8 @@ def load_settings(config: Mapping[str, Any] | None = None, cli: Mapping[str, Any
     layers = [defaults, profile, overlay, *user]
     values = {f.name: _parse(f.name, _pick(f.name, layers)) for f in FIELDS}
     if not values["build_name"]:
-        values["build_name"] = f"{values['os']}-{values['arch']}"
+        suffix = "" if values["cloud"] == "aws" else f"-{values['cloud']}"
+        values["build_name"] = f"{values['os']}-{values['arch']}{suffix}"
     for f in FIELDS:
         _validate(f.name, values[f.name], values)
     return Settings(**values, package_manager=package_manager)

@@ -1,0 +1,64 @@
+"""The local-cloud rehearsal, end to end. Runs in CI (as root); never skips.
+
+A missing prerequisite fails loudly: a skipped e2e would hide a broken image.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+REQUIRED_COMMANDS = ("packer", "systemd-nspawn", "mmdebstrap", "nft", "ip", "ssh")
+MARKER_ENV = b"AIRFLOW_AMI_LOCALCLOUD="
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The e2e runs last: unit failures are cheaper to learn about first."""
+    items.sort(key=lambda item: "tests/e2e/" in str(item.path))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prerequisites() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the e2e rehearsal needs root (network namespaces, nftables, systemd-nspawn)")
+    missing = [c for c in REQUIRED_COMMANDS if shutil.which(c) is None]
+    if missing:
+        pytest.fail(
+            f"the e2e rehearsal needs {', '.join(missing)}: run it through ./bake, which installs them"
+        )
+
+
+def our_leftovers() -> list[str]:
+    """Anything of the local cloud still on this host, looked up independently of its own code."""
+    found = []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    found += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith("aa-")]
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if ": aa-" in line]
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    found += [f"nft {line}" for line in tables.splitlines() if " aa_" in line]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if MARKER_ENV in environ or ("systemd-nspawn" in cmdline and "aa-" in cmdline):
+            found.append(f"process {proc.name}: {cmdline.strip()[:120]}")
+    return found
+
+
+def bake(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    """./bake with output kept (printed by pytest on failure)."""
+    result = subprocess.run(
+        ["./bake", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    print(f"$ ./bake {' '.join(args)}\n{result.stdout}\n{result.stderr}")
+    return result

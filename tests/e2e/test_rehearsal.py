@@ -1,0 +1,67 @@
+"""./bake rehearse end to end in the local cloud, interrupted and whole, plus broken instances."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from .conftest import REPO, bake, our_leftovers
+
+
+def interrupt_rehearse_when(trigger: str, timeout: float = 2400) -> tuple[int, str]:
+    """Start ./bake rehearse, press Ctrl-C (SIGINT to its process group) once `trigger` is printed."""
+    proc = subprocess.Popen(
+        ["./bake", "rehearse"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + timeout
+    for line in proc.stdout:
+        seen.append(line)
+        if trigger in line:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+        if time.monotonic() > deadline:
+            break
+    seen += proc.stdout.readlines()
+    code = proc.wait(timeout=600)
+    output = "".join(seen)
+    print(output)
+    assert any(trigger in line for line in seen), f"never saw {trigger!r} before the run ended"
+    return code, output
+
+
+def test_ctrl_c_during_the_packer_build_leaves_nothing() -> None:
+    code, output = interrupt_rehearse_when("Provisioning with shell script")
+    assert code != 0
+    assert "rehearse: interrupted" in output
+    assert our_leftovers() == []
+
+
+def test_rehearse_builds_launches_verifies_and_tears_down() -> None:
+    result = bake("rehearse")
+    assert result.returncode == 0, "rehearse failed; its output is above"
+    assert "rehearse: passed" in result.stdout
+    for phase in ("build-ami", "launch", "verify", "teardown"):
+        assert f"rehearse: --- {phase}" in result.stdout
+    assert our_leftovers() == []
+
+
+@pytest.fixture(scope="module")
+def launched() -> Iterator[None]:
+    """An instance of the AMI the rehearsal built, for the negative checks."""
+    result = bake("launch", "--cloud", "local")
+    assert result.returncode == 0, "launch failed; its output is above"
+    yield
+    assert bake("teardown", "--cloud", "local").returncode == 0
+    assert our_leftovers() == []
