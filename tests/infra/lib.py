@@ -1,0 +1,539 @@
+"""Runner-side helpers of the testinfra suite: one `Instance` per tested host.
+
+Everything that needs root goes through `Instance.sh` (plain when the
+connection is already root, `sudo -n` otherwise). HTTP calls to the Airflow API
+are made ON the instance by `probe.py` (the API port may be firewalled from the
+runner), which also keeps secrets on the instance: the runner never sees the
+admin password, a JWT or a database URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import shlex
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PROBE_SRC = HERE / "probe.py"
+DAGS_SRC = HERE / "dags"
+
+SETTINGS_PATH = "/etc/airflow-ami/settings.json"
+SECRETS_ENV = "/etc/airflow/secrets.env"
+ADMIN_PASSWORD = "/etc/airflow/admin-password"
+AIRFLOW_ENV = "/etc/airflow/airflow.env"
+AIRFLOW_CFG = "/opt/airflow/airflow.cfg"
+AIRFLOW_HOME = "/opt/airflow"
+AIRFLOW_VENV_PYTHON = "/opt/airflow/venv/bin/python"
+AIRFLOW_CLI = "/usr/local/bin/airflow"
+FIRSTBOOT_MARKER = "/var/lib/airflow-ami/firstboot.json"
+FIRSTBOOT_UNIT = "airflow-firstboot.service"
+AIRFLOW_TARGET = "airflow.target"
+AIRFLOW_UNITS = (
+    "airflow-scheduler.service",
+    "airflow-dag-processor.service",
+    "airflow-api-server.service",
+    "airflow-triggerer.service",
+)
+HEALTH_PATH = "/api/v2/monitor/health"
+HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
+
+REMOTE_DIR = "/run/airflow-ami-testinfra"
+# Named by content, so sessions running different versions of the suite never mix.
+REMOTE_PROBE = f"{REMOTE_DIR}/probe-{hashlib.sha256(PROBE_SRC.read_bytes()).hexdigest()[:12]}.py"
+PROBE_MISSING_RC = 111
+
+TEST_DAG_PREFIX = "airflow_ami_testinfra_"
+FANOUT_DAG = "airflow_ami_testinfra_fanout"
+XCOM_DAG = "airflow_ami_testinfra_xcom"
+INFLIGHT_DAG = "airflow_ami_testinfra_inflight"
+TEST_DAGS = (FANOUT_DAG, XCOM_DAG, INFLIGHT_DAG)
+
+
+class InstanceError(AssertionError):
+    """A command on the instance failed in a way that fails the test."""
+
+
+def expect(expected: object, found: object, look: str) -> str:
+    """The one format of every assertion message: expected, found, where to look."""
+    return f"expected: {expected} | found: {found} | look at: {look}"
+
+
+def journal(unit: str, lines: int = 50) -> str:
+    return f"journalctl -u {unit} -n {lines} --no-pager"
+
+
+def parse_size(value: str | int) -> int:
+    """MySQL-style size ('64M', '1G', '4194304') -> bytes."""
+    text = str(value).strip().upper()
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if text and text[-1] in mult:
+        return int(float(text[:-1]) * mult[text[-1]])
+    return int(text)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """'8.4.3-0ubuntu' -> (8, 4, 3); stops at the first non-numeric part."""
+    out: list[int] = []
+    for part in text.strip().split("."):
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        out.append(int(digits))
+        if len(digits) != len(part):
+            break
+    return tuple(out)
+
+
+def parse_ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def max_concurrency(intervals: list[tuple[float, float]]) -> int:
+    """Largest number of [start, end] intervals that share one instant."""
+    events = sorted(
+        [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals],
+        key=lambda ev: (ev[0], ev[1]),  # ends before starts at the same instant
+    )
+    best = cur = 0
+    for _, delta in events:
+        cur += delta
+        best = max(best, cur)
+    return best
+
+
+def common_instant(intervals: list[tuple[float, float]]) -> float | None:
+    """Return an instant inside every interval, or None if there is none."""
+    if not intervals:
+        return None
+    latest_start = max(s for s, _ in intervals)
+    earliest_end = min(e for _, e in intervals)
+    return latest_start if latest_start < earliest_end else None
+
+
+def is_loopback(address: str) -> bool:
+    return address.startswith("127.") or address == "::1" or address.startswith("::ffff:127.")
+
+
+@dataclass(frozen=True)
+class ListenerRule:
+    """One allowed listening socket. units: owning systemd units (any if empty)."""
+
+    what: str
+    proto: str
+    port: int | None  # None: any port
+    units: tuple[str, ...] = ()
+    loopback_only: bool = True
+    address: str | None = None  # only this address (None: any)
+
+    def matches(self, sock: dict[str, Any]) -> bool:
+        if sock["proto"] != self.proto or self.port not in (None, sock["port"]):
+            return False
+        if self.address not in (None, sock["address"]):
+            return False
+        if self.loopback_only and not is_loopback(sock["address"]):
+            return False
+        return not self.units or bool(set(sock["units"]) & set(self.units))
+
+
+def listener_allow_list(api_port: int, mysql_unit: str) -> tuple[ListenerRule, ...]:
+    """The explicit allow-list: everything else listening on the instance is a finding."""
+    mysql_units = (mysql_unit, "mysql.service", "mysqld.service")
+    return (
+        # reachable from the network: SSH and the Airflow API, nothing else
+        ListenerRule("sshd", "tcp", None, ("ssh.service", "sshd.service"), False),
+        ListenerRule("sshd (socket-activated)", "tcp", 22, ("init.scope",), False),
+        ListenerRule("Airflow API server", "tcp", api_port, ("airflow-api-server.service",), False),
+        # loopback only
+        ListenerRule("MySQL", "tcp", 3306, mysql_units),
+        ListenerRule("MySQL X protocol", "tcp", 33060, mysql_units),
+        ListenerRule("Airflow task log server", "tcp", 8793, ("airflow-scheduler.service",)),
+        ListenerRule("Airflow triggerer log server", "tcp", 8794, ("airflow-triggerer.service",)),
+        ListenerRule("systemd-resolved stub", "tcp", 53, ("systemd-resolved.service",)),
+        ListenerRule("systemd-resolved stub", "udp", 53, ("systemd-resolved.service",)),
+        ListenerRule("chrony command port", "udp", 323, ("chronyd.service", "chrony.service")),
+        # A metadata service that serves the instance from its own network namespace
+        # (the local cloud's) shows here; link-local, owned by no process of the instance.
+        ListenerRule("instance metadata service", "tcp", 80, (), False, "169.254.169.254"),
+        # DHCP clients bind the wildcard address by necessity
+        ListenerRule("DHCPv4 client", "udp", 68, (), False),
+        ListenerRule("DHCPv6 client", "udp", 546, (), False),
+    )
+
+
+def unexpected_listeners(
+    listeners: list[dict[str, Any]],
+    rules: tuple[ListenerRule, ...],
+    *,
+    ignore_unowned: bool = False,
+) -> list[dict[str, Any]]:
+    """Listeners no rule allows. ignore_unowned: skip sockets with no visible owner
+    (only meaningful when the instance shares its network namespace with others)."""
+    return [
+        s
+        for s in listeners
+        if not any(r.matches(s) for r in rules) and not (ignore_unowned and not s["pids"])
+    ]
+
+
+def describe_listener(sock: dict[str, Any]) -> str:
+    addr = sock["address"]
+    addr = f"[{addr}]" if ":" in addr else addr
+    owner = ",".join(sock["units"]) or "?"
+    comm = ",".join(sock["comms"]) or "?"
+    return f"{sock['proto']} {addr}:{sock['port']} (unit {owner}, process {comm})"
+
+
+@dataclass
+class Instance:
+    """A host under test plus what the suite learned about it (cached)."""
+
+    host: Any
+    sleep_seconds: int = 15
+    run_timeout: float = 600.0
+    recovery_timeout: float = 240.0
+    reboot_timeout: float = 900.0
+    keep_dags: bool = False
+    extra_allowed: tuple[ListenerRule, ...] = ()
+    ignore_unowned_listeners: bool = False
+    _cache: dict[str, Any] = field(default_factory=dict)
+    uploaded_dags: set[str] = field(default_factory=set)
+    runs: list[tuple[str, str]] = field(default_factory=list)
+
+    # --- commands ------------------------------------------------------------
+    @property
+    def is_root(self) -> bool:
+        if "is_root" not in self._cache:
+            self._cache["is_root"] = self.host.run("id -u").stdout.strip() == "0"
+        return bool(self._cache["is_root"])
+
+    def sh(self, cmd: str) -> Any:
+        """Run a shell command as root on the instance."""
+        if not self.is_root:
+            cmd = "sudo -n sh -c " + shlex.quote(cmd)
+        return self.host.run(cmd)
+
+    def check(self, cmd: str, look: str = "") -> str:
+        res = self.sh(cmd)
+        if res.rc != 0:
+            raise InstanceError(
+                expect(
+                    f"`{cmd}` to exit 0",
+                    f"exit {res.rc}: {(res.stderr or res.stdout).strip()[-1500:]}",
+                    look or "the command's output above",
+                )
+            )
+        return str(res.stdout)
+
+    def write_file(self, path: str, data: bytes, mode: str = "0644", owner: str = "root") -> None:
+        b64 = base64.b64encode(data).decode("ascii")
+        tmp = f"{path}.testinfra-tmp"
+        self.check(
+            f"umask 077 && printf %s {b64} | base64 -d > {shlex.quote(tmp)}"
+            f" && chown {owner}:{owner} {shlex.quote(tmp)} && chmod {mode} {shlex.quote(tmp)}"
+            f" && mv -f {shlex.quote(tmp)} {shlex.quote(path)}"
+        )
+
+    def read_text(self, path: str) -> str:
+        return self.check(f"cat {shlex.quote(path)}")
+
+    # --- probe (instance-side helper) -----------------------------------------
+    def upload_probe(self) -> None:
+        self.check(f"mkdir -p -m 0700 {REMOTE_DIR}")
+        self.write_file(REMOTE_PROBE, PROBE_SRC.read_bytes(), mode="0600")
+
+    def probe(self, *args: str) -> dict[str, Any]:
+        quoted = " ".join(shlex.quote(a) for a in args)
+        cmd = (
+            f"if [ -f {REMOTE_PROBE} ]; then exec python3 {REMOTE_PROBE} {quoted};"
+            f" else exit {PROBE_MISSING_RC}; fi"
+        )
+        res = self.sh(cmd)
+        if res.rc == PROBE_MISSING_RC:
+            self.upload_probe()
+            res = self.sh(cmd)
+        out = res.stdout.strip()
+        if res.rc != 0 or not out:
+            raise InstanceError(
+                expect(
+                    f"probe `{' '.join(args)}` to succeed",
+                    f"exit {res.rc}: {(res.stderr or out).strip()[-1500:]}",
+                    f"{journal('airflow-api-server.service')}; cat {SETTINGS_PATH}",
+                )
+            )
+        return dict(json.loads(out.splitlines()[-1]))
+
+    def remove_probe(self) -> None:
+        self.sh(f"rm -f {REMOTE_PROBE}; rmdir {REMOTE_DIR} 2>/dev/null; true")
+
+    # --- settings, units, CLI -------------------------------------------------
+    @property
+    def settings(self) -> dict[str, Any]:
+        if "settings" not in self._cache:
+            self._cache["settings"] = json.loads(self.read_text(SETTINGS_PATH))
+        return dict(self._cache["settings"])
+
+    @property
+    def api_port(self) -> int:
+        return int(self.settings.get("api_port", 8080))
+
+    @property
+    def mysql_unit(self) -> str:
+        if "mysql_unit" not in self._cache:
+            preferred = (
+                ("mysql.service", "mysqld.service")
+                if self.settings.get("os") == "debian"
+                else ("mysqld.service", "mysql.service")
+            )
+            found = preferred[0]
+            for unit in preferred:
+                load = self.unit_props(unit, "LoadState").get("LoadState")
+                if load == "loaded":
+                    found = unit
+                    break
+            self._cache["mysql_unit"] = found
+        return str(self._cache["mysql_unit"])
+
+    def unit_props(self, unit: str, *props: str) -> dict[str, str]:
+        flags = " ".join(f"-p {p}" for p in props)
+        res = self.sh(f"systemctl show {flags} {shlex.quote(unit)}")
+        out: dict[str, str] = {}
+        for line in res.stdout.splitlines():
+            key, _, val = line.partition("=")
+            out[key] = val
+        return out
+
+    def is_enabled(self, unit: str) -> str:
+        res = self.sh(f"systemctl is-enabled {shlex.quote(unit)}")
+        return (res.stdout.strip() or res.stderr.strip() or f"exit {res.rc}").splitlines()[0]
+
+    def airflow(self, args: str) -> Any:
+        return self.sh(f"{AIRFLOW_CLI} {args}")
+
+    def airflow_config(self, section: str, key: str, *, fresh: bool = False) -> str:
+        """`airflow config get-value SECTION KEY` through the wrapper (cached)."""
+        ck = f"cfg:{section}.{key}"
+        if fresh or ck not in self._cache:
+            res = self.airflow(f"config get-value {section} {key}")
+            if res.rc != 0:
+                raise InstanceError(
+                    expect(
+                        f"`{AIRFLOW_CLI} config get-value {section} {key}` to print a value",
+                        f"exit {res.rc}: {res.stderr.strip()[-800:]}",
+                        f"{AIRFLOW_CLI} config get-value {section} {key}; {AIRFLOW_CFG}; {AIRFLOW_ENV}",
+                    )
+                )
+            lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
+            self._cache[ck] = lines[-1].strip() if lines else ""
+        return str(self._cache[ck])
+
+    def parallelism(self) -> int:
+        return int(self.airflow_config("core", "parallelism"))
+
+    def mysql(self, sql: str) -> list[list[str]]:
+        res = self.sh(f"mysql --batch --skip-column-names -e {shlex.quote(sql)}")
+        if res.rc != 0:
+            raise InstanceError(
+                expect(
+                    "root to reach MySQL over its socket (`sudo mysql`)",
+                    f"exit {res.rc}: {res.stderr.strip()[-800:]}",
+                    f"{journal(self.mysql_unit)}; mysql.user root plugin auth_socket",
+                )
+            )
+        return [line.split("\t") for line in res.stdout.splitlines() if line != ""]
+
+    # --- API ------------------------------------------------------------------
+    def api(
+        self, method: str, path: str, body: object | None = None, *, auth: bool = True
+    ) -> tuple[int, Any]:
+        args = ["api", method, path]
+        if body is not None:
+            args.append(json.dumps(body))
+        if not auth:
+            args.append("--no-auth")
+        doc = self.probe(*args)
+        return int(doc["status"]), doc.get("body")
+
+    def wait_healthy(self, timeout: float | None = None) -> dict[str, Any]:
+        return self.probe("wait-health", str(timeout if timeout is not None else 0))
+
+    def health_message(self, state: dict[str, Any], context: str) -> str:
+        bad = {
+            c: state.get("components", {}).get(c, "missing")
+            for c in HEALTH_COMPONENTS
+            if state.get("components", {}).get(c) != "healthy"
+        }
+        return expect(
+            f"{context}: {HEALTH_PATH} HTTP 200 with " + ", ".join(f"{c}=healthy" for c in HEALTH_COMPONENTS),
+            f"HTTP {state.get('http_status')} {state.get('error') or ''} "
+            f"components {state.get('components')} (unhealthy: {bad}) "
+            f"after {state.get('waited')} s",
+            "; ".join(journal(u) for u in AIRFLOW_UNITS[:3]) + f"; {journal(self.mysql_unit)}",
+        )
+
+    # --- test DAGs ------------------------------------------------------------
+    @property
+    def dags_folder(self) -> str:
+        return self.airflow_config("core", "dags_folder")
+
+    def ensure_dags(self) -> None:
+        """Upload the suite's DAG files once per session and wait until registered."""
+        missing = [d for d in TEST_DAGS if d not in self.uploaded_dags]
+        if not missing:
+            return
+        for dag_id in missing:
+            self.write_file(
+                f"{self.dags_folder}/{dag_id}.py",
+                (DAGS_SRC / f"{dag_id}.py").read_bytes(),
+                owner="airflow",
+            )
+            self.uploaded_dags.add(dag_id)
+        # Parse now instead of waiting for [dag_processor] refresh_interval.
+        reserialize = self.airflow("dags reserialize")
+        for dag_id in missing:
+            wait = self.probe("wait-dag", dag_id, "90" if reserialize.rc == 0 else "420")
+            if wait["status"] != 200:
+                _, errors = self.api("GET", "/api/v2/importErrors?limit=100")
+                ours = [
+                    e
+                    for e in (errors or {}).get("import_errors", [])
+                    if TEST_DAG_PREFIX in str(e.get("filename", ""))
+                ]
+                raise InstanceError(
+                    expect(
+                        f"DAG {dag_id} registered after upload to {self.dags_folder}",
+                        f"GET /api/v2/dags/{dag_id} -> {wait['status']} after "
+                        f"{wait['waited']} s; `airflow dags reserialize` exit "
+                        f"{reserialize.rc}; import errors: {ours}",
+                        f"{journal('airflow-dag-processor.service')}; {AIRFLOW_CLI} dags list-import-errors",
+                    )
+                )
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        self.ensure_dags()
+        status, body = self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        if status != 200:
+            raise InstanceError(
+                expect(
+                    f"PATCH /api/v2/dags/{dag_id} (unpause) -> 200",
+                    f"{status} {body}",
+                    journal("airflow-api-server.service"),
+                )
+            )
+        run_id = f"testinfra__{uuid.uuid4().hex[:12]}"
+        status, body = self.api(
+            "POST",
+            f"/api/v2/dags/{dag_id}/dagRuns",
+            {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}},
+        )
+        if status not in (200, 201):
+            raise InstanceError(
+                expect(
+                    f"POST /api/v2/dags/{dag_id}/dagRuns -> 200",
+                    f"{status} {body}",
+                    journal("airflow-api-server.service"),
+                )
+            )
+        self.runs.append((dag_id, run_id))
+        return run_id
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float | None = None) -> dict[str, Any]:
+        return self.probe(
+            "wait-run", dag_id, run_id, str(timeout if timeout is not None else self.run_timeout)
+        )
+
+    def run_summary(self, run: dict[str, Any]) -> str:
+        tis = run.get("task_instances") or []
+        parts = [
+            f"{t.get('task_id')}[{t.get('map_index')}]={t.get('state')}(try {t.get('try_number')})"
+            for t in tis
+        ]
+        return f"run state {run.get('state')} after {run.get('waited')} s; tasks: {parts}"
+
+    def cleanup(self) -> list[str]:
+        """Remove the suite's DAG files, their metadata, logs and the probe."""
+        problems: list[str] = []
+        if self.keep_dags:
+            return problems
+        if self.uploaded_dags:
+            folder = self.dags_folder
+            files = " ".join(
+                f"{folder}/{d}.py {folder}/__pycache__/{d}.*" for d in sorted(self.uploaded_dags)
+            )
+            self.sh(f"rm -f {files}")
+            for dag_id, run_id in self.runs:
+                self.api(
+                    "PATCH",
+                    f"/api/v2/dags/{dag_id}/dagRuns/{run_id}",
+                    {"state": "failed"},
+                )
+            for dag_id in sorted(self.uploaded_dags):
+                status = 0
+                for _ in range(20):
+                    status, _body = self.api("DELETE", f"/api/v2/dags/{dag_id}")
+                    if status in (204, 404):
+                        break
+                    time.sleep(3)
+                if status not in (204, 404):
+                    problems.append(f"DELETE /api/v2/dags/{dag_id} -> {status}")
+            try:
+                logs = self.airflow_config("logging", "base_log_folder")
+            except InstanceError:
+                logs = f"{AIRFLOW_HOME}/logs"
+            self.sh(
+                f"find {shlex.quote(logs)} -depth -name '*{TEST_DAG_PREFIX}*' "
+                "-exec rm -rf {} + 2>/dev/null; true"
+            )
+            self.uploaded_dags.clear()
+            self.runs.clear()
+        self.remove_probe()
+        return problems
+
+    # --- boots ----------------------------------------------------------------
+    def boot_token(self) -> str:
+        return str(self.probe("boot-token")["token"])
+
+    def reset_connection(self) -> None:
+        """Drop a cached connection (paramiko) so the next command reconnects."""
+        backend = self.host.backend
+        backend.__dict__.pop("client", None)
+
+    def reboot(self) -> float:
+        """Reboot and wait until the instance answers from a new boot. Returns seconds."""
+        before = self.boot_token()
+        start = time.monotonic()
+        # RuntimeError: the connection dropped under us, the reboot has started.
+        with contextlib.suppress(RuntimeError):
+            self.sh(
+                'systemd-run --on-active=2 "$(command -v systemctl)" reboot >/dev/null 2>&1'
+                " || systemctl --no-block reboot"
+            )
+        last_error = ""
+        while time.monotonic() - start < self.reboot_timeout:
+            time.sleep(5)
+            try:
+                token = self.boot_token()
+            except (RuntimeError, InstanceError, OSError, ValueError) as exc:
+                last_error = str(exc)[-300:]
+                self.reset_connection()
+                continue
+            if token != before:
+                return time.monotonic() - start
+        raise InstanceError(
+            expect(
+                f"the instance back from `systemctl reboot` within {self.reboot_timeout:.0f} s",
+                f"still the old boot or unreachable ({last_error})",
+                "the instance console / `journalctl -b -1 -n 100` once it is reachable",
+            )
+        )

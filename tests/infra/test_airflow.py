@@ -1,0 +1,111 @@
+"""Airflow: LocalExecutor on MySQL, database reachable, healthy, no examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .lib import (
+    AIRFLOW_CFG,
+    AIRFLOW_CLI,
+    AIRFLOW_ENV,
+    AIRFLOW_UNITS,
+    HEALTH_PATH,
+    SECRETS_ENV,
+    SETTINGS_PATH,
+    Instance,
+    expect,
+    journal,
+)
+
+
+def test_executor_is_local(instance: Instance) -> None:
+    value = instance.airflow_config("core", "executor")
+    assert value == "LocalExecutor", expect(
+        "[core] executor = LocalExecutor",
+        value,
+        f"{AIRFLOW_CLI} config get-value core executor; {AIRFLOW_CFG}; {AIRFLOW_ENV}",
+    )
+
+
+def test_parallelism_allows_parallel_tasks(instance: Instance, settings: dict[str, Any]) -> None:
+    value = instance.parallelism()
+    asked = str(settings.get("parallelism", "auto"))
+    hint = (
+        f"{AIRFLOW_CLI} config get-value core parallelism; "
+        f"AIRFLOW__CORE__PARALLELISM in {AIRFLOW_ENV}; [core] parallelism in {AIRFLOW_CFG}"
+    )
+    assert value >= 2, expect(
+        "[core] parallelism >= 2 (LocalExecutor running tasks in parallel)",
+        f"parallelism {value}: serial execution",
+        hint,
+    )
+    if asked.isdigit():
+        assert value == int(asked), expect(
+            f"[core] parallelism = {asked} (parallelism in {SETTINGS_PATH})",
+            f"parallelism {value}",
+            hint,
+        )
+
+
+def test_metadata_connection_is_mysql(instance: Instance) -> None:
+    # Only the scheme leaves the instance: the URL carries the database password.
+    res = instance.sh(
+        f"{AIRFLOW_CLI} config get-value database sql_alchemy_conn 2>/dev/null "
+        "| tail -n 1 | sed -e 's#://.*##'"
+    )
+    scheme = res.stdout.strip()
+    assert scheme.startswith("mysql"), expect(
+        "[database] sql_alchemy_conn with a mysql:// (mysql+mysqldb) URL",
+        f"scheme {scheme!r}",
+        f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN in {SECRETS_ENV}",
+    )
+
+
+def test_airflow_db_check(instance: Instance) -> None:
+    res = instance.airflow("db check")
+    assert res.rc == 0, expect(
+        f"`{AIRFLOW_CLI} db check` exit 0",
+        f"exit {res.rc}: {(res.stderr or res.stdout).strip()[-800:]}",
+        f"{journal(instance.mysql_unit)}; {SECRETS_ENV} (database URL)",
+    )
+
+
+def test_health_endpoint_healthy(instance: Instance) -> None:
+    state = instance.wait_healthy(60)
+    assert state["healthy"], instance.health_message(state, "a healthy instance")
+
+
+def test_examples_not_loaded(instance: Instance) -> None:
+    value = instance.airflow_config("core", "load_examples")
+    assert value.lower() == "false", expect(
+        "[core] load_examples = False",
+        value,
+        f"{AIRFLOW_CLI} config get-value core load_examples; {AIRFLOW_CFG}",
+    )
+    status, body = instance.api("GET", "/api/v2/dags?dag_id_pattern=example_&limit=5")
+    found = [d.get("dag_id") for d in (body or {}).get("dags", [])] if status == 200 else body
+    assert status == 200 and not found, expect(
+        "no example DAGs registered",
+        f"HTTP {status}: {found}",
+        f"{AIRFLOW_CLI} dags list; {journal(AIRFLOW_UNITS[1])}",
+    )
+
+
+def test_components_point_at_local_api_server(instance: Instance) -> None:
+    url = instance.airflow_config("core", "execution_api_server_url")
+    port = instance.api_port
+    ok = url.startswith((f"http://localhost:{port}/", f"http://127.0.0.1:{port}/"))
+    assert ok, expect(
+        f"[core] execution_api_server_url = http://localhost:{port}/execution/",
+        url,
+        f"{AIRFLOW_CLI} config get-value core execution_api_server_url; {AIRFLOW_ENV}",
+    )
+
+
+def test_health_path_served_without_auth(instance: Instance) -> None:
+    status, _ = instance.api("GET", HEALTH_PATH, auth=False)
+    assert status == 200, expect(
+        f"GET {HEALTH_PATH} -> 200 without credentials",
+        status,
+        journal("airflow-api-server.service"),
+    )

@@ -1,0 +1,95 @@
+"""MySQL: server variables, the airflow database and its accounts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .lib import SETTINGS_PATH, Instance, expect, parse_size
+
+VARS_HINT = "mysql -e \"SHOW VARIABLES LIKE '{name}'\"; grep -rn {name} /etc/mysql /etc/my.cnf.d"
+
+
+def variable(instance: Instance, name: str) -> str:
+    rows = instance.mysql(f"SHOW GLOBAL VARIABLES LIKE '{name}'")
+    return rows[0][1] if rows else "<unset>"
+
+
+def test_explicit_defaults_for_timestamp(instance: Instance) -> None:
+    value = variable(instance, "explicit_defaults_for_timestamp")
+    assert value.upper() in ("ON", "1"), expect(
+        "explicit_defaults_for_timestamp=ON",
+        value,
+        VARS_HINT.format(name="explicit_defaults_for_timestamp"),
+    )
+
+
+def test_max_allowed_packet(instance: Instance, settings: dict[str, Any]) -> None:
+    want = parse_size(settings["max_allowed_packet"])
+    value = variable(instance, "max_allowed_packet")
+    assert value.isdigit() and int(value) == want, expect(
+        f"max_allowed_packet={want} ({settings['max_allowed_packet']} in {SETTINGS_PATH})",
+        value,
+        VARS_HINT.format(name="max_allowed_packet"),
+    )
+
+
+def test_airflow_database_is_utf8mb4(instance: Instance) -> None:
+    rows = instance.mysql(
+        "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "
+        "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'airflow'"
+    )
+    assert rows, expect("database `airflow`", "no such database", "mysql -e 'SHOW DATABASES'")
+    charset, collation = rows[0]
+    assert charset == "utf8mb4", expect(
+        "database `airflow` with CHARACTER SET utf8mb4",
+        f"{charset} / {collation}",
+        "mysql -e 'SHOW CREATE DATABASE airflow'",
+    )
+
+
+def test_no_anonymous_users(instance: Instance) -> None:
+    rows = instance.mysql("SELECT CONCAT(user, '@', host) FROM mysql.user WHERE user = ''")
+    assert not rows, expect(
+        "no anonymous MySQL accounts",
+        [r[0] for r in rows],
+        'mysql -e "SELECT user, host FROM mysql.user"',
+    )
+
+
+def test_no_test_database(instance: Instance) -> None:
+    rows = instance.mysql(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA "
+        "WHERE SCHEMA_NAME = 'test' OR SCHEMA_NAME LIKE 'test\\_%'"
+    )
+    assert not rows, expect("no `test` database", [r[0] for r in rows], "mysql -e 'SHOW DATABASES'")
+
+
+def test_root_is_socket_only(instance: Instance) -> None:
+    rows = instance.mysql("SELECT host, plugin FROM mysql.user WHERE user = 'root'")
+    bad = [f"root@{h} plugin={p}" for h, p in rows if h != "localhost" or p != "auth_socket"]
+    assert rows and not bad, expect(
+        "root only as root@localhost with the auth_socket plugin (no password)",
+        bad or "no root account",
+        "mysql -e \"SELECT user, host, plugin FROM mysql.user WHERE user='root'\"",
+    )
+
+
+def test_airflow_user_only_at_localhost(instance: Instance) -> None:
+    rows = instance.mysql("SELECT host FROM mysql.user WHERE user = 'airflow'")
+    hosts = sorted(r[0] for r in rows)
+    assert hosts == ["localhost"], expect(
+        "the `airflow` account only as airflow@localhost",
+        hosts or "no airflow account",
+        "mysql -e \"SELECT user, host FROM mysql.user WHERE user='airflow'\"",
+    )
+
+
+def test_airflow_user_grants_limited_to_airflow_db(instance: Instance) -> None:
+    rows = instance.mysql("SHOW GRANTS FOR 'airflow'@'localhost'")
+    grants = [r[0] for r in rows]
+    wide = [g for g in grants if " ON *.* " in g and "USAGE" not in g.split(" ON ")[0]]
+    assert not wide, expect(
+        "airflow@localhost granted privileges on `airflow`.* only",
+        wide,
+        "mysql -e \"SHOW GRANTS FOR 'airflow'@'localhost'\"",
+    )

@@ -1,0 +1,89 @@
+"""Network: MySQL on loopback only, the API on its port, nothing else unexpected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .lib import (
+    SETTINGS_PATH,
+    Instance,
+    describe_listener,
+    expect,
+    is_loopback,
+    journal,
+    listener_allow_list,
+    unexpected_listeners,
+)
+
+
+@pytest.fixture(scope="module")
+def listeners(instance: Instance) -> list[dict[str, Any]]:
+    return list(instance.probe("listeners")["listeners"])
+
+
+def mysql_sockets(instance: Instance, listeners: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    units = {instance.mysql_unit, "mysql.service", "mysqld.service"}
+    return [
+        s
+        for s in listeners
+        if set(s["units"]) & units or "mysqld" in s["comms"] or s["port"] in (3306, 33060)
+    ]
+
+
+def test_mysql_listens_on_loopback_only(instance: Instance, listeners: list[dict[str, Any]]) -> None:
+    socks = mysql_sockets(instance, listeners)
+    exposed = [describe_listener(s) for s in socks if not is_loopback(s["address"])]
+    assert not exposed, expect(
+        "MySQL bound to loopback only (bind-address=127.0.0.1, mysqlx-bind-address=127.0.0.1)",
+        f"MySQL listening beyond loopback: {exposed}",
+        "mysql -e 'SELECT @@bind_address, @@mysqlx_bind_address'; "
+        "grep -rn bind.address /etc/mysql /etc/my.cnf /etc/my.cnf.d 2>/dev/null",
+    )
+    assert any(s["port"] == 3306 and is_loopback(s["address"]) for s in socks), expect(
+        "MySQL listening on 127.0.0.1:3306",
+        [describe_listener(s) for s in socks] or "no MySQL listener",
+        f"{journal(instance.mysql_unit)}; ss -ltnp",
+    )
+
+
+def test_mysql_bind_address_variable(instance: Instance) -> None:
+    rows = instance.mysql("SELECT @@bind_address, @@port")
+    bind, port = rows[0][0], rows[0][1]
+    assert bind in ("127.0.0.1", "localhost", "::1") and port == "3306", expect(
+        "@@bind_address=127.0.0.1 and @@port=3306",
+        f"@@bind_address={bind} @@port={port}",
+        "grep -rn 'bind.address\\|port' /etc/mysql /etc/my.cnf /etc/my.cnf.d 2>/dev/null",
+    )
+
+
+def test_api_listens_on_configured_port(instance: Instance, listeners: list[dict[str, Any]]) -> None:
+    port = instance.api_port
+    socks = [s for s in listeners if s["proto"] == "tcp" and s["port"] == port]
+    owners = {u for s in socks for u in s["units"]}
+    assert socks and "airflow-api-server.service" in owners, expect(
+        f"airflow-api-server.service listening on port {port} (api_port in {SETTINGS_PATH})",
+        [describe_listener(s) for s in socks] or f"nothing on port {port}",
+        f"{journal('airflow-api-server.service')}; ss -ltnp",
+    )
+    assert any(not is_loopback(s["address"]) for s in socks), expect(
+        f"the API reachable on all interfaces (0.0.0.0:{port})",
+        [describe_listener(s) for s in socks],
+        "[api] host in /opt/airflow/airflow.cfg; /etc/airflow/airflow.env",
+    )
+
+
+def test_no_unexpected_listeners(instance: Instance, listeners: list[dict[str, Any]]) -> None:
+    rules = listener_allow_list(instance.api_port, instance.mysql_unit) + instance.extra_allowed
+    extra = unexpected_listeners(listeners, rules, ignore_unowned=instance.ignore_unowned_listeners)
+    allowed = "; ".join(
+        f"{r.what} {r.proto}/{r.port or 'any port'} {'loopback' if r.loopback_only else 'any address'}"
+        for r in rules
+    )
+    assert not extra, expect(
+        f"only allow-listed listeners ({allowed})",
+        f"unexpected: {[describe_listener(s) for s in extra]}",
+        "ss -tulpn on the instance; the owning unit's `systemctl cat`; extend the list with "
+        "--airflow-ami-allow-listener PROTO:PORT[:any] if it is wanted",
+    )

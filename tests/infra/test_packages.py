@@ -1,0 +1,60 @@
+"""Packages and versions: what settings.json asked for is what got installed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .lib import AIRFLOW_CLI, AIRFLOW_VENV_PYTHON, SETTINGS_PATH, Instance, expect, parse_version
+
+MIN_AUTO_PYTHON = (3, 10)
+MIN_MYSQL = (8, 0)
+
+
+def test_airflow_version(instance: Instance, settings: dict[str, Any]) -> None:
+    res = instance.airflow("version")
+    found = [ln.strip() for ln in res.stdout.splitlines() if ln.strip()]
+    version = found[-1] if found else ""
+    assert res.rc == 0 and version == settings["airflow_version"], expect(
+        f"Airflow {settings['airflow_version']} (airflow_version in {SETTINGS_PATH})",
+        f"`{AIRFLOW_CLI} version` exit {res.rc}: {version or res.stderr.strip()[-500:]}",
+        f"{AIRFLOW_VENV_PYTHON} -m pip show apache-airflow; provisioning log of the bake",
+    )
+
+
+def test_python_version(instance: Instance, settings: dict[str, Any]) -> None:
+    res = instance.sh(f"{AIRFLOW_VENV_PYTHON} -c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'")
+    asked = str(settings.get("python_version", "auto"))
+    found = parse_version(res.stdout) if res.rc == 0 else ()
+    if asked == "auto":
+        ok = found >= MIN_AUTO_PYTHON
+        want = "Python >= 3.10 in the Airflow venv (python_version auto)"
+    else:
+        ok = found[:2] == parse_version(asked)[:2]
+        want = f"Python {asked} in the Airflow venv (python_version in {SETTINGS_PATH})"
+    assert ok, expect(
+        want,
+        f"{AIRFLOW_VENV_PYTHON}: {res.stdout.strip() or res.stderr.strip()[-300:]}",
+        f"ls -l {AIRFLOW_VENV_PYTHON}; cat /opt/airflow/venv/pyvenv.cfg",
+    )
+
+
+def test_mysql_server_version(instance: Instance) -> None:
+    rows = instance.mysql("SELECT VERSION(), @@version_comment")
+    version, comment = rows[0][0], rows[0][1] if len(rows[0]) > 1 else ""
+    assert "mariadb" not in (version + comment).lower(), expect(
+        "MySQL (Airflow 3's scheduler breaks on MariaDB)",
+        f"{version} ({comment})",
+        f"systemctl status {instance.mysql_unit}; the OS package installed as MySQL",
+    )
+    assert parse_version(version) >= MIN_MYSQL, expect(
+        "MySQL >= 8.0", version, f"systemctl status {instance.mysql_unit}"
+    )
+
+
+def test_mysql_provider_importable(instance: Instance) -> None:
+    res = instance.sh(f"{AIRFLOW_VENV_PYTHON} -c 'import MySQLdb, airflow.providers.mysql; print(\"ok\")'")
+    assert res.rc == 0 and "ok" in res.stdout, expect(
+        "mysqlclient (MySQLdb) and apache-airflow-providers-mysql importable in the venv",
+        res.stderr.strip()[-500:],
+        f"{AIRFLOW_VENV_PYTHON} -m pip list | grep -i mysql",
+    )

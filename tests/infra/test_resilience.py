@@ -1,0 +1,157 @@
+"""Resilience (slow): services come back from SIGKILL, runs survive, reboots are clean.
+
+Deselect with `-m 'not slow'`. These run last (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .lib import (
+    AIRFLOW_UNITS,
+    FANOUT_DAG,
+    FIRSTBOOT_MARKER,
+    FIRSTBOOT_UNIT,
+    INFLIGHT_DAG,
+    Instance,
+    expect,
+    journal,
+)
+
+KILL_TARGETS = ("airflow-scheduler", "airflow-api-server", "airflow-dag-processor", "mysql")
+
+
+def unit_name(instance: Instance, service: str) -> str:
+    return instance.mysql_unit if service == "mysql" else f"{service}.service"
+
+
+def main_pid(instance: Instance, unit: str) -> int:
+    return int(instance.unit_props(unit, "MainPID").get("MainPID") or 0)
+
+
+def sigkill_and_wait_restart(instance: Instance, unit: str, deadline: float) -> int:
+    """SIGKILL the unit's main process; wait for a new one. Returns the old pid."""
+    pid = main_pid(instance, unit)
+    assert pid > 0, expect(f"{unit} running with a main PID", f"MainPID={pid}", journal(unit))
+    instance.check(f"kill -KILL {pid}")
+    props: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        props = instance.unit_props(unit, "MainPID", "ActiveState", "SubState", "NRestarts")
+        new = int(props.get("MainPID") or 0)
+        if props.get("ActiveState") == "active" and new not in (0, pid):
+            return pid
+    raise AssertionError(
+        expect(
+            f"systemd to restart {unit} after SIGKILL of pid {pid} (Restart=always)",
+            f"{props} at the deadline",
+            f"systemctl status {unit}; {journal(unit)}; systemctl cat {unit}",
+        )
+    )
+
+
+def wait_units_active(instance: Instance, deadline: float) -> dict[str, str]:
+    units = (instance.mysql_unit, *AIRFLOW_UNITS)
+    states: dict[str, str] = {}
+    while True:
+        states = {u: instance.unit_props(u, "ActiveState")["ActiveState"] for u in units}
+        if all(s == "active" for s in states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("service", KILL_TARGETS)
+def test_sigkill_recovers(instance: Instance, service: str) -> None:
+    unit = unit_name(instance, service)
+    bound = instance.recovery_timeout
+    state = instance.wait_healthy(bound)
+    assert state["healthy"], instance.health_message(state, f"healthy before killing {unit}")
+    start = time.monotonic()
+    pid = sigkill_and_wait_restart(instance, unit, start + bound)
+    state = instance.wait_healthy(max(1.0, start + bound - time.monotonic()))
+    assert state["healthy"], instance.health_message(
+        state, f"healthy within {bound:.0f} s of SIGKILL to {unit} (pid {pid})"
+    )
+    states = wait_units_active(instance, start + bound)
+    down = {u: s for u, s in states.items() if s != "active"}
+    assert not down, expect(
+        f"every service active within {bound:.0f} s of SIGKILL to {unit}",
+        down,
+        "; ".join(journal(u) for u in down),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_run_in_flight_survives_scheduler_kill(instance: Instance) -> None:
+    unit = "airflow-scheduler.service"
+    state = instance.wait_healthy(instance.recovery_timeout)
+    assert state["healthy"], instance.health_message(state, "healthy before the run")
+    run_id = instance.trigger(INFLIGHT_DAG)
+    tis_path = f"/api/v2/dags/{INFLIGHT_DAG}/dagRuns/{run_id}/taskInstances"
+    deadline = time.monotonic() + 300
+    running: list[str] = []
+    body: object = None
+    while time.monotonic() < deadline and not running:
+        time.sleep(2)
+        status, body = instance.api("GET", tis_path)
+        tis = (body or {}).get("task_instances", []) if status == 200 else []
+        running = [t["task_id"] for t in tis if t.get("state") == "running"]
+    assert running, expect(
+        f"a task of {INFLIGHT_DAG} run {run_id} running within 300 s",
+        str(body)[:500],
+        journal(unit, 100),
+    )
+    sigkill_and_wait_restart(instance, unit, time.monotonic() + instance.recovery_timeout)
+    # A task killed with its scheduler is failed by heartbeat timeout and retried.
+    run = instance.wait_run(INFLIGHT_DAG, run_id, max(instance.run_timeout, 1500.0))
+    assert run["state"] == "success", expect(
+        f"{INFLIGHT_DAG} run {run_id} (in flight when {unit} got SIGKILL, task "
+        f"{running} running) to complete successfully",
+        instance.run_summary(run),
+        f"{journal(unit, 200)}; [scheduler] task_instance_heartbeat_timeout",
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_reboot_comes_back_healthy(instance: Instance) -> None:
+    if instance.host.backend.get_connection_type() == "local":
+        pytest.skip("local:// would reboot the machine running the suite; use ssh://")
+    instance.ensure_dags()
+    marker_cmd = f"stat -c %Y {FIRSTBOOT_MARKER} && sha256sum {FIRSTBOOT_MARKER}"
+    marker_before = instance.check(marker_cmd)
+    took = instance.reboot()
+    start = time.monotonic()
+    bound = instance.recovery_timeout + 120
+    state = instance.wait_healthy(bound)
+    assert state["healthy"], instance.health_message(
+        state, f"healthy within {bound:.0f} s of the instance answering after reboot"
+    )
+    states = wait_units_active(instance, start + bound)
+    down = {u: s for u, s in states.items() if s != "active"}
+    assert not down, expect("every service active after reboot", down, "; ".join(journal(u) for u in down))
+    marker_after = instance.check(marker_cmd)
+    assert marker_after == marker_before, expect(
+        f"{FIRSTBOOT_MARKER} untouched by the reboot (first boot runs once)",
+        f"before {marker_before.split()} after {marker_after.split()}",
+        f"journalctl -b -u {FIRSTBOOT_UNIT} --no-pager",
+    )
+    info = instance.probe("firstboot-journal")
+    this_boot = info["firstboot_boots"].get(info["current_boot"], "no output")
+    assert this_boot in ("skipped", "no output"), expect(
+        f"{FIRSTBOOT_UNIT} skipped on the reboot (first boot runs once)",
+        f"in this boot it {this_boot}",
+        f"journalctl -b -u {FIRSTBOOT_UNIT} --no-pager",
+    )
+    run_id = instance.trigger(FANOUT_DAG, {"n": 2, "seconds": 2})
+    run = instance.wait_run(FANOUT_DAG, run_id)
+    assert run["state"] == "success", expect(
+        f"a new {FANOUT_DAG} run to succeed after the reboot (back after {took:.0f} s)",
+        instance.run_summary(run),
+        journal("airflow-scheduler.service", 100),
+    )

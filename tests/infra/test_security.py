@@ -1,0 +1,135 @@
+"""Security: secrets stay private, the API needs a login, first boot used IMDSv2."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from .lib import (
+    ADMIN_PASSWORD,
+    AIRFLOW_CFG,
+    FIRSTBOOT_MARKER,
+    FIRSTBOOT_UNIT,
+    SECRETS_ENV,
+    Instance,
+    expect,
+    journal,
+)
+
+
+@pytest.mark.parametrize("path", [SECRETS_ENV, ADMIN_PASSWORD])
+def test_secret_file_private(instance: Instance, path: str) -> None:
+    res = instance.sh(f"stat -c '%a %U %G %F' {path}")
+    assert res.rc == 0, expect(f"{path} present", res.stderr.strip(), journal(FIRSTBOOT_UNIT))
+    mode, user, group, kind = res.stdout.split(" ", 3)
+    assert (mode, user, kind.strip()) == ("600", "root", "regular file"), expect(
+        f"{path}: regular file, mode 0600, owner root",
+        f"mode 0{mode}, owner {user}:{group}, {kind.strip()}",
+        f"ls -l {path}; the first-boot step that writes it ({journal(FIRSTBOOT_UNIT)})",
+    )
+
+
+@pytest.fixture(scope="module")
+def leaks(instance: Instance) -> dict[str, Any]:
+    return instance.probe("leaks")
+
+
+def test_secrets_found_to_check(leaks: dict[str, Any]) -> None:
+    keys = leaks["secret_keys"]
+    assert len(keys) >= 3, expect(
+        f"{SECRETS_ENV} holding the database URL, fernet key, JWT/API secrets",
+        f"{len(keys)} secret values of 8+ characters: {keys}",
+        f"the key names in {SECRETS_ENV}; {journal(FIRSTBOOT_UNIT)}",
+    )
+
+
+def _findings(leaks: dict[str, Any], prefix: str) -> list[str]:
+    return [
+        f"{f['where']} ({f.get('mode', '')}) leaks {f['keys']}"
+        for f in leaks["findings"]
+        if str(f["where"]).startswith(prefix)
+    ]
+
+
+def test_no_secret_in_world_readable_files(leaks: dict[str, Any]) -> None:
+    found = [f for f in _findings(leaks, "file ") if not f.startswith(f"file {AIRFLOW_CFG}")]
+    assert not found, expect(
+        "no secret value in world-readable files under /etc, /opt/airflow, /var/lib/airflow-ami, /usr/local",
+        found,
+        f"the files named; secrets belong in {SECRETS_ENV} (0600) only",
+    )
+
+
+def test_no_secret_in_airflow_cfg(leaks: dict[str, Any]) -> None:
+    found = _findings(leaks, f"file {AIRFLOW_CFG}")
+    assert not found, expect(
+        f"{AIRFLOW_CFG} free of secrets (they come from {SECRETS_ENV})",
+        found,
+        f"grep -n 'fernet_key\\|jwt_secret\\|secret_key\\|sql_alchemy_conn' {AIRFLOW_CFG}",
+    )
+
+
+def test_no_secret_in_journal(leaks: dict[str, Any]) -> None:
+    found = _findings(leaks, "journal")
+    assert not found, expect(
+        "no secret value in the journal",
+        found,
+        "journalctl -o json | grep -c <value>; the unit that logged it "
+        f"(first boot: {journal(FIRSTBOOT_UNIT, 200)})",
+    )
+
+
+def test_no_secret_in_process_arguments(leaks: dict[str, Any]) -> None:
+    found = _findings(leaks, "process args")
+    assert not found, expect(
+        "no secret value in any process's arguments (ps -eo args)",
+        found,
+        "ps -eo pid,args; pass secrets through EnvironmentFile=, not the command line",
+    )
+
+
+def test_api_refuses_unauthenticated_call(instance: Instance) -> None:
+    status, body = instance.api("GET", "/api/v2/dags?limit=1", auth=False)
+    assert status in (401, 403), expect(
+        "GET /api/v2/dags without a token -> 401 or 403",
+        f"HTTP {status}: {str(body)[:200]}",
+        "[core] auth_manager; [api] settings; " + journal("airflow-api-server.service"),
+    )
+
+
+def test_api_accepts_admin(instance: Instance, settings: dict[str, Any]) -> None:
+    res = instance.probe("token-check")
+    user = settings.get("admin_username", "admin")
+    assert res["status"] in (200, 201) and res["token_is_jwt"], expect(
+        f"POST /auth/token as {user} (password from {ADMIN_PASSWORD}) -> a JWT",
+        f"HTTP {res['status']} {res['error']} token={'yes' if res['has_token'] else 'no'}",
+        f"{journal('airflow-api-server.service')}; the admin user made at first boot "
+        f"({journal(FIRSTBOOT_UNIT)})",
+    )
+    assert res["authed_get_status"] == 200, expect(
+        "GET /api/v2/dags with the admin's bearer token -> 200",
+        res["authed_get_status"],
+        journal("airflow-api-server.service"),
+    )
+    assert res["wrong_password_status"] in (401, 403), expect(
+        "POST /auth/token with a wrong password -> 401 or 403",
+        res["wrong_password_status"],
+        "[core] auth_manager; " + journal("airflow-api-server.service"),
+    )
+
+
+def test_firstboot_used_imdsv2(instance: Instance) -> None:
+    res = instance.sh(f"cat {FIRSTBOOT_MARKER}")
+    assert res.rc == 0, expect(
+        f"first-boot record {FIRSTBOOT_MARKER}", res.stderr.strip(), journal(FIRSTBOOT_UNIT, 200)
+    )
+    record: dict[str, Any] = json.loads(res.stdout)
+    imds = {k: v for k, v in record.items() if "imds" in k.lower()}
+    values = " ".join(str(v).lower() for v in imds.values())
+    assert imds and ("2" in values or "token" in values), expect(
+        f"{FIRSTBOOT_MARKER} recording IMDSv2 (token) use",
+        imds or f"no imds key in {sorted(record)}",
+        f"{journal(FIRSTBOOT_UNIT, 200)}; the instance metadata options (HttpTokens=required)",
+    )
