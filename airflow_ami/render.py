@@ -73,6 +73,7 @@ def instance_settings(settings: Settings) -> dict[str, Any]:
         "arch": settings.arch,
         "region": settings.region,
         "package_manager": settings.package_manager,
+        "mysql_service": settings.mysql_service,
         "airflow_version": settings.airflow_version,
         "python_version": settings.python_version,
         "mysql_version": settings.mysql_version,

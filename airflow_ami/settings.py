@@ -573,7 +573,9 @@ class Settings:
     ec2_endpoint: str
     build_name: str
     dry_run: bool
+    # From the OS profile only: facts of the OS, not choices.
     package_manager: str = field(default="")
+    mysql_service: str = field(default="")
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -596,14 +598,15 @@ def _pick(name: str, layers: list[Mapping[str, Any]]) -> object:
     return None
 
 
-def _profile_layer(os_name: str, arch: str) -> tuple[dict[str, Any], str]:
+def _profile_layer(os_name: str, arch: str) -> tuple[dict[str, Any], str, str]:
     profile = _load_yaml(PACKER_DIR / "profiles" / f"{os_name}.yaml")
     arch_name = profile.pop("arch_names")[arch]
     instance_type = profile.pop("instance_types")[arch]
     package_manager = profile.pop("package_manager")
+    mysql_service = profile.pop("mysql_service")
     profile["instance_type"] = instance_type
     profile["source_ami_name"] = profile["source_ami_name"].replace("{arch}", arch_name)
-    return profile, package_manager
+    return profile, package_manager, mysql_service
 
 
 def load_settings(config: Mapping[str, Any] | None = None, cli: Mapping[str, Any] | None = None) -> Settings:
@@ -623,7 +626,7 @@ def load_settings(config: Mapping[str, Any] | None = None, cli: Mapping[str, Any
     overlay = _load_yaml(PACKER_DIR / "clouds" / f"{cloud}.yaml")
     os_name = _resolve("os", [defaults, overlay, *user], {})
     arch = _resolve("arch", [defaults, overlay, *user], {})
-    profile, package_manager = _profile_layer(os_name, arch)
+    profile, package_manager, mysql_service = _profile_layer(os_name, arch)
     layers = [defaults, profile, overlay, *user]
     values = {f.name: _parse(f.name, _pick(f.name, layers)) for f in FIELDS}
     if not values["build_name"]:
@@ -631,7 +634,7 @@ def load_settings(config: Mapping[str, Any] | None = None, cli: Mapping[str, Any
         values["build_name"] = f"{values['os']}-{values['arch']}{suffix}"
     for f in FIELDS:
         _validate(f.name, values[f.name], values)
-    return Settings(**values, package_manager=package_manager)
+    return Settings(**values, package_manager=package_manager, mysql_service=mysql_service)
 
 
 def _parse(name: str, raw: object) -> Any:

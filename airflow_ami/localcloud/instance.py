@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import cgroups, supervise
 from . import imds as imds_module
-from . import supervise
 from .moto import MOTO_ACCOUNT_ID
 from .network import (
     Slot,
@@ -137,10 +137,12 @@ def start_nspawn(rootfs: Path, slot: Slot, instance_id: str, log_file: Path) -> 
         # Marks the container's init for the reaper: its services do not inherit it.
         f"--setenv={MARKER_ENV}=init:{instance_id}",
     ]
+    cgroup = cgroups.create(cgroups.instance_cgroup(machine_name(instance_id)))
+    cgroup_args = ["--cgroup", str(cgroup)] if cgroup else []
     with open(log_file, "ab") as out:
         # Own session: a terminal Ctrl-C reaches our handlers, which shut it down in order.
         proc = subprocess.Popen(
-            [sys.executable, "-I", supervise.__file__, *cmd],
+            [sys.executable, "-I", supervise.__file__, *cgroup_args, *cmd],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -364,6 +366,7 @@ def destroy_instance(cache: Path, record: dict[str, Any]) -> None:
     if record.get("imds_pid"):
         stop_process(record["imds_pid"])
     destroy_network(Slot(record["slot"]))
+    cgroups.remove(cgroups.instance_cgroup(record["machine"]))
     keep_logs(Path(record["home"]))
     safe_rmtree(Path(record["home"]))
     with locked_state(cache) as state:

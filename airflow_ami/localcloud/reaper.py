@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import cgroups
 from .instance import destroy_instance, instances_dir, stop_process_now
 from .network import (
     Slot,
@@ -70,6 +71,7 @@ def list_ours(cache: Path) -> dict[str, list[Any]]:
         "netns": [ns for ns in list_netns() if ns.startswith(PREFIX)],
         "links": our_links(),
         "nft_tables": our_nft_tables(),
+        "cgroups": [str(p) for p in cgroups.ours()],
         "mounts": [str(p) for p in mounts_under(cache)] if cache.exists() else [],
         "instance_dirs": sorted(p.name for p in instances_dir(cache).glob("*"))
         if instances_dir(cache).exists()
@@ -105,7 +107,7 @@ def reap(cache: Path, everything: bool = False) -> list[str]:
         keep_pids = {moto["pid"]} if moto else set()
         removed += _reap_processes(keep_tags, keep_pids)
         slots = [Slot(rec["slot"]) for rec in live.values()]
-        removed += _reap_host_objects(slots)
+        removed += _reap_host_objects(slots, {rec["machine"] for rec in live.values()})
         removed += _reap_instance_dirs(cache, set(live))
         if not live:
             restore_ip_forward(state["ip_forward_before"])
@@ -129,7 +131,7 @@ def _reap_processes(keep_tags: set[str], keep_pids: set[int]) -> list[str]:
     return removed
 
 
-def _reap_host_objects(live_slots: list[Slot]) -> list[str]:
+def _reap_host_objects(live_slots: list[Slot], keep_machines: set[str]) -> list[str]:
     removed = []
     keep_tables = {s.nft_table for s in live_slots}
     for table in our_nft_tables():
@@ -141,6 +143,9 @@ def _reap_host_objects(live_slots: list[Slot]) -> list[str]:
         if link not in keep_links:
             delete_link(link)
             removed.append(f"link {link}")
+    for cgroup in cgroups.ours():
+        if cgroup.name not in keep_machines and cgroups.remove(cgroup):
+            removed.append(f"cgroup {cgroup}")
     keep_ns = {s.netns for s in live_slots}
     for ns in list_netns():
         if ns.startswith(PREFIX) and ns not in keep_ns:
