@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import testinfra
+
+from airflow_ami.verify import ssh_config
+from tests.infra import breakage
 
 from .conftest import REPO, bake, our_leftovers
+
+# The local cloud's default build (packer/clouds/local.yaml: debian, x86_64).
+BUILD = REPO / "build" / "debian-x86_64-local"
 
 
 def interrupt_rehearse_when(trigger: str, timeout: float = 2400) -> tuple[int, str]:
@@ -48,6 +57,13 @@ def test_ctrl_c_during_the_packer_build_leaves_nothing() -> None:
     assert our_leftovers() == []
 
 
+def test_ctrl_c_during_verify_leaves_nothing() -> None:
+    code, output = interrupt_rehearse_when("tests/infra/test_airflow.py")
+    assert code != 0
+    assert "rehearse: interrupted" in output
+    assert our_leftovers() == []
+
+
 def test_rehearse_builds_launches_verifies_and_tears_down() -> None:
     result = bake("rehearse")
     assert result.returncode == 0, "rehearse failed; its output is above"
@@ -65,3 +81,21 @@ def launched() -> Iterator[None]:
     yield
     assert bake("teardown", "--cloud", "local").returncode == 0
     assert our_leftovers() == []
+
+
+@pytest.fixture(scope="module")
+def instance_host(launched: None) -> tuple[Any, str, str]:
+    """(testinfra host, its --hosts spec, ssh_config) of the launched instance."""
+    record = json.loads((BUILD / "instance.json").read_text())
+    config = str(ssh_config(BUILD / "ssh_config", record["ssh_key_file"]))
+    spec = f"ssh://{record['ssh_user']}@{record['address']}"
+    return testinfra.get_host(spec, ssh_config=config), spec, config
+
+
+@pytest.mark.parametrize("case", sorted(breakage.CASES))
+def test_a_broken_instance_fails_verification_naming_the_cause(
+    instance_host: tuple[Any, str, str], case: str
+) -> None:
+    host, spec, config = instance_host
+    result = breakage.check_case(case, host, spec, ssh_config=config)
+    assert result.ok, result.explain()
