@@ -125,7 +125,7 @@ APT_CONF = 'Acquire::Check-Valid-Until "false";\n'
 @dataclass(frozen=True)
 class Recipe:
     suite: str = "sid"
-    mirror: str = "http://deb.debian.org/debian"
+    mirror: str = ""  # empty: mmdebstrap's default Debian mirror
     variant: str = "apt"
     packages: tuple[str, ...] = (
         "systemd",
@@ -178,7 +178,7 @@ def mmdebstrap_command(recipe: Recipe, target: Path) -> list[str]:
         "--format=directory",
         recipe.suite,
         str(target),
-        recipe.mirror,
+        *([recipe.mirror] if recipe.mirror else []),
     ]
 
 
@@ -236,7 +236,7 @@ def ensure_base_image(cache: Path, recipe: Recipe | None = None, keep: int = KEE
         if proc.returncode != 0:
             raise LocalCloudError(
                 f"mmdebstrap failed (status {proc.returncode}); see {work}/mmdebstrap.log "
-                f"(is {recipe.mirror} reachable?)"
+                f"(is {recipe.mirror or 'the Debian mirror'} reachable?)"
             )
         customize_rootfs(work / "rootfs", recipe)
         (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")

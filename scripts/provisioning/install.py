@@ -12,7 +12,7 @@ import zipfile
 
 from . import layout as L
 from .imagecheck import airflow_cfg_secret_options
-from .netfetch import download_wheel, fetch_bytes
+from .netfetch import fetch_bytes
 from .runner import StepFailed, run_steps, sha256_file
 from .secretgen import alphanumeric, fernet_key, sql_string
 
@@ -365,20 +365,30 @@ def create_airflow_directories(ctx):
 
 
 def install_uv(ctx):
-    """uv from the package index (no pip needed): fetch the wheel, verify, unpack."""
+    """uv from the package index, fetched by pip (the index's ordinary client) in a bootstrap venv."""
     target = uv_bin()
     if os.path.exists(target):
         rc, out = ctx.probe([target, "--version"])
         if rc == 0 and L.UV_VERSION in out:
             ctx.info(out.strip())
             return
-    index = ctx.settings.get("index_url") or "https://pypi.org/simple"
-    ctx.would("download uv %s from %s and unpack it to %s" % (L.UV_VERSION, index, target))
+    install_build_only(ctx, ctx.os.missing(ctx, ctx.os.venv_packages))
+    boot = os.path.join(L.BUILD_DIR, "pip-bootstrap")
+    wheels = os.path.join(L.BUILD_DIR, "uv-wheel")
+    where = ctx.settings.get("index_url") or "pip's default index"
+    ctx.would("download the uv %s wheel from %s and unpack it to %s" % (L.UV_VERSION, where, target))
     if ctx.dry_run:
         return
-    tmp = os.path.join(L.BUILD_DIR, "uv-wheel")
-    os.makedirs(tmp, exist_ok=True)
-    wheel = download_wheel(ctx.settings.get("index_url"), "uv", L.UV_VERSION, tmp)
+    ctx.run([sys.executable, "-m", "venv", boot])
+    # --python-version: uv's wheel says Requires-Python >= 3.8; the binary inside runs on any.
+    command = [os.path.join(boot, "bin", "pip"), "download", "--no-deps", "--only-binary=:all:"]
+    command += ["--python-version", "3.8", "--disable-pip-version-check", "--dest", wheels]
+    if ctx.settings.get("index_url"):
+        command += ["--index-url", ctx.settings["index_url"]]
+    if ctx.settings.get("extra_ca_bundle"):
+        command += ["--cert", ctx.os.system_ca_bundle]
+    ctx.run([*command, "uv==" + L.UV_VERSION])
+    wheel = next(os.path.join(wheels, n) for n in os.listdir(wheels) if n.endswith(".whl"))
     with zipfile.ZipFile(wheel) as zf:
         member = [n for n in zf.namelist() if n.endswith(".data/scripts/uv")]
         if not member:
@@ -388,7 +398,8 @@ def install_uv(ctx):
             shutil.copyfileobj(src, dst)
     os.chmod(target + ".tmp", 0o755)
     os.rename(target + ".tmp", target)
-    shutil.rmtree(tmp)
+    shutil.rmtree(wheels)
+    shutil.rmtree(boot)
     ctx.info(ctx.run([target, "--version"], quiet=True)[1].strip())
 
 
@@ -423,19 +434,26 @@ def install_build_packages(ctx):
     system_python = wanted_python(ctx)[2]
     wanted = ctx.os.build_packages(ctx, system_python)
     missing = ctx.os.missing(ctx, wanted)
+    if not missing:
+        ctx.info("already present: %s" % " ".join(wanted))
+        return None
+    install_build_only(ctx, missing)
+    return None
+
+
+def install_build_only(ctx, packages):
+    """Install packages and record them, so remove_build_packages takes them out again."""
+    if not packages:
+        return
+    ctx.would("install build-only packages %s (removed after the build)" % " ".join(packages))
+    if ctx.dry_run:
+        return
     recorded = []
     if os.path.isfile(L.BUILD_PACKAGES_RECORD):
         with open(L.BUILD_PACKAGES_RECORD) as fh:
             recorded = json.load(fh)
-    if not missing:
-        ctx.info("already present: %s" % " ".join(wanted))
-        return None
-    ctx.would("install build-only packages %s (removed after the build)" % " ".join(missing))
-    if ctx.dry_run:
-        return None
-    ctx.write_file(L.BUILD_PACKAGES_RECORD, json.dumps(sorted(set(recorded) | set(missing))) + "\n", 0o600)
-    ctx.os.install(ctx, missing)
-    return None
+    ctx.write_file(L.BUILD_PACKAGES_RECORD, json.dumps(sorted(set(recorded) | set(packages))) + "\n", 0o600)
+    ctx.os.install(ctx, packages)
 
 
 def install_python_for_airflow(ctx):

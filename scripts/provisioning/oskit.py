@@ -31,6 +31,8 @@ class Adapter(object):
     ca_anchor = "/etc/pki/ca-trust/source/anchors/airflow-ami-extra-ca.pem"
     system_ca_bundle = "/etc/pki/tls/certs/ca-bundle.crt"
     cache_dirs = ()
+    # what `python3 -m venv` (with pip) needs beyond python3 itself
+    venv_packages = ()
 
     def __init__(self, os_release):
         self.os_release = os_release
@@ -151,6 +153,7 @@ class Apt(Adapter):
     ca_anchor = "/usr/local/share/ca-certificates/airflow-ami-extra-ca.crt"
     system_ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
     cache_dirs = ("/var/cache/apt/archives",)
+    venv_packages = ("python3-venv",)
     env = (("DEBIAN_FRONTEND", "noninteractive"), ("NEEDRESTART_MODE", "a"))
 
     def _opts(self):

@@ -3,11 +3,10 @@ protocol, create-then-update), read back with boto3."""
 
 import socket
 
+import boto3
+import moto.server as moto_server
 import pytest
 from provisioning.awsapi import put_secretsmanager_secret, put_ssm_parameter
-
-moto_server = pytest.importorskip("moto.server")
-boto3 = pytest.importorskip("boto3")
 
 CREDS = {"access_key": "AKIDTESTTESTTEST", "secret_key": "secret", "token": None}
 

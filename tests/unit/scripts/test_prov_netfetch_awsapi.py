@@ -1,64 +1,12 @@
 import datetime
 import json
 
-import pytest
+import botocore.auth as botocore_auth
+from botocore import awsrequest, credentials
 from provisioning.awsapi import sigv4_headers
-from provisioning.netfetch import parse_simple_html, pick_wheel
-
-FILES = [
-    {
-        "filename": "uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
-        "url": "u/x86",
-        "hashes": {},
-    },
-    {"filename": "uv-0.13.9-py3-none-manylinux_2_28_aarch64.whl", "url": "u/arm28", "hashes": {}},
-    {
-        "filename": "uv-0.13.9-py3-none-manylinux_2_17_aarch64.manylinux2014_aarch64."
-        "musllinux_1_1_aarch64.whl",
-        "url": "u/arm17",
-        "hashes": {},
-    },
-    {"filename": "uv-0.13.9-py3-none-macosx_11_0_arm64.whl", "url": "u/mac", "hashes": {}},
-    {
-        "filename": "uv-0.13.8-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
-        "url": "u/old",
-        "hashes": {},
-    },
-    {"filename": "uv-0.13.9.tar.gz", "url": "u/sdist", "hashes": {}},
-]
-
-
-def test_pick_wheel_matches_machine_and_version():
-    assert pick_wheel(FILES, "uv", "0.13.9", machine="x86_64")["url"] == "u/x86"
-    # the newest manylinux tag wins when several match
-    assert pick_wheel(FILES, "uv", "0.13.9", machine="aarch64")["url"] == "u/arm28"
-    assert pick_wheel(FILES, "uv", "0.13.9", machine="arm64")["url"] == "u/arm28"
-
-
-def test_pick_wheel_without_a_match_raises():
-    with pytest.raises(LookupError):
-        pick_wheel(FILES, "uv", "0.13.9", machine="riscv64")
-
-
-def test_parse_simple_html_keeps_hashes_and_resolves_urls():
-    html = (
-        '<a href="../../files/uv-1-py3-none-manylinux_2_17_x86_64.whl#sha256=ab12">'
-        "uv-1-py3-none-manylinux_2_17_x86_64.whl</a>"
-    )
-    files = parse_simple_html(html, "https://mirror.example/simple/uv/")
-    assert files == [
-        {
-            "filename": "uv-1-py3-none-manylinux_2_17_x86_64.whl",
-            "url": "https://mirror.example/files/uv-1-py3-none-manylinux_2_17_x86_64.whl",
-            "hashes": {"sha256": "ab12"},
-        }
-    ]
 
 
 def test_sigv4_matches_botocore():
-    botocore_auth = pytest.importorskip("botocore.auth")
-    credentials = pytest.importorskip("botocore.credentials")
-    awsrequest = pytest.importorskip("botocore.awsrequest")
     creds = {
         "access_key": "AKIDEXAMPLE",
         "secret_key": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
