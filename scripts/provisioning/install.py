@@ -385,8 +385,7 @@ def install_uv(ctx):
     command += ["--python-version", "3.8", "--disable-pip-version-check", "--dest", wheels]
     if ctx.settings.get("index_url"):
         command += ["--index-url", ctx.settings["index_url"]]
-    if ctx.settings.get("extra_ca_bundle"):
-        command += ["--cert", ctx.os.system_ca_bundle]
+    # PIP_CERT: set by trust_extra_ca_bundle when there is an extra CA.
     ctx.run([*command, "uv==" + L.UV_VERSION])
     wheel = next(os.path.join(wheels, n) for n in os.listdir(wheels) if n.endswith(".whl"))
     with zipfile.ZipFile(wheel) as zf:
