@@ -93,11 +93,13 @@ def phase(name: str, timings: dict[str, float], out: TextIO) -> Iterator[None]:
 def rehearse(settings: Settings, pytest_args: Sequence[str] = (), out: TextIO = sys.stdout) -> int:
     """build-ami -> launch -> verify -> teardown in the local cloud; teardown runs whatever happens."""
     timings: dict[str, float] = {}
+    details: dict[str, float] = {}
     status = "failed"
     code = 1
     try:
         with phase("build-ami", timings, out):
             record = bake(settings)
+        details = record.get("timings", {})
         with phase("launch", timings, out):
             launch(settings, record["ami_id"])
         with phase("verify", timings, out):
@@ -109,12 +111,16 @@ def rehearse(settings: Settings, pytest_args: Sequence[str] = (), out: TextIO = 
     finally:
         with phase("teardown", timings, out):
             teardown(settings)
-        out.write(summary(status, timings))
+        out.write(summary(status, timings, details))
     return code
 
 
-def summary(status: str, timings: dict[str, float]) -> str:
+def summary(status: str, timings: dict[str, float], details: dict[str, float]) -> str:
+    """Phase durations; `details` (the local build's own steps) indented under build-ami."""
     lines = [f"rehearse: {status}"]
-    lines += [f"  {name:<10} {seconds:7.1f} s" for name, seconds in timings.items()]
-    lines.append(f"  {'total':<10} {sum(timings.values()):7.1f} s")
+    for name, seconds in timings.items():
+        lines.append(f"  {name:<14} {seconds:7.1f} s")
+        if name == "build-ami":
+            lines += [f"    {step:<12} {took:7.1f} s" for step, took in details.items()]
+    lines.append(f"  {'total':<14} {sum(timings.values()):7.1f} s")
     return "\n".join(lines) + "\n"
