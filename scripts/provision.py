@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Provision an Airflow image on the instance itself (stdlib only, Python >= 3.7).
 
-  provision.py install        --bundle DIR [--dry-run]   MySQL + Airflow, no secrets
+  provision.py install        --bundle DIR [--dry-run] [--expect-unchanged]   MySQL + Airflow, no secrets
   provision.py cleanup        --bundle DIR [--dry-run]   image hygiene, then validate
   provision.py validate-image --bundle DIR [--dry-run]   assert the hygiene rules
   provision.py firstboot      [--dry-run]                per-instance secrets (first boot)
@@ -58,6 +58,11 @@ def main(argv=None):
     parser.add_argument(
         "--dry-run", action="store_true", help="log each step and what it would do; change nothing"
     )
+    parser.add_argument(
+        "--expect-unchanged",
+        action="store_true",
+        help="install: fail if any step changed something (proves a repeated run is a no-op)",
+    )
     args = parser.parse_args(argv)
     if args.command != "firstboot" and not args.bundle:
         parser.error("--bundle is required for %s" % args.command)
@@ -68,7 +73,12 @@ def main(argv=None):
         return 2
     os.umask(0o022)
     if args.command == "install":
-        return install.main(ctx)
+        status = install.main(ctx)
+        changed = [t["step"] for t in ctx.timings if t["result"] == "changed"]
+        if status == 0 and args.expect_unchanged and changed:
+            log("!!! install is not idempotent: the repeated run changed %s" % ", ".join(changed))
+            return 1
+        return status
     if args.command == "firstboot":
         return firstboot.main(ctx)
     if args.command == "cleanup":

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import testinfra
 
+from airflow_ami import localcloud
 from airflow_ami.verify import ssh_config
 from tests.infra import breakage
 
@@ -99,3 +100,34 @@ def test_a_broken_instance_fails_verification_naming_the_cause(
     host, spec, config = instance_host
     result = breakage.check_case(case, host, spec, ssh_config=config)
     assert result.ok, result.explain()
+
+
+def identity(host: Any, timeout: float = 300) -> dict[str, str]:
+    """What must be unique per instance: machine-id, MySQL server UUID, a digest per secret."""
+    deadline = time.monotonic() + timeout
+    while host.run("sudo -n systemctl is-active airflow-firstboot.service").stdout.strip() != "active":
+        assert time.monotonic() < deadline, "first boot did not finish; journalctl -u airflow-firstboot"
+        time.sleep(3)
+    # Digests only: secret values never leave the instance.
+    digests = host.check_output(
+        "sudo -n sh -c 'grep -v \"^#\" /etc/airflow/secrets.env | while IFS== read -r key value; do "
+        'printf "%s %s\\n" "$key" "$(printf %s "$value" | sha256sum | cut -c1-64)"; '
+        "done; printf \"admin-password %s\\n\" $(sha256sum < /etc/airflow/admin-password | cut -c1-64)'"
+    )
+    found = {f"secret {line.split()[0]}": line.split()[1] for line in digests.splitlines() if line.strip()}
+    found["machine-id"] = host.file("/etc/machine-id").content_string.strip()
+    found["mysql server_uuid"] = host.check_output("sudo -n mysql -NBe 'SELECT @@server_uuid'")
+    return found
+
+
+def test_two_instances_of_one_image_share_no_secret_or_identity(instance_host: tuple[Any, str, str]) -> None:
+    host, _, _ = instance_host
+    record = json.loads((BUILD / "instance.json").read_text())
+    second = localcloud.launch_local(record["ami_id"], region=record["region"], ssh_user=record["ssh_user"])
+    config = ssh_config(BUILD / "ssh_config-second", second["ssh_key_file"])
+    other = testinfra.get_host(f"ssh://{second['ssh_user']}@{second['address']}", ssh_config=str(config))
+    first_id, second_id = identity(host), identity(other)
+    assert set(first_id) == set(second_id)
+    assert len([k for k in first_id if k.startswith("secret ")]) >= 4, first_id.keys()
+    shared = [key for key in first_id if first_id[key] == second_id[key]]
+    assert shared == [], f"two instances of one image share {shared}"

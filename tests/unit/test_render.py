@@ -93,7 +93,7 @@ def test_optional_settings_appear_only_when_set(build_root: Path) -> None:
     assert 'ami_users = ["123456789012"]' in text
     assert '"Team"' in text and 'custom_endpoint_ec2 = "http://127.0.0.1:5000"' in text
     assert 'ssh_host = "10.0.0.2"' in text
-    assert text.count("--dry-run") == 2
+    assert text.count("--dry-run") == 3
 
 
 def test_modern_packer_gets_plugins_and_imdsv2_options(build_root: Path) -> None:
