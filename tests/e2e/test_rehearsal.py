@@ -110,9 +110,9 @@ def identity(host: Any, timeout: float = 300) -> dict[str, str]:
         time.sleep(3)
     # Digests only: secret values never leave the instance.
     digests = host.check_output(
-        "sudo -n sh -c 'grep -v \"^#\" /etc/airflow/secrets.env | while IFS== read -r key value; do "
+        'sudo -n sh -c \'grep -v "^#" /etc/airflow/secrets.env | while IFS== read -r key value; do '
         'printf "%s %s\\n" "$key" "$(printf %s "$value" | sha256sum | cut -c1-64)"; '
-        "done; printf \"admin-password %s\\n\" $(sha256sum < /etc/airflow/admin-password | cut -c1-64)'"
+        'done; printf "admin-password %s\\n" $(sha256sum < /etc/airflow/admin-password | cut -c1-64)\''
     )
     found = {f"secret {line.split()[0]}": line.split()[1] for line in digests.splitlines() if line.strip()}
     found["machine-id"] = host.file("/etc/machine-id").content_string.strip()
