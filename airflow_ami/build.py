@@ -17,6 +17,8 @@ from .settings import PACKER_DIR, REPO_ROOT, Settings, load_settings
 
 ARCHES = ("x86_64", "arm64")
 SCRIPTS_DIR = REPO_ROOT / "scripts"
+# Amazon Linux 2's python3 is 3.7: scripts/ must not need anything newer.
+VERMIN_ARGS = ("-t=3.7-", "--no-tips", "--violations", "--eval-annotations")
 
 
 class CheckError(RuntimeError):
@@ -97,7 +99,7 @@ def check_code(out: TextIO = sys.stdout) -> None:
     """scripts/ must run on Python 3.7 with the standard library only; all Python is ruff-clean."""
     bin_dir = Path(sys.executable).parent
     checks = [
-        [str(bin_dir / "vermin"), "-t=3.7-", "--no-tips", "--violations", "--eval-annotations", "scripts"],
+        [str(bin_dir / "vermin"), *VERMIN_ARGS, "scripts"],
         [str(bin_dir / "ruff"), "check", "--quiet", "."],
     ]
     for command in checks:
@@ -126,5 +128,5 @@ def non_stdlib_imports(root: Path) -> list[str]:
                 continue
             for name in names:
                 if name.split(".")[0] not in allowed:
-                    found.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {name}")
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno}: {name}")
     return found
