@@ -85,7 +85,9 @@ def build(template: Path, env: Mapping[str, str] | None = None, out: TextIO = sy
         nonlocal interrupted
         interrupted = True
         out.write(f"[{_elapsed(start)}] interrupted: packer is cleaning up what it created\n")
-        proc.send_signal(signal.SIGINT)
+        # To the whole group, as a terminal's Ctrl-C: packer runs as a child of a
+        # wrapper process of its own, which ignores SIGINT sent to it alone.
+        os.killpg(proc.pid, signal.SIGINT)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -55,6 +55,9 @@ def test_ctrl_c_during_the_packer_build_leaves_nothing() -> None:
     code, output = interrupt_rehearse_when("Provisioning with shell script")
     assert code != 0
     assert "rehearse: interrupted" in output
+    # Packer itself stopped and cleaned up: no AMI came out of the interrupted build.
+    assert "AMIs were created" not in output
+    assert "packer build exited with status 0" not in output
     assert our_leftovers() == []
 
 
