@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import boto3
 import pytest
 
 from airflow_ami.build import build_ami
-from airflow_ami.localcloud.moto import FAKE_AWS_ENV, aws_env, start_moto
+from airflow_ami.localcloud.moto import aws_env, ec2_client, endpoint_url, free_port, start_moto
 from airflow_ami.localcloud.system import stop_process
 from airflow_ami.settings import load_settings
 
@@ -30,16 +29,10 @@ SSHD = Path("/usr/sbin/sshd")
 REGION = "us-east-1"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def moto_endpoint(tmp_path: Path) -> Iterator[str]:
+def moto_port(tmp_path: Path) -> Iterator[int]:
     server = start_moto(tmp_path / "moto.log")
-    yield f"http://127.0.0.1:{server['port']}"
+    yield int(server["port"])
     stop_process(server["pid"])
 
 
@@ -76,8 +69,9 @@ def ssh_target(tmp_path: Path) -> Iterator[int]:
 
 
 def test_packer_build_against_moto_leaves_only_the_ami(
-    moto_endpoint: str, ssh_target: int, build_root: Path
+    moto_port: int, ssh_target: int, build_root: Path
 ) -> None:
+    moto_endpoint = endpoint_url(moto_port)
     settings = replace(
         load_settings(
             cli={
@@ -97,15 +91,7 @@ def test_packer_build_against_moto_leaves_only_the_ami(
     record = build_ami(settings, env=env, out=out)
     log = out.getvalue()
 
-    ec2 = boto3.client(
-        "ec2",
-        region_name=REGION,
-        endpoint_url=moto_endpoint,
-        **{
-            "aws_access_key_id": FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-        },
-    )
+    ec2 = ec2_client(moto_port, REGION)
     # The AMI is registered under the rendered name, from the AL2 image the filter picks.
     image = ec2.describe_images(ImageIds=[record["ami_id"]])["Images"][0]
     assert image["Name"] == record["name"]
