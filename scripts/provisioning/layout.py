@@ -1,13 +1,22 @@
-"""Instance paths (docs/architecture.md "On the instance") and the rendered-file map."""
+"""The image's own facts: paths, the Airflow units, the files rendered into them (data only).
+
+One declaration, read by provisioning and cleanup on the instance, by the host's
+renderer (unit files, the target, first-boot ordering) and by the testinfra
+suite (which uploads this file next to its probe). Standard library only and
+no imports of other provisioning modules, so each of them can load it alone.
+"""
 
 AIRFLOW_HOME = "/opt/airflow"
 VENV = AIRFLOW_HOME + "/venv"
+AIRFLOW_BIN = VENV + "/bin/airflow"
 AIRFLOW_CFG = AIRFLOW_HOME + "/airflow.cfg"
+AIRFLOW_LOGS = AIRFLOW_HOME + "/logs"
 AIRFLOW_USER = "airflow"
 ETC_AIRFLOW = "/etc/airflow"
 AIRFLOW_ENV = ETC_AIRFLOW + "/airflow.env"
 SECRETS_ENV = ETC_AIRFLOW + "/secrets.env"
 ADMIN_PASSWORD_FILE = ETC_AIRFLOW + "/admin-password"
+AIRFLOW_CLI = "/usr/local/bin/airflow"
 SETTINGS_COPY = "/etc/airflow-ami/settings.json"
 CODE_DIR = "/usr/local/lib/airflow-ami"
 STATE_DIR = "/var/lib/airflow-ami"
@@ -15,24 +24,54 @@ FIRSTBOOT_MARKER = STATE_DIR + "/firstboot.json"
 BUILD_DIR = STATE_DIR + "/build"  # uv, its cache, constraints: removed by cleanup
 BUILD_PACKAGES_RECORD = STATE_DIR + "/build-packages.json"
 VENV_SPEC_STAMP = VENV + "/.airflow-ami-spec.json"
-UV_VERSION = "0.13.9"
 MYSQL_DATABASE = "airflow"
 MYSQL_USER = "airflow"
-UNITS = (
-    "airflow-firstboot.service",
-    "airflow-scheduler.service",
-    "airflow-dag-processor.service",
-    "airflow-api-server.service",
-    "airflow-triggerer.service",
-    "airflow.target",
-)
 SYSTEMD_DIR = "/etc/systemd/system"
+HEALTH_PATH = "/api/v2/monitor/health"
+# What /api/v2/monitor/health must report healthy for the instance to be healthy.
+HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
 
-# bundle/files/<name> -> (destination, mode, group); "mysql-dropin" is per-OS.
+# The long-running Airflow services: one unit each, all from the one template
+# packer/files/airflow-service.service.j2; `command` follows `airflow`, `why`
+# (optional) explains an unusual flag in the unit file.
+AIRFLOW_SERVICES = (
+    {
+        "unit": "airflow-scheduler.service",
+        "description": "Airflow scheduler",
+        "command": "scheduler --skip-serve-logs",
+        "why": "Task logs stay on this host, where the api-server reads them: no log server on 0.0.0.0:8793.",
+    },
+    {
+        "unit": "airflow-dag-processor.service",
+        "description": "Airflow dag-processor",
+        "command": "dag-processor",
+    },
+    {
+        "unit": "airflow-api-server.service",
+        "description": "Airflow api-server",
+        "command": "api-server",
+    },
+    {
+        "unit": "airflow-triggerer.service",
+        "description": "Airflow triggerer",
+        "command": "triggerer --skip-serve-logs",
+        "why": "Trigger logs stay on this host, where the api-server reads them: no log server on 0.0.0.0:8794.",
+    },
+)
+SERVICE_UNITS = tuple(s["unit"] for s in AIRFLOW_SERVICES)
+FIRSTBOOT_UNIT = "airflow-firstboot.service"
+AIRFLOW_TARGET = "airflow.target"
+UNITS = (FIRSTBOOT_UNIT, *SERVICE_UNITS, AIRFLOW_TARGET)
+API_SERVER_UNIT = "airflow-api-server.service"
+SCHEDULER_UNIT = "airflow-scheduler.service"
+DAG_PROCESSOR_UNIT = "airflow-dag-processor.service"
+
+# bundle/files/<name> -> (destination, mode); "mysql-dropin" goes to the OS's MySQL
+# drop-in (os_facts.mysql_dropin in settings.json).
 RENDERED_FILES = [
-    ("airflow.cfg", AIRFLOW_CFG, 0o644, None),
-    ("webserver_config.py", AIRFLOW_HOME + "/webserver_config.py", 0o644, None),
-    ("airflow.env", AIRFLOW_ENV, 0o644, None),
-    ("airflow-cli.sh", "/usr/local/bin/airflow", 0o755, None),
-    ("mysql-airflow.cnf", "mysql-dropin", 0o644, None),
-] + [(unit, SYSTEMD_DIR + "/" + unit, 0o644, None) for unit in UNITS]
+    ("airflow.cfg", AIRFLOW_CFG, 0o644),
+    ("webserver_config.py", AIRFLOW_HOME + "/webserver_config.py", 0o644),
+    ("airflow.env", AIRFLOW_ENV, 0o644),
+    ("airflow-cli.sh", AIRFLOW_CLI, 0o755),
+    ("mysql-airflow.cnf", "mysql-dropin", 0o644),
+] + [(unit, SYSTEMD_DIR + "/" + unit, 0o644) for unit in UNITS]
