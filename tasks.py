@@ -40,6 +40,18 @@ def launch(c: Context, settings: cli.Settings, ami: str = "") -> None:
 
 
 @cli.settings_task
+def instances(c: Context, settings: cli.Settings) -> None:
+    """List the instances launch started on --cloud (id, address, AMI)."""
+    cli.instances(settings)
+
+
+@cli.settings_task
+def prune_amis(c: Context, settings: cli.Settings, keep: int = 3, yes: bool = False) -> None:
+    """List (with --yes: deregister) all but the newest --keep AMIs of this prefix, OS and arch."""
+    cli.prune_amis(settings, keep, yes)
+
+
+@cli.settings_task
 def verify(c: Context, settings: cli.Settings, host: str = "") -> None:
     """Run the testinfra suite on --host (ssh://user@addr) or the launched instance; pytest args after --."""
     cli.verify(settings, host, shlex.split(c.remainder))
@@ -69,5 +81,7 @@ def test(c: Context) -> None:
     c.run(shlex.join([sys.executable, "-m", "pytest", *shlex.split(c.remainder)]), pty=False)
 
 
-ns = Collection(render, validate, build_ami, launch, verify, teardown, rehearse, clean, test)
+ns = Collection(
+    render, validate, build_ami, launch, instances, verify, teardown, prune_amis, rehearse, clean, test
+)
 ns.configure({"ami": cli.config_defaults()})

@@ -13,11 +13,11 @@ from typing import Any
 import botocore.exceptions
 from invoke import Context, Exit, task
 
-from . import build, lifecycle, localcloud, packer
-from .lifecycle import LifecycleError
+from . import build, codecheck, ec2, lifecycle, localcloud, packer
+from .builddir import BUILD_ROOT, MissingRecord
 from .localcloud import LocalCloudError
 from .manifest import ManifestError
-from .render import BUILD_ROOT, render
+from .render import render
 from .settings import FIELDS, Settings, SettingsError, load_settings
 
 __all__ = [
@@ -25,7 +25,9 @@ __all__ = [
     "build_ami",
     "clean",
     "config_defaults",
+    "instances",
     "launch",
+    "prune_amis",
     "rehearse",
     "render_build",
     "settings_task",
@@ -48,9 +50,9 @@ def exit_codes() -> Iterator[None]:
         raise Exit(f"bake: {exc}", code=EXIT_BAD_INPUT) from None
     except (
         packer.PackerError,
-        build.CheckError,
+        codecheck.CheckError,
         ManifestError,
-        LifecycleError,
+        MissingRecord,
         LocalCloudError,
         botocore.exceptions.BotoCoreError,
         botocore.exceptions.ClientError,
@@ -100,7 +102,7 @@ def render_build(settings: Settings) -> str:
 def validate() -> None:
     with exit_codes():
         build.validate_templates()
-        build.check_code()
+        codecheck.check_code()
 
 
 def build_ami(settings: Settings) -> None:
@@ -113,9 +115,17 @@ def launch(settings: Settings, ami: str) -> None:
     with exit_codes():
         instance = lifecycle.launch(settings, ami)
     sys.stdout.write(
-        f"launch: {instance['instance_id']} at {instance['address']} "
-        f"(ssh {instance['ssh_user']}@{instance['address']})\n"
+        f"launch: {instance.instance_id} at {instance.address} (ssh {instance.ssh_user}@{instance.address})\n"
     )
+
+
+def instances(settings: Settings) -> None:
+    with exit_codes():
+        found = lifecycle.instances(settings)
+    for instance in found:
+        sys.stdout.write(f"{instance.instance_id} {instance.address} {instance.ami_id}\n")
+    if not found:
+        sys.stdout.write(f"instances: none launched on {settings.cloud} in {settings.region}\n")
 
 
 def verify(settings: Settings, host: str, pytest_args: list[str]) -> None:
@@ -129,6 +139,15 @@ def teardown(settings: Settings) -> None:
     with exit_codes():
         removed = lifecycle.teardown(settings)
     sys.stdout.write(f"teardown: removed {', '.join(removed) or 'nothing (none running)'}\n")
+
+
+def prune_amis(settings: Settings, keep: int, yes: bool) -> None:
+    with exit_codes():
+        if keep < 0:
+            raise SettingsError("keep", "a whole number >= 0", keep)
+        pruned = ec2.prune(settings, keep, apply=yes)
+    verb = "deregistered" if yes else "would deregister (dry run; --yes to act)"
+    sys.stdout.write(f"prune-amis: {verb}: {', '.join(pruned) or 'nothing'}\n")
 
 
 def rehearse(settings: Settings, pytest_args: list[str]) -> None:

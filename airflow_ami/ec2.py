@@ -1,12 +1,18 @@
-"""boto3 steps around the build. The endpoint comes from settings (moto in tests)."""
+"""The AWS cloud: boto3 steps around the build, launch, teardown, prune.
+
+The endpoint comes from settings (moto in tests); credentials from boto3's
+usual chain.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import boto3
 
+from .clouds import BuildHost, Instance
 from .settings import Settings
 
 
@@ -35,7 +41,7 @@ def image_name(settings: Settings, region: str, ami_id: str, env: Mapping[str, s
 LAUNCH_TAG = "airflow-ami:launched-from"
 
 
-def launch(settings: Settings, ami_id: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+def launch(settings: Settings, ami_id: str, env: Mapping[str, str] | None = None) -> Instance:
     """Run one instance of the AMI (IMDSv2 required) and wait until it is running."""
     ec2 = client(settings, settings.region, env)
     params: dict[str, Any] = {
@@ -63,27 +69,45 @@ def launch(settings: Settings, ami_id: str, env: Mapping[str, str] | None = None
     instance_id = ec2.run_instances(**params)["Instances"][0]["InstanceId"]
     ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id])
     instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    return _instance(settings, instance)
+
+
+def _instance(settings: Settings, described: dict[str, Any]) -> Instance:
     address_key = "PrivateIpAddress" if settings.ssh_interface == "private_ip" else "PublicIpAddress"
-    return {"instance_id": instance_id, "address": instance.get(address_key, ""), "region": settings.region}
+    return Instance(
+        cloud="aws",
+        instance_id=described["InstanceId"],
+        ami_id=described["ImageId"],
+        region=settings.region,
+        address=described.get(address_key, ""),
+        ssh_user=settings.ssh_username,
+        ssh_key_file=settings.ssh_private_key_file,
+    )
 
 
-def teardown(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
-    """Terminate every instance launch() started in the region; returns their ids."""
-    ec2 = client(settings, settings.region, env)
-    reservations = ec2.describe_instances(
+def _launched(settings: Settings, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """What launch() started in the region and is not terminated (described)."""
+    reservations = client(settings, settings.region, env).describe_instances(
         Filters=[
             {"Name": "tag-key", "Values": [LAUNCH_TAG]},
             {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
         ]
     )["Reservations"]
-    ids = sorted(i["InstanceId"] for r in reservations for i in r["Instances"])
+    return [i for r in reservations for i in r["Instances"]]
+
+
+def teardown(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
+    """Terminate every instance launch() started in the region; returns their ids."""
+    ids = sorted(i["InstanceId"] for i in _launched(settings, env))
     if ids:
-        ec2.terminate_instances(InstanceIds=ids)
+        client(settings, settings.region, env).terminate_instances(InstanceIds=ids)
     return ids
 
 
-def prune(settings: Settings, keep: int, env: Mapping[str, str] | None = None) -> list[str]:
-    """Deregister all but the newest `keep` AMIs of this OS/arch/prefix, and their snapshots."""
+def prune(
+    settings: Settings, keep: int, *, apply: bool = True, env: Mapping[str, str] | None = None
+) -> list[str]:
+    """All but the newest `keep` AMIs of this OS/arch/prefix; `apply` deregisters them and their snapshots."""
     ec2 = client(settings, settings.region, env)
     images = ec2.describe_images(
         Owners=["self"],
@@ -95,10 +119,31 @@ def prune(settings: Settings, keep: int, env: Mapping[str, str] | None = None) -
     images.sort(key=lambda image: image["CreationDate"], reverse=True)
     pruned = []
     for image in images[keep:]:
+        pruned.append(image["ImageId"])
+        if not apply:
+            continue
         ec2.deregister_image(ImageId=image["ImageId"])
         for mapping in image.get("BlockDeviceMappings", []):
             snapshot = mapping.get("Ebs", {}).get("SnapshotId")
             if snapshot:
                 ec2.delete_snapshot(SnapshotId=snapshot)
-        pruned.append(image["ImageId"])
     return pruned
+
+
+class AwsCloud:
+    """Packer launches its own build instance; instances run on EC2."""
+
+    name = "aws"
+
+    @contextlib.contextmanager
+    def build_host(self, settings: Settings) -> Iterator[BuildHost]:
+        yield BuildHost(settings)
+
+    def launch(self, settings: Settings, ami_id: str) -> Instance:
+        return launch(settings, ami_id)
+
+    def instances(self, settings: Settings) -> list[Instance]:
+        return [_instance(settings, described) for described in _launched(settings)]
+
+    def teardown(self, settings: Settings) -> list[str]:
+        return teardown(settings)

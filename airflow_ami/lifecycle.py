@@ -1,81 +1,66 @@
-"""After the bake: launch an instance of the AMI, verify it, tear it down; per cloud.
+"""The pipeline on any cloud: bake an AMI, launch an instance of it, verify it, tear it down.
 
-`aws` uses boto3 (ec2.py); `local` uses the local cloud (localcloud/). What was
-launched is recorded in build/<build-name>/instance.json so that separate
-`launch`, `verify` and `teardown` runs find it.
+What was launched is recorded in build/<build-name>/instance.json so that
+separate `launch`, `verify` and `teardown` runs find it.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TextIO
 
-from . import build, ec2, localcloud, verify
-from .render import build_dir
+from . import build, verify
+from .builddir import BuildDir
+from .clouds import Cloud, Instance
+from .ec2 import AwsCloud
+from .localcloud import LocalCloud
 from .settings import Settings
 
-
-class LifecycleError(RuntimeError):
-    """A launch/verify/teardown step cannot go on; says what to run first."""
+CLOUDS: dict[str, Callable[[], Cloud]] = {"aws": AwsCloud, "local": LocalCloud}
 
 
-def _read(path: Path, what: str, hint: str) -> dict[str, Any]:
-    try:
-        return dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise LifecycleError(f"no {what} at {path}: {hint}") from None
+def cloud_for(settings: Settings) -> Cloud:
+    return CLOUDS[settings.cloud]()
 
 
 def bake(settings: Settings) -> dict[str, Any]:
-    if settings.cloud == "local":
-        return localcloud.build_ami_local(settings)
-    return build.build_ami(settings)
+    """build-ami on the settings' cloud; returns the AMI record plus the build's `timings`."""
+    with cloud_for(settings).build_host(settings) as host:
+        started = time.monotonic()
+        record = build.build_ami(host.settings, env=host.env)
+        host.timings["packer_build"] = time.monotonic() - started
+        host.keep_image(record)
+    return {**record, "timings": host.timings}
 
 
-def launch(settings: Settings, ami_id: str = "") -> dict[str, Any]:
-    ami_id = (
-        ami_id
-        or _read(
-            build_dir(settings) / "ami.json", "AMI record", "run `./bake build-ami` first or pass --ami"
-        )["ami_id"]
-    )
-    if settings.cloud == "local":
-        instance = localcloud.launch_local(ami_id, region=settings.region, ssh_user=settings.ssh_username)
-    else:
-        instance = {
-            **ec2.launch(settings, ami_id),
-            "ami_id": ami_id,
-            "ssh_user": settings.ssh_username,
-            "ssh_key_file": settings.ssh_private_key_file,
-        }
-    instance["cloud"] = settings.cloud
-    path = build_dir(settings) / "instance.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(instance, indent=2, sort_keys=True) + "\n")
+def launch(settings: Settings, ami_id: str = "") -> Instance:
+    out = BuildDir.of(settings)
+    ami_id = ami_id or out.read(out.ami_record, "run `./bake build-ami` first or pass --ami")["ami_id"]
+    instance = cloud_for(settings).launch(settings, ami_id)
+    out.write(out.instance_record, instance.as_record())
     return instance
+
+
+def instances(settings: Settings) -> list[Instance]:
+    return cloud_for(settings).instances(settings)
 
 
 def verify_instance(settings: Settings, host: str = "", pytest_args: Sequence[str] = ()) -> int:
     """Run the testinfra suite against --host, or else the instance `launch` recorded."""
     if host:
         return verify.run_suite(host, pytest_args=pytest_args)
-    instance = _read(
-        build_dir(settings) / "instance.json", "launched instance", "run `./bake launch` first or pass --host"
-    )
-    config = None
-    if instance.get("ssh_key_file"):
-        config = verify.ssh_config(build_dir(settings) / "ssh_config", instance["ssh_key_file"])
-    return verify.run_suite(f"ssh://{instance['ssh_user']}@{instance['address']}", config, pytest_args)
+    out = BuildDir.of(settings)
+    instance = Instance.from_record(out.read(out.instance_record, "run `./bake launch` first or pass --host"))
+    config = verify.ssh_config(out.ssh_config, instance.ssh_key_file) if instance.ssh_key_file else None
+    return verify.run_suite(f"ssh://{instance.ssh_user}@{instance.address}", config, pytest_args)
 
 
 def teardown(settings: Settings) -> list[str]:
-    removed = localcloud.teardown_local() if settings.cloud == "local" else ec2.teardown(settings)
-    (build_dir(settings) / "instance.json").unlink(missing_ok=True)
+    removed = cloud_for(settings).teardown(settings)
+    BuildDir.of(settings).instance_record.unlink(missing_ok=True)
     return removed
 
 
@@ -91,7 +76,7 @@ def phase(name: str, timings: dict[str, float], out: TextIO) -> Iterator[None]:
 
 
 def rehearse(settings: Settings, pytest_args: Sequence[str] = (), out: TextIO = sys.stdout) -> int:
-    """build-ami -> launch -> verify -> teardown in the local cloud; teardown runs whatever happens."""
+    """build-ami -> launch -> verify -> teardown; teardown runs whatever happens."""
     timings: dict[str, float] = {}
     details: dict[str, float] = {}
     status = "failed"
@@ -99,7 +84,7 @@ def rehearse(settings: Settings, pytest_args: Sequence[str] = (), out: TextIO = 
     try:
         with phase("build-ami", timings, out):
             record = bake(settings)
-        details = record.get("timings", {})
+        details = record["timings"]
         with phase("launch", timings, out):
             launch(settings, record["ami_id"])
         with phase("verify", timings, out):
@@ -116,7 +101,7 @@ def rehearse(settings: Settings, pytest_args: Sequence[str] = (), out: TextIO = 
 
 
 def summary(status: str, timings: dict[str, float], details: dict[str, float]) -> str:
-    """Phase durations; `details` (the local build's own steps) indented under build-ami."""
+    """Phase durations; `details` (the build's own steps) indented under build-ami."""
     lines = [f"rehearse: {status}"]
     for name, seconds in timings.items():
         lines.append(f"  {name:<14} {seconds:7.1f} s")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 
 class ManifestError(ValueError):
@@ -29,10 +28,6 @@ def last_run_amis(manifest_path: Path) -> dict[str, str]:
             raise ManifestError(f"unexpected artifact {artifact!r} in {manifest_path}")
         amis[region] = ami_id
     return amis
-
-
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def publish_github_output(ami_id: str) -> None:

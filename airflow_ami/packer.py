@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import TextIO
 
 VERSION_RE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+# Packer 1.7 moved the builders into plugins: from it on a template declares
+# `required_plugins`, and the amazon plugin knows `metadata_options` and
+# `imds_support`; 1.6 (Debian's) rejects all three.
+PLUGINS_SINCE = (1, 7, 0)
 # "==> amazon-ebs.airflow: Launching a source AWS instance..." marks a new phase of the build.
 PHASE_RE = re.compile(r"^==> [\w.-]+: (?P<phase>\S.*?)\.*$")
 SOURCE_AMI_RE = re.compile(r"Found Image ID: (?P<ami>ami-[0-9a-f]+)")
@@ -36,6 +40,11 @@ def version() -> tuple[int, int, int]:
         raise PackerError(f"cannot read the packer version from {out.strip()!r}")
     major, minor, patch = (int(g) for g in match.groups())
     return major, minor, patch
+
+
+def loads_plugins(version: tuple[int, int, int]) -> bool:
+    """Whether this Packer takes required_plugins and the amazon plugin's IMDSv2 options."""
+    return version >= PLUGINS_SINCE
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

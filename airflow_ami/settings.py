@@ -1,19 +1,25 @@
 """Build settings: one declaration per field, layered sources, strict validation.
 
-Layers, lowest first: ``packer/defaults.yaml`` < ``packer/profiles/<os>.yaml``
+Each field of :class:`Settings` is declared once, with `setting(...)`: its
+default, how a raw value is parsed and checked, its help text, and where it
+reaches (the instance's settings.json, the AMI's tags, Packer's manifest, the
+build record ami.json). Everything else (CLI flags, env variables, the views
+written by render and build) is derived from these declarations.
+
+Layers, lowest first: the declared defaults < ``packer/profiles/<os>.yaml``
 < ``packer/clouds/<cloud>.yaml`` < invoke config (``invoke.yaml`` key ``ami``,
-env ``INVOKE_AMI_<FIELD>``) < CLI flags. Every value is checked before anything
-runs; the first bad one raises :class:`SettingsError` naming the field and the
-allowed form.
+env ``INVOKE_AMI_<FIELD>``) < CLI flags. A layer may give a value as a mapping
+by architecture (``{x86_64: ..., arm64: ...}``) for the fields declared
+``by_arch``. Every value is checked before anything runs; the first bad one
+raises :class:`SettingsError` naming the field and the allowed form.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,7 @@ AIRFLOW_PYTHONS: dict[tuple[int, int], tuple[str, ...]] = {
     (3, 2): ("3.10", "3.11", "3.12", "3.13"),
     (3, 3): ("3.10", "3.11", "3.12", "3.13", "3.14"),
 }
+ARCHES = ("x86_64", "arm64")
 CONSTRAINTS_URL = (
     "https://raw.githubusercontent.com/apache/airflow/constraints-{airflow}/constraints-{{python_minor}}.txt"
 )
@@ -117,6 +124,8 @@ ACCOUNT_RE = re.compile(r"^\d{12}$")
 OWNER_RE = re.compile(r"^(\d{12}|amazon|self|aws-marketplace)$")
 VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 SIZE_RE = re.compile(r"^(\d+)([KMG])$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+FINGERPRINT_RE = re.compile(r"^[0-9A-F]{40}$")
 URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d+)?(/[^\s]*)?$")
 REQUIREMENT_RE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?"
@@ -258,329 +267,447 @@ def _always(_value: object, _settings: Mapping[str, Any]) -> None:
     return None
 
 
+# Where a field's value goes besides the build itself.
+INSTANCE = "instance"  # bundle/settings.json, /etc/airflow-ami/settings.json on the instance
+TAGS = "tags"  # a tag airflow-ami:<field-name> on the AMI, its snapshots and the build instance
+MANIFEST = "manifest"  # custom_data of Packer's manifest post-processor
+RECORD = "record"  # build/<build-name>/ami.json
+# Files a setting names on the host are copied into the bundle; the instance is told these paths.
+CONSTRAINTS_IN_BUNDLE = "files/constraints.txt"
+EXTRA_CA_IN_BUNDLE = "files/extra-ca.pem"
+TAG_PREFIX = "airflow-ami:"
+
+
 @dataclass(frozen=True)
 class Field:
-    """How one setting is parsed, checked, described and shown on the CLI."""
+    """How one setting is defaulted, parsed, checked, described, and where it reaches."""
 
     name: str
+    default: Any
     parse: Callable[[object], Any]
     check: Callable[[Any, Mapping[str, Any]], None]
     allowed: str
     help: str
+    reaches: frozenset[str]
+    by_arch: bool
+    # What the instance is told, when that is not just {name: value}.
+    instance_view: Callable[[Settings], dict[str, Any]] | None
 
 
-FIELDS: tuple[Field, ...] = (
-    Field(
-        "os",
+def setting(
+    default: Any,
+    parse: Callable[[object], Any],
+    check: Callable[[Any, Mapping[str, Any]], None],
+    allowed: str,
+    help: str,
+    *,
+    reaches: tuple[str, ...] = (),
+    by_arch: bool = False,
+    instance_view: Callable[[Settings], dict[str, Any]] | None = None,
+) -> Any:
+    """Declare a settings field (used as the dataclass field's value)."""
+    spec = {
+        "default": default,
+        "parse": parse,
+        "check": check,
+        "allowed": allowed,
+        "help": help,
+        "reaches": frozenset(reaches),
+        "by_arch": by_arch,
+        "instance_view": instance_view,
+    }
+    return field(metadata={"setting": spec})
+
+
+def _constraints_view(s: Settings) -> dict[str, Any]:
+    official = s.constraints == "official"
+    return {
+        "constraints_url": CONSTRAINTS_URL.format(airflow=s.airflow_version) if official else "",
+        "constraints_file": "" if official else CONSTRAINTS_IN_BUNDLE,
+    }
+
+
+def _extra_ca_view(s: Settings) -> dict[str, Any]:
+    return {"extra_ca_bundle": EXTRA_CA_IN_BUNDLE if s.extra_ca_bundle else ""}
+
+
+@dataclass(frozen=True)
+class OsFacts:
+    """Facts of an OS profile (packer/profiles/<os>.yaml `os_facts`), not choices."""
+
+    package_manager: str
+    mysql_unit: str
+    mysql_socket: str
+    mysql_datadir: str
+    mysql_dropin: str
+    ca_anchor: str
+    ca_bundle: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings of one build. Lists are tuples, tags sorted pairs.
+
+    A declared default of None means every OS profile supplies the value.
+    """
+
+    os: str = setting(
+        "amazon-linux-2",
         _as_str,
         _dynamic_choice(_profiles),
         "one of the OS profiles in packer/profiles/ (amazon-linux-2, amazon-linux-2023, debian)",
         "OS profile of the image",
-    ),
-    Field(
-        "cloud",
+        reaches=(INSTANCE, TAGS, MANIFEST, RECORD),
+    )
+    cloud: str = setting(
+        "aws",
         _as_str,
         _dynamic_choice(_clouds),
         "aws or local",
         "where to build: real AWS, or the local rehearsal cloud",
-    ),
-    Field("arch", _as_str, _one_of("x86_64", "arm64"), "x86_64 or arm64", "CPU architecture"),
-    Field(
-        "region",
+    )
+    arch: str = setting(
+        "x86_64",
+        _as_str,
+        _one_of(*ARCHES),
+        "x86_64 or arm64",
+        "CPU architecture",
+        reaches=(INSTANCE, MANIFEST, RECORD),
+    )
+    region: str = setting(
+        "us-east-1",
         _as_str,
         _matches(REGION_RE.pattern),
         "an AWS region such as us-east-1",
         "region to build in",
-    ),
-    Field(
-        "instance_type",
+        reaches=(INSTANCE, RECORD),
+    )
+    instance_type: str = setting(
+        None,
         _as_str,
         check_instance_type,
         "an EC2 instance type of the chosen arch, such as t3.large (x86_64) or t4g.large (arm64)",
         "build instance type (default: the profile's for the arch)",
-    ),
-    Field(
-        "vpc_id",
+        by_arch=True,
+    )
+    vpc_id: str = setting(
+        "",
         _as_str,
         _matches(r"^vpc-[0-9a-f]{8,17}$", empty_ok=True),
         "vpc- followed by 8-17 hex digits, or empty",
         "VPC of the build instance",
-    ),
-    Field(
-        "subnet_id",
+    )
+    subnet_id: str = setting(
+        "",
         _as_str,
         _matches(r"^subnet-[0-9a-f]{8,17}$", empty_ok=True),
         "subnet- followed by 8-17 hex digits, or empty",
         "subnet of the build instance",
-    ),
-    Field(
-        "ssh_interface",
+    )
+    ssh_interface: str = setting(
+        "public_ip",
         _as_str,
         _one_of("public_ip", "private_ip", "session_manager"),
         "public_ip, private_ip or session_manager",
         "how Packer reaches the build instance",
-    ),
-    Field(
-        "iam_instance_profile",
+    )
+    iam_instance_profile: str = setting(
+        "",
         _as_str,
         check_iam_instance_profile,
         "an instance profile name (required with ssh_interface=session_manager)",
         "instance profile of the build instance",
-    ),
-    Field(
-        "ssh_cidrs",
+    )
+    ssh_cidrs: tuple[str, ...] = setting(
+        (),
         _as_list,
         check_cidrs,
         "comma-separated CIDRs such as 203.0.113.0/24",
-        "CIDRs allowed to SSH to the build instance",
-    ),
-    Field(
-        "ssh_username",
+        "CIDRs allowed to SSH to the build instance (empty: Packer's temporary security group default)",
+    )
+    ssh_username: str = setting(
+        None,
         _as_str,
         _matches(r"^[a-z_][a-z0-9_-]{0,31}$"),
         "a Unix user name",
         "SSH user of the base image (default: the profile's)",
-    ),
-    Field(
-        "ssh_host",
+    )
+    ssh_host: str = setting(
+        "",
         _as_str,
         _matches(r"^[A-Za-z0-9.:-]{1,253}$", empty_ok=True),
         "a host name or IP address, or empty",
         "override the address Packer connects to (local clouds, bastions)",
-    ),
-    Field("ssh_port", _as_int, _between(1, 65535), "a port number 1-65535", "SSH port of the build instance"),
-    Field(
-        "ssh_private_key_file",
+    )
+    ssh_port: int = setting(
+        22, _as_int, _between(1, 65535), "a port number 1-65535", "SSH port of the build instance"
+    )
+    ssh_private_key_file: str = setting(
+        "",
         _as_str,
         check_private_key_file,
         "the path of an existing private key file, or empty",
         "private key of ssh_keypair_name",
-    ),
-    Field(
-        "ssh_keypair_name",
+    )
+    ssh_keypair_name: str = setting(
+        "",
         _as_str,
         check_keypair,
         "an EC2 key pair name, set together with ssh_private_key_file",
         "existing EC2 key pair instead of a temporary one",
-    ),
-    Field(
-        "kms_key_id",
+    )
+    kms_key_id: str = setting(
+        "",
         _as_str,
         _matches(KMS_ARN_RE.pattern, empty_ok=True),
         "a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME), or empty for the default EBS key",
         "KMS key that encrypts the AMI's snapshots",
-    ),
-    Field("encrypt_boot", _as_bool, _always, "true or false", "encrypt the AMI's root volume"),
-    Field(
-        "volume_size", _as_int, _between(8, 16384), "a size in GiB from 8 to 16384", "root volume size (GiB)"
-    ),
-    Field(
-        "ami_name_prefix",
+    )
+    encrypt_boot: bool = setting(True, _as_bool, _always, "true or false", "encrypt the AMI's root volume")
+    volume_size: int = setting(
+        20, _as_int, _between(8, 16384), "a size in GiB from 8 to 16384", "root volume size (GiB)"
+    )
+    ami_name_prefix: str = setting(
+        "airflow",
         _as_str,
         check_ami_name_prefix,
         f"3-{128 - AMI_NAME_SUFFIX_LEN} characters of A-Z a-z 0-9 ( ) [ ] space . / - ' @ _",
         "AMI name prefix; the name adds version, OS, arch and time",
-    ),
-    Field(
-        "tags",
+    )
+    tags: tuple[tuple[str, str], ...] = setting(
+        {},
         _as_tags,
         check_tags,
         "KEY=VALUE pairs separated by commas; keys up to 128 characters of letters, digits,"
         " spaces and _ . : / = + - @, not starting with aws:",
         "tags for the AMI, its snapshots and the build instance",
-    ),
-    Field(
-        "ami_regions",
+    )
+    ami_regions: tuple[str, ...] = setting(
+        (),
         _as_list,
         _each(REGION_RE),
         "comma-separated AWS regions such as eu-west-1,us-west-2",
         "extra regions to copy the AMI to",
-    ),
-    Field(
-        "ami_users",
+    )
+    ami_users: tuple[str, ...] = setting(
+        (),
         _as_list,
         _each(ACCOUNT_RE),
         "comma-separated 12-digit AWS account ids",
         "accounts to share the AMI with",
-    ),
-    Field(
-        "source_ami_owners",
+    )
+    source_ami_owners: tuple[str, ...] = setting(
+        None,
         _as_list,
         check_source_ami_owners,
         "comma-separated 12-digit account ids or amazon/self/aws-marketplace",
         "owners in the base AMI filter (default: the profile's)",
-    ),
-    Field(
-        "source_ami_name",
+    )
+    source_ami_name: str = setting(
+        None,
         _as_str,
         _matches(r"^[A-Za-z0-9()\[\] ./'@_*?{}-]{3,128}$"),
         "an AMI name pattern (* and ? wildcards)",
         "name pattern of the base AMI filter (default: the profile's)",
-    ),
-    Field(
-        "airflow_version",
+    )
+    airflow_version: str = setting(
+        "3.3.2",
         _as_str,
         check_airflow_version,
         "an Airflow release X.Y.Z from 3.0.0 to 3.3.x",
         "Airflow version",
-    ),
-    Field(
-        "python_version",
+        reaches=(INSTANCE, TAGS, MANIFEST, RECORD),
+    )
+    python_version: str = setting(
+        "auto",
         _as_str,
         check_python_version,
         "auto or a Python minor the Airflow version supports (3.10-3.14 for 3.3)",
-        "Python for Airflow: auto uses the system python3 when >= 3.10",
-    ),
-    Field(
-        "mysql_version",
+        "Python for Airflow: auto uses the system python3 when >= 3.10, else a uv-managed 3.12",
+        reaches=(INSTANCE, MANIFEST, RECORD),
+    )
+    mysql_version: str = setting(
+        "8.4",
         _as_str,
         _matches(r"^(8\.0|8\.4|9\.\d{1,2})$"),
         "8.0, 8.4 or 9.N",
         "MySQL server series (where the OS ships its own, that one is used)",
-    ),
-    Field(
-        "max_allowed_packet",
+        reaches=(INSTANCE, MANIFEST, RECORD),
+    )
+    max_allowed_packet: str = setting(
+        "64M",
         _as_str,
         check_max_allowed_packet,
         "a size from 16M to 1G written like 64M",
         "MySQL max_allowed_packet (bounds XCom size)",
-    ),
-    Field(
-        "parallelism",
+        reaches=(INSTANCE,),
+    )
+    parallelism: str = setting(
+        "auto",
         _as_str,
         _matches(r"^(auto|[1-9]\d{0,3})$"),
         "auto or a whole number 1-9999",
-        "Airflow [core] parallelism; auto sizes it at first boot",
-    ),
-    Field(
-        "extra_python_packages",
+        "Airflow [core] parallelism; auto sizes it to the instance's CPUs and memory at first boot",
+        reaches=(INSTANCE,),
+    )
+    extra_python_packages: tuple[str, ...] = setting(
+        (),
         _as_list,
         _each(REQUIREMENT_RE),
         "comma-separated requirements such as apache-airflow-providers-http==5.3.0",
         "extra Python packages in Airflow's venv",
-    ),
-    Field(
-        "constraints",
+        reaches=(INSTANCE,),
+    )
+    constraints: str = setting(
+        "official",
         _as_str,
         check_constraints,
         "official, or the path of a constraints file inside this repository",
-        "pip constraints for the Airflow install",
-    ),
-    Field(
-        "index_url",
+        "pip constraints for the Airflow install (official: Airflow's published file)",
+        reaches=(INSTANCE,),
+        instance_view=_constraints_view,
+    )
+    index_url: str = setting(
+        "",
         _as_str,
         _matches(URL_RE.pattern, empty_ok=True),
         "an http(s) URL, or empty for PyPI",
         "Python package index for the instance",
-    ),
-    Field(
-        "os_mirror",
+        reaches=(INSTANCE,),
+    )
+    os_mirror: str = setting(
+        "",
         _as_str,
         _matches(URL_RE.pattern, empty_ok=True),
         "an http(s) URL, or empty for the distribution's default",
         "OS package mirror for the instance",
-    ),
-    Field(
-        "extra_ca_bundle",
+        reaches=(INSTANCE,),
+    )
+    extra_ca_bundle: str = setting(
+        "",
         _as_str,
         check_ca_bundle,
         "the path of an existing PEM file with certificates, or empty",
         "extra CA certificates the instance trusts (builds behind a TLS proxy)",
-    ),
-    Field("api_port", _as_int, _between(1024, 65535), "a port number 1024-65535", "Airflow API server port"),
-    Field(
-        "admin_username",
+        reaches=(INSTANCE,),
+        instance_view=_extra_ca_view,
+    )
+    api_port: int = setting(
+        8080,
+        _as_int,
+        _between(1024, 65535),
+        "a port number 1024-65535",
+        "Airflow API server port",
+        reaches=(INSTANCE,),
+    )
+    admin_username: str = setting(
+        "admin",
         _as_str,
         _matches(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"),
         "a user name of letters, digits, _ . -",
         "Airflow admin user made at first boot",
-    ),
-    Field(
-        "admin_password_store",
+        reaches=(INSTANCE,),
+    )
+    admin_password_store: str = setting(
+        "none",
         _as_str,
         _one_of("none", "ssm", "secretsmanager"),
         "none, ssm or secretsmanager",
         "where first boot also stores the admin password",
-    ),
-    Field(
-        "admin_password_name",
+        reaches=(INSTANCE,),
+    )
+    admin_password_name: str = setting(
+        "/airflow/admin-password",
         _as_str,
         _matches(r"^/?[A-Za-z0-9_.\-/]{1,500}$"),
         "an SSM parameter / secret name such as /airflow/admin-password",
         "name of the stored admin password",
-    ),
-    Field(
-        "ec2_endpoint",
+        reaches=(INSTANCE,),
+    )
+    uv_version: str = setting(
+        "0.13.9",
+        _as_str,
+        _matches(VERSION_RE.pattern),
+        "a uv release X.Y.Z",
+        "uv, which installs Airflow on the build instance (its wheel is pinned by uv_wheel_sha256)",
+        reaches=(INSTANCE,),
+    )
+    uv_wheel_sha256: str = setting(
+        {
+            "x86_64": "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19",
+            "arm64": "5435c5ce14a56431208ca0996416d310f1598e8c2c8ba707688985a16bb82dbe",
+        },
+        _as_str,
+        _matches(SHA256_RE.pattern),
+        "64 lower-case hex digits",
+        "sha256 of uv_version's manylinux wheel on PyPI for the arch; a download that differs fails",
+        reaches=(INSTANCE,),
+        by_arch=True,
+    )
+    mysql_signing_key_fingerprint: str = setting(
+        "BCA43417C3B485DD128EC6D4B7B3B788A8D3785C",
+        _as_str,
+        _matches(FINGERPRINT_RE.pattern),
+        "40 upper-case hex digits",
+        "OpenPGP fingerprint that Oracle's MySQL repository key (and so its release package) must match",
+        reaches=(INSTANCE,),
+    )
+    ec2_endpoint: str = setting(
+        "",
         _as_str,
         _matches(URL_RE.pattern, empty_ok=True),
         "an http(s) URL, or empty for AWS",
         "EC2 API endpoint (a local API such as moto)",
-    ),
-    Field(
-        "build_name",
+    )
+    build_name: str = setting(
+        "",
         _as_str,
-        _matches(r"^[a-z0-9][a-z0-9._-]{0,62}$"),
+        _matches(r"^([a-z0-9][a-z0-9._-]{0,62})?$"),
         "lower-case letters, digits, . _ and -",
         "build directory name under build/ (default: <os>-<arch>, plus -<cloud> off AWS)",
-    ),
-    Field("dry_run", _as_bool, _always, "true or false", "provisioning logs its steps and changes nothing"),
+    )
+    dry_run: bool = setting(
+        False,
+        _as_bool,
+        _always,
+        "true or false",
+        "provisioning logs its steps and changes nothing",
+        reaches=(INSTANCE,),
+    )
+    # From the OS profile only.
+    os_facts: OsFacts = field(default=None)  # type: ignore[assignment]
+
+    def reaching(self, target: str) -> dict[str, Any]:
+        """{field: value} of the fields declared to reach `target` (lists as lists)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in FIELDS if target in f.reaches}
+
+    def instance_view(self) -> dict[str, Any]:
+        """What the instance is told (bundle/settings.json): no host paths, no build-only knobs."""
+        view: dict[str, Any] = {"_generated": "Generated by airflow-ami render; do not edit."}
+        for f in FIELDS:
+            if INSTANCE in f.reaches:
+                view.update(
+                    f.instance_view(self) if f.instance_view else {f.name: _plain(getattr(self, f.name))}
+                )
+        view["os_facts"] = asdict(self.os_facts)
+        return view
+
+    def ami_tags(self) -> dict[str, str]:
+        """The user's tags plus airflow-ami:<field> for the fields declared to reach the tags."""
+        ours = {TAG_PREFIX + name.replace("_", "-"): str(v) for name, v in self.reaching(TAGS).items()}
+        return {**dict(self.tags), **ours}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+FIELDS: tuple[Field, ...] = tuple(
+    Field(name=f.name, **f.metadata["setting"]) for f in fields(Settings) if "setting" in f.metadata
 )
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Validated settings of one build. Lists are tuples, tags sorted pairs."""
-
-    os: str
-    cloud: str
-    arch: str
-    region: str
-    instance_type: str
-    vpc_id: str
-    subnet_id: str
-    ssh_interface: str
-    iam_instance_profile: str
-    ssh_cidrs: tuple[str, ...]
-    ssh_username: str
-    ssh_host: str
-    ssh_port: int
-    ssh_keypair_name: str
-    ssh_private_key_file: str
-    kms_key_id: str
-    encrypt_boot: bool
-    volume_size: int
-    ami_name_prefix: str
-    tags: tuple[tuple[str, str], ...]
-    ami_regions: tuple[str, ...]
-    ami_users: tuple[str, ...]
-    source_ami_owners: tuple[str, ...]
-    source_ami_name: str
-    airflow_version: str
-    python_version: str
-    mysql_version: str
-    max_allowed_packet: str
-    parallelism: str
-    extra_python_packages: tuple[str, ...]
-    constraints: str
-    index_url: str
-    os_mirror: str
-    extra_ca_bundle: str
-    api_port: int
-    admin_username: str
-    admin_password_store: str
-    admin_password_name: str
-    ec2_endpoint: str
-    build_name: str
-    dry_run: bool
-    # From the OS profile only: facts of the OS, not choices.
-    package_manager: str = field(default="")
-    mysql_service: str = field(default="")
-
-    def as_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["tags"] = dict(self.tags)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
@@ -590,23 +717,30 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _pick(name: str, layers: list[Mapping[str, Any]]) -> object:
+def _pick(name: str, layers: list[Mapping[str, Any]], arch: str | None) -> object:
     """The highest layer's value for name (None/absent means: not set there)."""
     for layer in reversed(layers):
-        if layer.get(name) is not None:
-            return layer[name]
+        value = layer.get(name)
+        if value is None:
+            continue
+        if FIELD_BY_NAME[name].by_arch and isinstance(value, Mapping) and arch is not None:
+            if set(value) != set(ARCHES):
+                raise SettingsError(name, f"a value, or a mapping with exactly the keys {', '.join(ARCHES)}")
+            return value[arch]
+        return value
     return None
 
 
-def _profile_layer(os_name: str, arch: str) -> tuple[dict[str, Any], str, str]:
+def _profile_layer(os_name: str, arch: str) -> tuple[dict[str, Any], OsFacts]:
     profile = _load_yaml(PACKER_DIR / "profiles" / f"{os_name}.yaml")
     arch_name = profile.pop("arch_names")[arch]
-    instance_type = profile.pop("instance_types")[arch]
-    package_manager = profile.pop("package_manager")
-    mysql_service = profile.pop("mysql_service")
-    profile["instance_type"] = instance_type
+    facts = profile.pop("os_facts")
     profile["source_ami_name"] = profile["source_ami_name"].replace("{arch}", arch_name)
-    return profile, package_manager, mysql_service
+    try:
+        return profile, OsFacts(**facts)
+    except TypeError:
+        known = ", ".join(f.name for f in fields(OsFacts))
+        raise SettingsError(f"{os_name} os_facts", f"a mapping of exactly {known}") from None
 
 
 def load_settings(config: Mapping[str, Any] | None = None, cli: Mapping[str, Any] | None = None) -> Settings:
@@ -620,21 +754,23 @@ def load_settings(config: Mapping[str, Any] | None = None, cli: Mapping[str, Any
         for name in layer:
             if name not in FIELD_BY_NAME:
                 raise SettingsError(name, f"one of the known settings ({', '.join(FIELD_BY_NAME)})")
-    defaults = _load_yaml(PACKER_DIR / "defaults.yaml")
+    defaults = {f.name: f.default for f in FIELDS}
+    values: dict[str, Any] = {}
     # cloud, os and arch choose the overlay and profile layers, so they resolve first.
-    cloud = _resolve("cloud", [defaults, *user], {})
-    overlay = _load_yaml(PACKER_DIR / "clouds" / f"{cloud}.yaml")
-    os_name = _resolve("os", [defaults, overlay, *user], {})
-    arch = _resolve("arch", [defaults, overlay, *user], {})
-    profile, package_manager, mysql_service = _profile_layer(os_name, arch)
+    values["cloud"] = _resolve("cloud", [defaults, *user], values, None)
+    overlay = _load_yaml(PACKER_DIR / "clouds" / f"{values['cloud']}.yaml")
+    for name in ("os", "arch"):
+        values[name] = _resolve(name, [defaults, overlay, *user], values, None)
+    profile, facts = _profile_layer(values["os"], values["arch"])
     layers = [defaults, profile, overlay, *user]
-    values = {f.name: _parse(f.name, _pick(f.name, layers)) for f in FIELDS}
+    rest = [f.name for f in FIELDS if f.name not in values]
+    values.update({name: _parse(name, _pick(name, layers, values["arch"])) for name in rest})
     if not values["build_name"]:
         suffix = "" if values["cloud"] == "aws" else f"-{values['cloud']}"
         values["build_name"] = f"{values['os']}-{values['arch']}{suffix}"
-    for f in FIELDS:
-        _validate(f.name, values[f.name], values)
-    return Settings(**values, package_manager=package_manager, mysql_service=mysql_service)
+    for name in rest:
+        _validate(name, values[name], values)
+    return Settings(**values, os_facts=facts)
 
 
 def _parse(name: str, raw: object) -> Any:
@@ -651,8 +787,8 @@ def _validate(name: str, value: Any, values: Mapping[str, Any]) -> None:
         raise SettingsError(name, FIELD_BY_NAME[name].allowed, _shown(value)) from None
 
 
-def _resolve(name: str, layers: list[Mapping[str, Any]], values: Mapping[str, Any]) -> Any:
-    value = _parse(name, _pick(name, layers))
+def _resolve(name: str, layers: list[Mapping[str, Any]], values: Mapping[str, Any], arch: str | None) -> Any:
+    value = _parse(name, _pick(name, layers, arch))
     _validate(name, value, values)
     return value
 
@@ -661,8 +797,3 @@ def _shown(value: Any) -> object:
     if isinstance(value, tuple):
         return ",".join("=".join(v) if isinstance(v, tuple) else v for v in value)
     return value
-
-
-def constraints_url(settings: Settings) -> str:
-    """Official constraints URL, with {python_minor} left for the instance."""
-    return CONSTRAINTS_URL.format(airflow=settings.airflow_version)

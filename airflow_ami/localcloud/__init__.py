@@ -4,24 +4,24 @@ moto_server is the EC2 API, systemd-nspawn containers in network namespaces
 are the instances, a Debian unstable rootfs built with mmdebstrap is the base
 image. See docs/architecture.md ("Local cloud"). All of it needs root.
 
-Flow, each step may be a separate process (state: <cache>/state.json, cache
-dir /var/cache/airflow-ami or $AIRFLOW_AMI_CACHE_DIR):
+`LocalCloud` is the `Cloud` (airflow_ami/clouds.py) the pipeline uses; each
+step may be a separate process (state: <cache>/state.json, cache dir
+/var/cache/airflow-ami or $AIRFLOW_AMI_CACHE_DIR):
 
-    record = build_ami_local(settings)       # moto stays up afterwards
-    host = launch_local(record["ami_id"])    # instance stays up afterwards
-    ... ssh host["ssh_user"]@host["address"] -i host["ssh_key_file"] ...
-    teardown_local()                         # instances, moto, netns, nft, sysctl
-    leftovers()                              # all lists empty after teardown
-    clean()                                  # teardown + delete cached images
+    with cloud.build_host(settings) as host:  # moto stays up afterwards
+        ... packer build with host.settings / host.env, then host.keep_image(record)
+    instance = cloud.launch(settings, ami_id)  # stays up afterwards
+    ... ssh instance.ssh_user@instance.address -i instance.ssh_key_file ...
+    cloud.teardown(settings)                   # instances, moto, netns, nft, sysctl
+    leftovers()                                # all lists empty after teardown
+    clean()                                    # teardown + delete cached images
 """
 
 from .cloud import (
-    build_ami_local,
+    LocalCloud,
     clean,
     ensure_moto,
-    instances,
     interrupts_as_exceptions,
-    launch_local,
     leftovers,
     stop_moto,
     teardown_local,
@@ -31,14 +31,12 @@ from .reaper import reap
 from .system import LocalCloudError, cache_dir, missing_tools, require_root, require_tools
 
 __all__ = [
+    "LocalCloud",
     "LocalCloudError",
-    "build_ami_local",
     "cache_dir",
     "clean",
     "ensure_moto",
-    "instances",
     "interrupts_as_exceptions",
-    "launch_local",
     "leftovers",
     "missing_tools",
     "reap",

@@ -1,4 +1,4 @@
-"""The local cloud's flows: build an AMI, launch it, tear everything down.
+"""The local cloud: a build host for Packer, launches, teardown (the `Cloud` interface).
 
 moto keeps running between `bake` invocations (build -> launch -> verify ->
 teardown); its port is in the state file. moto holds AMIs in memory only, so
@@ -17,13 +17,17 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from airflow_ami.clouds import BuildHost, Instance
+from airflow_ami.settings import Settings
+
 from .baseimage import base_ami_name, base_dir, ensure_base_image, prune_images
 from .instance import (
+    INSTANCE_TYPE,
     boot_instance,
     destroy_instance,
     shutdown_instance,
@@ -52,9 +56,7 @@ from .system import (
     stop_process,
 )
 
-DEFAULT_REGION = "us-east-1"
 KEEP_AMIS = 3
-BuildFn = Callable[..., dict[str, Any]]
 
 
 @contextlib.contextmanager
@@ -191,57 +193,115 @@ def import_key(ec2: Any, name: str, public_key: str) -> None:
     ec2.import_key_pair(KeyName=name, PublicKeyMaterial=public_key.encode())
 
 
-# ---- flows ----
+# ---- the cloud ----
 
 
-def _default_build(settings: Any, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    # Imported late: build pulls in rendering and Packer, which launch/teardown never need.
-    from airflow_ami.build import build_ami  # noqa: PLC0415
+class LocalCloud:
+    """moto is the EC2 API, systemd-nspawn containers in network namespaces the instances."""
 
-    return build_ami(settings, env=env)
+    name = "local"
 
+    @contextlib.contextmanager
+    def build_host(self, settings: Settings) -> Iterator[BuildHost]:
+        """A container of the base image that Packer provisions through moto.
 
-def build_ami_local(settings: Any, build: BuildFn | None = None) -> dict[str, Any]:
-    """Run `packer build` against moto with a local container as the build instance.
+        Once the AMI exists, `keep_image` powers the container off and keeps
+        its rootfs as the AMI's image. On any failure or interrupt the build
+        instance is removed, and moto too if this build started it.
+        """
+        require_root()
+        require_tools()
+        cache = cache_dir()
+        timings: dict[str, float] = {}
+        with interrupts_as_exceptions():
+            reap(cache)
+            t0 = time.monotonic()
+            digest, base_rootfs = ensure_base_image(cache)
+            timings["base_image"] = time.monotonic() - t0
+            base_ami = base_ami_id(digest)
+            port, started_moto = ensure_moto(cache, settings.region, base_ami)
+            try:
+                with _build_instance(settings, cache, port, (base_ami, base_rootfs), timings) as host:
+                    yield host
+            except BaseException:
+                if started_moto:
+                    stop_moto(cache)
+                raise
 
-    Returns build_ami's record plus `timings`. On any failure or interrupt the
-    build instance is removed, and moto too if this call started it.
-    """
-    require_root()
-    require_tools()
-    cache = cache_dir()
-    timings: dict[str, float] = {}
-    with interrupts_as_exceptions():
-        reap(cache)
-        t0 = time.monotonic()
-        digest, base_rootfs = ensure_base_image(cache)
-        timings["base_image"] = time.monotonic() - t0
-        base_ami = base_ami_id(digest)
-        port, started_moto = ensure_moto(cache, settings.region, base_ami)
-        try:
-            return _build(
-                settings,
-                cache=cache,
-                port=port,
-                base=(base_ami, base_rootfs),
-                build=build,
-                timings=timings,
+    def launch(self, settings: Settings, ami_id: str) -> Instance:
+        """RunInstances in moto, then boot a fresh container from the AMI's image.
+
+        The instance keeps running until teardown().
+        """
+        require_root()
+        require_tools()
+        cache = cache_dir()
+        with interrupts_as_exceptions():
+            reap(cache)
+            rootfs = image_rootfs(cache, ami_id)
+            port, _ = ensure_moto(cache, settings.region, ami_id)
+            ec2 = ec2_client(port, settings.region)
+            key_name = f"{PREFIX}launch-{secrets.token_hex(4)}"
+            key_file, public_key = new_key_pair(cache, key_name)
+            import_key(ec2, key_name, public_key)
+            reservation = ec2.run_instances(
+                ImageId=ami_id,
+                MinCount=1,
+                MaxCount=1,
+                InstanceType=INSTANCE_TYPE,
+                KeyName=key_name,
+                MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
             )
-        except BaseException:
-            if started_moto:
-                stop_moto(cache)
-            raise
+            instance_id = reservation["Instances"][0]["InstanceId"]
+            t0 = time.monotonic()
+            record: dict[str, Any] = {}
+            try:
+                record = boot_instance(
+                    cache,
+                    rootfs,
+                    ami_id=ami_id,
+                    region=settings.region,
+                    public_key=public_key,
+                    ssh_user=settings.ssh_username,
+                    ssh_key_file=str(key_file),
+                    instance_id=instance_id,
+                )
+                wait_for_ssh(record, timeout=300)
+            except BaseException:
+                if record:
+                    destroy_instance(cache, record)
+                with contextlib.suppress(Exception):
+                    ec2.terminate_instances(InstanceIds=[instance_id])
+                raise
+        log.info("instance %s up at %s after %.1fs", instance_id, record["ip"], time.monotonic() - t0)
+        return _instance(record, settings.region)
+
+    def instances(self, settings: Settings) -> list[Instance]:
+        """The launched instances (build instances are not among them)."""
+        with locked_state(cache_dir()) as state:
+            records = list(state["instances"].values())
+        return [_instance(r, settings.region) for r in records if r.get("owner_pid") is None]
+
+    def teardown(self, settings: Settings) -> list[str]:
+        return teardown_local()
 
 
-def _build(
-    settings: Any,
-    *,
-    cache: Path,
-    port: int,
-    base: tuple[str, Path],
-    build: BuildFn | None,
-    timings: dict[str, float],
-) -> dict[str, Any]:
+def _instance(record: dict[str, Any], region: str) -> Instance:
+    return Instance(
+        cloud="local",
+        instance_id=record["instance_id"],
+        ami_id=record["ami_id"],
+        region=region,
+        address=record["ip"],
+        ssh_user=record["ssh_user"],
+        ssh_key_file=record["ssh_key_file"],
+    )
+
+
+@contextlib.contextmanager
+def _build_instance(
+    settings: Settings, cache: Path, port: int, base: tuple[str, Path], timings: dict[str, float]
+) -> Iterator[BuildHost]:
     ec2 = ec2_client(port, settings.region)
     base_ami, base_rootfs = base
     key_name = f"{PREFIX}build-{secrets.token_hex(4)}"
@@ -258,10 +318,23 @@ def _build(
         ssh_key_file=str(key_file),
         owner_pid=os.getpid(),
     )
+
+    def keep_image(result: dict[str, Any]) -> None:
+        t0 = time.monotonic()
+        shutdown_instance(record)
+        meta = {
+            "name": _ami_name(ec2, result["ami_id"]),
+            "region": settings.region,
+            "source_ami": base_ami,
+            "built": time.time(),
+        }
+        capture_image(cache, record, result["ami_id"], meta)
+        timings["capture"] = time.monotonic() - t0
+
     try:
         wait_for_ssh(record)
         timings["boot_to_ssh"] = time.monotonic() - t0
-        local = dataclasses.replace(
+        target = dataclasses.replace(
             settings,
             ec2_endpoint=endpoint_url(port),
             ssh_host=record["ip"],
@@ -269,28 +342,11 @@ def _build(
             ssh_keypair_name=key_name,
             ssh_private_key_file=str(key_file),
         )
-        t0 = time.monotonic()
-        result = (build or _default_build)(local, env=aws_env(settings.region, endpoint_url(port)))
-        timings["packer_build"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        shutdown_instance(record)
-        capture_image(
-            cache,
-            record,
-            result["ami_id"],
-            {
-                "name": _ami_name(ec2, result["ami_id"]),
-                "region": settings.region,
-                "source_ami": base_ami,
-                "built": time.time(),
-            },
-        )
-        timings["capture"] = time.monotonic() - t0
+        yield BuildHost(target, aws_env(settings.region, endpoint_url(port)), keep_image, timings)
     finally:
         destroy_instance(cache, record)
         with contextlib.suppress(Exception):
             ec2.delete_key_pair(KeyName=key_name)
-    return {**result, "timings": timings}
 
 
 def _ami_name(ec2: Any, ami_id: str) -> str:
@@ -299,72 +355,6 @@ def _ami_name(ec2: Any, ami_id: str) -> str:
         if images:
             return str(images[0].get("Name") or ami_id)
     return ami_id
-
-
-def launch_local(
-    ami_id: str, region: str = DEFAULT_REGION, ssh_user: str = "admin", ssh_timeout: float = 300
-) -> dict[str, Any]:
-    """RunInstances in moto, then boot a fresh container from the AMI's image.
-
-    Returns {instance_id, address, ssh_user, ssh_key_file, ami_id, region,
-    boot_to_ssh}. The instance keeps running until teardown_local().
-    """
-    require_root()
-    require_tools()
-    cache = cache_dir()
-    with interrupts_as_exceptions():
-        reap(cache)
-        rootfs = image_rootfs(cache, ami_id)
-        port, _ = ensure_moto(cache, region, ami_id)
-        ec2 = ec2_client(port, region)
-        key_name = f"{PREFIX}launch-{secrets.token_hex(4)}"
-        key_file, public_key = new_key_pair(cache, key_name)
-        import_key(ec2, key_name, public_key)
-        reservation = ec2.run_instances(
-            ImageId=ami_id,
-            MinCount=1,
-            MaxCount=1,
-            InstanceType="t3.medium",
-            KeyName=key_name,
-            MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
-        )
-        instance_id = reservation["Instances"][0]["InstanceId"]
-        t0 = time.monotonic()
-        record: dict[str, Any] = {}
-        try:
-            record = boot_instance(
-                cache,
-                rootfs,
-                ami_id=ami_id,
-                region=region,
-                public_key=public_key,
-                ssh_user=ssh_user,
-                ssh_key_file=str(key_file),
-                instance_id=instance_id,
-            )
-            boot_to_ssh = wait_for_ssh(record, timeout=ssh_timeout)
-        except BaseException:
-            if record:
-                destroy_instance(cache, record)
-            with contextlib.suppress(Exception):
-                ec2.terminate_instances(InstanceIds=[instance_id])
-            raise
-    log.info("instance %s up at %s after %.1fs", instance_id, record["ip"], time.monotonic() - t0)
-    return {
-        "instance_id": instance_id,
-        "address": record["ip"],
-        "ssh_user": ssh_user,
-        "ssh_key_file": str(key_file),
-        "ami_id": ami_id,
-        "region": region,
-        "boot_to_ssh": boot_to_ssh,
-    }
-
-
-def instances() -> list[dict[str, Any]]:
-    """The local cloud's instance records (for verify: address, user, key)."""
-    with locked_state(cache_dir()) as state:
-        return list(state["instances"].values())
 
 
 def teardown_local() -> list[str]:

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import testinfra
 
-from airflow_ami import localcloud
+from airflow_ami.localcloud import LocalCloud
+from airflow_ami.settings import load_settings
 from airflow_ami.verify import ssh_config
 from tests.infra import breakage
 
@@ -126,9 +127,9 @@ def identity(host: Any, timeout: float = 300) -> dict[str, str]:
 def test_two_instances_of_one_image_share_no_secret_or_identity(instance_host: tuple[Any, str, str]) -> None:
     host, _, _ = instance_host
     record = json.loads((BUILD / "instance.json").read_text())
-    second = localcloud.launch_local(record["ami_id"], region=record["region"], ssh_user=record["ssh_user"])
-    config = ssh_config(BUILD / "ssh_config-second", second["ssh_key_file"])
-    other = testinfra.get_host(f"ssh://{second['ssh_user']}@{second['address']}", ssh_config=str(config))
+    second = LocalCloud().launch(load_settings(cli={"cloud": "local"}), record["ami_id"])
+    config = ssh_config(BUILD / "ssh_config-second", second.ssh_key_file)
+    other = testinfra.get_host(f"ssh://{second.ssh_user}@{second.address}", ssh_config=str(config))
     first_id, second_id = identity(host), identity(other)
     assert set(first_id) == set(second_id)
     assert len([k for k in first_id if k.startswith("secret ")]) >= 4, first_id.keys()

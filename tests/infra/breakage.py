@@ -12,8 +12,8 @@ Each break records what it changed on the instance (under BACKUP_DIR, so a
 crashed run can still be undone) and each restore is idempotent: `restore_all`
 is safe to call on a healthy instance.
 
-Self-contained (only the standard library and testinfra), so an e2e test can
-load it from anywhere:
+Needs only the standard library, testinfra and the image's layout
+(airflow_ami.layout), so an e2e test can load it from anywhere:
 
     import importlib.util, pathlib
     spec = importlib.util.spec_from_file_location("breakage", "tests/infra/breakage.py")
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import shlex
@@ -44,11 +45,14 @@ from typing import Any
 
 SUITE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = SUITE_DIR.parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+from airflow_ami.layout import layout  # noqa: E402  (importable however this file was loaded)
+
 BACKUP_DIR = "/var/tmp/airflow-ami-testinfra-breakage"
-AIRFLOW_ENV = "/etc/airflow/airflow.env"
-AIRFLOW_CLI = "/usr/local/bin/airflow"
-SETTINGS_PATH = "/etc/airflow-ami/settings.json"
-SCHEDULER = "airflow-scheduler.service"
+AIRFLOW_ENV = layout.AIRFLOW_ENV
+AIRFLOW_CLI = layout.AIRFLOW_CLI
+SETTINGS_PATH = layout.SETTINGS_COPY
+SCHEDULER = layout.SCHEDULER_UNIT
 MYSQL_DROPIN_NAME = "zzzz-airflow-ami-testinfra-breakage.cnf"
 MARK = "# airflow-ami testinfra breakage: remove me"
 
@@ -103,10 +107,13 @@ def _check(host: Any, cmd: str) -> str:
     return str(res.stdout)
 
 
+def _settings(host: Any) -> dict[str, Any]:
+    """What the image was baked with: /etc/airflow-ami/settings.json."""
+    return dict(json.loads(_check(host, f"cat {SETTINGS_PATH}")))
+
+
 def _api_port(host: Any) -> int:
-    res = _sh(host, f"cat {SETTINGS_PATH}")
-    match = re.search(r'"api_port"\s*:\s*(\d+)', res.stdout)
-    return int(match.group(1)) if match else 8080
+    return int(_settings(host)["api_port"])
 
 
 def wait_healthy(host: Any, timeout: float = 300.0) -> None:
@@ -184,27 +191,12 @@ def restore_parallelism(host: Any) -> None:
 
 
 def _mysql_unit(host: Any) -> str:
-    for unit in ("mysql.service", "mysqld.service"):
-        res = _sh(host, f"systemctl show -p LoadState {unit}")
-        if "LoadState=loaded" in res.stdout:
-            return unit
-    raise BreakageError("neither mysql.service nor mysqld.service is loaded")
+    return str(_settings(host)["os_facts"]["mysql_unit"])
 
 
 def _mysql_dropin_dir(host: Any) -> str:
-    """The include directory that holds the file setting bind-address today."""
-    out = _sh(
-        host,
-        "grep -rlE '^[[:space:]]*bind[-_]address' /etc/mysql /etc/my.cnf.d /etc/my.cnf 2>/dev/null; true",
-    ).stdout.split()
-    for path in out:
-        parent = os.path.dirname(path)
-        if path.endswith(".cnf") and parent not in ("/etc", "/etc/mysql"):
-            return parent
-    for candidate in ("/etc/mysql/mysql.conf.d", "/etc/mysql/conf.d", "/etc/my.cnf.d"):
-        if _exists(host, candidate):
-            return candidate
-    raise BreakageError("found no MySQL include directory for a drop-in")
+    """The include directory of the image's own MySQL drop-in: ours sorts after it there."""
+    return os.path.dirname(_settings(host)["os_facts"]["mysql_dropin"])
 
 
 def _bind_address(host: Any) -> str:

@@ -21,33 +21,34 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from airflow_ami.layout import LAYOUT_FILE, layout
+
 HERE = Path(__file__).resolve().parent
 PROBE_SRC = HERE / "probe.py"
 DAGS_SRC = HERE / "dags"
 
-SETTINGS_PATH = "/etc/airflow-ami/settings.json"
-SECRETS_ENV = "/etc/airflow/secrets.env"
-ADMIN_PASSWORD = "/etc/airflow/admin-password"
-AIRFLOW_ENV = "/etc/airflow/airflow.env"
-AIRFLOW_CFG = "/opt/airflow/airflow.cfg"
-AIRFLOW_HOME = "/opt/airflow"
-AIRFLOW_VENV_PYTHON = "/opt/airflow/venv/bin/python"
-AIRFLOW_CLI = "/usr/local/bin/airflow"
-FIRSTBOOT_MARKER = "/var/lib/airflow-ami/firstboot.json"
-FIRSTBOOT_UNIT = "airflow-firstboot.service"
-AIRFLOW_TARGET = "airflow.target"
-AIRFLOW_UNITS = (
-    "airflow-scheduler.service",
-    "airflow-dag-processor.service",
-    "airflow-api-server.service",
-    "airflow-triggerer.service",
-)
-HEALTH_PATH = "/api/v2/monitor/health"
-HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
+# The image's own declaration (scripts/provisioning/layout.py), under the names the suite uses.
+SETTINGS_PATH = layout.SETTINGS_COPY
+SECRETS_ENV = layout.SECRETS_ENV
+ADMIN_PASSWORD = layout.ADMIN_PASSWORD_FILE
+AIRFLOW_ENV = layout.AIRFLOW_ENV
+AIRFLOW_CFG = layout.AIRFLOW_CFG
+AIRFLOW_HOME = layout.AIRFLOW_HOME
+AIRFLOW_VENV_PYTHON = layout.VENV + "/bin/python"
+AIRFLOW_CLI = layout.AIRFLOW_CLI
+FIRSTBOOT_MARKER = layout.FIRSTBOOT_MARKER
+FIRSTBOOT_UNIT = layout.FIRSTBOOT_UNIT
+AIRFLOW_TARGET = layout.AIRFLOW_TARGET
+AIRFLOW_UNITS = layout.SERVICE_UNITS
+HEALTH_PATH = layout.HEALTH_PATH
+HEALTH_COMPONENTS = layout.HEALTH_COMPONENTS
 
 REMOTE_DIR = "/run/airflow-ami-testinfra"
-# Named by content, so sessions running different versions of the suite never mix.
-REMOTE_PROBE = f"{REMOTE_DIR}/probe-{hashlib.sha256(PROBE_SRC.read_bytes()).hexdigest()[:12]}.py"
+# The probe and the layout it reads travel together, in a directory named by their
+# content, so sessions running different versions of the suite never mix.
+_PROBE_FILES = {"probe.py": PROBE_SRC.read_bytes(), "layout.py": LAYOUT_FILE.read_bytes()}
+REMOTE_PROBE_DIR = f"{REMOTE_DIR}/{hashlib.sha256(b''.join(_PROBE_FILES.values())).hexdigest()[:12]}"
+REMOTE_PROBE = f"{REMOTE_PROBE_DIR}/probe.py"
 PROBE_MISSING_RC = 111
 
 TEST_DAG_PREFIX = "airflow_ami_testinfra_"
@@ -149,7 +150,7 @@ class ListenerRule:
 
 def listener_allow_list(api_port: int, mysql_unit: str) -> tuple[ListenerRule, ...]:
     """The explicit allow-list: everything else listening on the instance is a finding."""
-    mysql_units = (mysql_unit, "mysql.service", "mysqld.service")
+    mysql_units = (mysql_unit,)
     return (
         # reachable from the network: SSH and the Airflow API, nothing else
         ListenerRule("sshd", "tcp", None, ("ssh.service", "sshd.service"), False),
@@ -250,8 +251,9 @@ class Instance:
 
     # --- probe (instance-side helper) -----------------------------------------
     def upload_probe(self) -> None:
-        self.check(f"mkdir -p -m 0700 {REMOTE_DIR}")
-        self.write_file(REMOTE_PROBE, PROBE_SRC.read_bytes(), mode="0600")
+        self.check(f"mkdir -p -m 0700 {REMOTE_DIR} {REMOTE_PROBE_DIR}")
+        for name, data in _PROBE_FILES.items():
+            self.write_file(f"{REMOTE_PROBE_DIR}/{name}", data, mode="0600")
 
     def probe(self, *args: str) -> dict[str, Any]:
         quoted = " ".join(shlex.quote(a) for a in args)
@@ -275,7 +277,7 @@ class Instance:
         return dict(json.loads(out.splitlines()[-1]))
 
     def remove_probe(self) -> None:
-        self.sh(f"rm -f {REMOTE_PROBE}; rmdir {REMOTE_DIR} 2>/dev/null; true")
+        self.sh(f"rm -rf {REMOTE_PROBE_DIR}; rmdir {REMOTE_DIR} 2>/dev/null; true")
 
     # --- settings, units, CLI -------------------------------------------------
     @property
@@ -290,20 +292,8 @@ class Instance:
 
     @property
     def mysql_unit(self) -> str:
-        if "mysql_unit" not in self._cache:
-            preferred = (
-                ("mysql.service", "mysqld.service")
-                if self.settings.get("os") == "debian"
-                else ("mysqld.service", "mysql.service")
-            )
-            found = preferred[0]
-            for unit in preferred:
-                load = self.unit_props(unit, "LoadState").get("LoadState")
-                if load == "loaded":
-                    found = unit
-                    break
-            self._cache["mysql_unit"] = found
-        return str(self._cache["mysql_unit"])
+        """MySQL's unit as baked into the image (os_facts in settings.json)."""
+        return str(self.settings["os_facts"]["mysql_unit"])
 
     def unit_props(self, unit: str, *props: str) -> dict[str, str]:
         flags = " ".join(f"-p {p}" for p in props)

@@ -1,8 +1,9 @@
 """Instance-side probe of the testinfra suite: runs ON the instance, as root.
 
-The suite uploads this file to ``/run/airflow-ami-testinfra/probe.py`` (root-only
-tmpfs, gone after a reboot, removed at the end of the session) and calls it
-with a sub-command; every sub-command prints one JSON document on stdout.
+The suite uploads this file, with the image's layout.py beside it, to
+``/run/airflow-ami-testinfra/<digest>/`` (root-only tmpfs, gone after a reboot,
+removed at the end of the session) and calls it with a sub-command; every
+sub-command prints one JSON document on stdout.
 
 Constraints: standard library only and Python >= 3.7 syntax, because the
 instance's own ``python3`` may be Amazon Linux 2's 3.7. It never prints a
@@ -35,24 +36,21 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-SETTINGS = "/etc/airflow-ami/settings.json"
-SECRETS_ENV = "/etc/airflow/secrets.env"
-ADMIN_PASSWORD = "/etc/airflow/admin-password"
-HEALTH_PATH = "/api/v2/monitor/health"
-HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
-FIRSTBOOT_UNIT = "airflow-firstboot.service"
-FIRSTBOOT_MARKER = "/var/lib/airflow-ami/firstboot.json"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import layout  # uploaded beside this file
+
+SETTINGS = layout.SETTINGS_COPY
+SECRETS_ENV = layout.SECRETS_ENV
+ADMIN_PASSWORD = layout.ADMIN_PASSWORD_FILE
+HEALTH_PATH = layout.HEALTH_PATH
+HEALTH_COMPONENTS = layout.HEALTH_COMPONENTS
+FIRSTBOOT_UNIT = layout.FIRSTBOOT_UNIT
+FIRSTBOOT_MARKER = layout.FIRSTBOOT_MARKER
 # How a boot's output from airflow-firstboot.service reads when it did the work
 # (its steps log their names) or found the work done (it runs at every boot).
 FIRSTBOOT_RAN = ("==> generate_secrets", "==> write_secrets_env")
 FIRSTBOOT_SKIPPED = ("first boot already done",)
-LEAK_SCAN_ROOTS = (
-    "/etc",
-    "/opt/airflow",
-    "/var/lib/airflow-ami",
-    "/usr/local/lib/airflow-ami",
-    "/usr/local/bin",
-)
+LEAK_SCAN_ROOTS = ("/etc", layout.AIRFLOW_HOME, layout.STATE_DIR, layout.CODE_DIR, "/usr/local/bin")
 LEAK_SCAN_MAX_FILE = 64 * 1024 * 1024
 MIN_SECRET_LEN = 8
 

@@ -24,11 +24,10 @@ def listeners(instance: Instance) -> list[dict[str, Any]]:
 
 
 def mysql_sockets(instance: Instance, listeners: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    units = {instance.mysql_unit, "mysql.service", "mysqld.service"}
     return [
         s
         for s in listeners
-        if set(s["units"]) & units or "mysqld" in s["comms"] or s["port"] in (3306, 33060)
+        if instance.mysql_unit in s["units"] or "mysqld" in s["comms"] or s["port"] in (3306, 33060)
     ]
 
 

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-import airflow_ami.render
+import airflow_ami.builddir
 
 
 @pytest.fixture
 def build_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Render into a temporary build/ instead of the repository's."""
     root = tmp_path / "build"
-    monkeypatch.setattr(airflow_ami.render, "BUILD_ROOT", root)
+    monkeypatch.setattr(airflow_ami.builddir, "BUILD_ROOT", root)
     yield root

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from airflow_ami.build import SCRIPTS_DIR, VERMIN_ARGS, check_code, non_stdlib_imports
+from airflow_ami.codecheck import VERMIN_ARGS, check_code, non_stdlib_imports
+from airflow_ami.layout import SCRIPTS_DIR
 
 VERMIN = [str(Path(sys.executable).parent / "vermin"), *VERMIN_ARGS]
 

@@ -77,15 +77,13 @@ def test_launch_requires_imdsv2_and_teardown_terminates_it(
     assert run["MetadataOptions"]["HttpTokens"] == "required"
     assert run["InstanceType"] == "t3.large"
     client = boto3.client("ec2", region_name="us-east-1")
-    instance = client.describe_instances(InstanceIds=[launched["instance_id"]])["Reservations"][0][
-        "Instances"
-    ][0]
-    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
-    assert tags == {"Team": "data", ec2.LAUNCH_TAG: ami}
-    assert ec2.teardown(settings) == [launched["instance_id"]]
-    state = client.describe_instances(InstanceIds=[launched["instance_id"]])["Reservations"][0]["Instances"][
+    instance = client.describe_instances(InstanceIds=[launched.instance_id])["Reservations"][0]["Instances"][
         0
     ]
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags == {"Team": "data", ec2.LAUNCH_TAG: ami}
+    assert ec2.teardown(settings) == [launched.instance_id]
+    state = client.describe_instances(InstanceIds=[launched.instance_id])["Reservations"][0]["Instances"][0]
     assert state["State"]["Name"] in ("shutting-down", "terminated")
     assert ec2.teardown(settings) == []
 

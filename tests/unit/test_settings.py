@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from airflow_ami.settings import FIELDS, SettingsError, load_settings
+import airflow_ami.settings as settings_module
+from airflow_ami.settings import FIELDS, INSTANCE, MANIFEST, RECORD, SettingsError, load_settings
 
 
 def test_defaults_come_from_the_amazon_linux_2_profile() -> None:
     s = load_settings()
-    assert (s.os, s.arch, s.package_manager, s.ssh_username) == (
+    assert (s.os, s.arch, s.os_facts.package_manager, s.ssh_username) == (
         "amazon-linux-2",
         "x86_64",
         "yum",
@@ -37,7 +39,11 @@ def test_profile_defaults_follow_os_and_arch(
     os_name: str, arch: str, instance_type: str, ami_name: str, manager: str
 ) -> None:
     s = load_settings(cli={"os": os_name, "arch": arch})
-    assert (s.instance_type, s.source_ami_name, s.package_manager) == (instance_type, ami_name, manager)
+    assert (s.instance_type, s.source_ami_name, s.os_facts.package_manager) == (
+        instance_type,
+        ami_name,
+        manager,
+    )
 
 
 def test_cli_beats_config_beats_profile() -> None:
@@ -136,6 +142,9 @@ BAD_VALUES = [
     ("ec2_endpoint", "localhost:5000", {}),
     ("build_name", "Has Space", {}),
     ("dry_run", "perhaps", {}),
+    ("uv_version", "latest", {}),
+    ("uv_wheel_sha256", "D7F459FE", {}),
+    ("mysql_signing_key_fingerprint", "a8d3785c", {}),
 ]
 
 
@@ -198,3 +207,42 @@ def test_files_must_exist(tmp_path: Path) -> None:
     ca.write_text("not a certificate")
     with pytest.raises(SettingsError, match="extra_ca_bundle"):
         load_settings(cli={"extra_ca_bundle": str(ca)})
+
+
+def test_a_per_arch_value_is_taken_for_the_build_arch() -> None:
+    config = {"instance_type": {"x86_64": "m5.large", "arm64": "m7g.large"}}
+    assert load_settings(config=config).instance_type == "m5.large"
+    assert load_settings(config=config, cli={"arch": "arm64"}).instance_type == "m7g.large"
+    assert load_settings().uv_wheel_sha256 != load_settings(cli={"arch": "arm64"}).uv_wheel_sha256
+    with pytest.raises(SettingsError) as err:
+        load_settings(config={"instance_type": {"x86_64": "m5.large"}})
+    assert err.value.field == "instance_type"
+
+
+def test_the_views_derive_from_the_declarations() -> None:
+    s = load_settings(cli={"os": "debian", "tags": "Team=data"})
+    view = s.instance_view()
+    declared = {f.name for f in FIELDS if INSTANCE in f.reaches}
+    derived = {"constraints": {"constraints_url", "constraints_file"}}
+    assert set(view) == {"_generated", "os_facts"} | {
+        key for name in declared for key in derived.get(name, {name})
+    }
+    assert view["os_facts"]["mysql_unit"] == "mysql.service"
+    assert "ec2_endpoint" not in view and "ssh_private_key_file" not in view
+    assert s.ami_tags() == {
+        "Team": "data",
+        "airflow-ami:os": "debian",
+        "airflow-ami:airflow-version": "3.3.2",
+    }
+    assert set(s.reaching(MANIFEST)) == {f.name for f in FIELDS if MANIFEST in f.reaches}
+    assert s.reaching(RECORD)["region"] == "us-east-1"
+
+
+def test_a_profile_must_declare_every_os_fact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    packer_dir = tmp_path / "packer"
+    shutil.copytree(settings_module.PACKER_DIR, packer_dir)
+    profile = packer_dir / "profiles" / "debian.yaml"
+    profile.write_text(profile.read_text().replace("  mysql_socket: /run/mysqld/mysqld.sock\n", ""))
+    monkeypatch.setattr(settings_module, "PACKER_DIR", packer_dir)
+    with pytest.raises(SettingsError, match="debian os_facts"):
+        load_settings(cli={"os": "debian"})

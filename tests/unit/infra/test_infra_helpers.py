@@ -10,7 +10,11 @@ from types import ModuleType
 
 import pytest
 
+from airflow_ami.layout import LAYOUT_FILE
+
 INFRA = Path(__file__).resolve().parents[2] / "infra"
+# On the instance the probe finds layout.py beside it; here, where it is declared.
+sys.path.insert(0, str(LAYOUT_FILE.parent))
 
 
 def _load(name: str) -> ModuleType:

@@ -1,0 +1,60 @@
+"""build/<build-name>/: every path a build, a launch and a verify write or read there."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .settings import REPO_ROOT, Settings
+
+BUILD_ROOT = REPO_ROOT / "build"
+
+
+class MissingRecord(RuntimeError):
+    """A record an earlier step writes is not there; says which step to run."""
+
+
+@dataclass(frozen=True)
+class BuildDir:
+    root: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> BuildDir:
+        return cls(BUILD_ROOT / settings.build_name)
+
+    @property
+    def template(self) -> Path:
+        return self.root / "airflow.pkr.hcl"
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "bundle"
+
+    @property
+    def manifest(self) -> Path:
+        """Written by Packer's manifest post-processor."""
+        return self.root / "manifest.json"
+
+    @property
+    def ami_record(self) -> Path:
+        return self.root / "ami.json"
+
+    @property
+    def instance_record(self) -> Path:
+        return self.root / "instance.json"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.root / "ssh_config"
+
+    def write(self, path: Path, record: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    def read(self, path: Path, hint: str) -> dict[str, Any]:
+        try:
+            return dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise MissingRecord(f"no {path.name} at {path}: {hint}") from None
