@@ -18,7 +18,7 @@ from .builddir import BUILD_ROOT, MissingRecord
 from .localcloud import LocalCloudError
 from .manifest import ManifestError
 from .render import render
-from .settings import FIELDS, Settings, SettingsError, load_settings
+from .settings import FIELDS, Field, Settings, SettingsError, load_settings
 
 __all__ = [
     "Settings",
@@ -90,8 +90,19 @@ def settings_task(body: Callable[..., Any] | None = None, **fixed: str) -> Any:
             return body(c, settings, **own_values)
 
     wrapper.__signature__ = inspect.Signature([own[0], *own_params, *field_params])  # type: ignore[attr-defined]
-    help_text = {f.name.replace("_", "-"): f"{f.help}; {f.allowed}" for f in fields}
+    help_text = {f.name.replace("_", "-"): f"{f.help}; {f.allowed}{_default(f)}" for f in fields}
     return task(wrapper, help=help_text, auto_shortflags=False)
+
+
+def _default(f: Field) -> str:
+    """The declared default as the flag would take it (per-arch and profile defaults named as such)."""
+    if f.default is None:
+        return " (default: the OS profile's)"
+    if isinstance(f.default, dict) and f.by_arch:
+        return " (default: per arch)"
+    if isinstance(f.default, (tuple, dict)):
+        return "" if not f.default else f" (default: {','.join(f.default)})"
+    return f" (default: {str(f.default).lower() if isinstance(f.default, bool) else f.default or 'empty'})"
 
 
 def render_build(settings: Settings) -> str:

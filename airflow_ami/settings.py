@@ -387,7 +387,7 @@ class Settings:
         _as_str,
         check_instance_type,
         "an EC2 instance type of the chosen arch, such as t3.large (x86_64) or t4g.large (arm64)",
-        "build instance type (default: the profile's for the arch)",
+        "build instance type",
         by_arch=True,
     )
     vpc_id: str = setting(
@@ -430,7 +430,7 @@ class Settings:
         _as_str,
         _matches(r"^[a-z_][a-z0-9_-]{0,31}$"),
         "a Unix user name",
-        "SSH user of the base image (default: the profile's)",
+        "SSH user of the base image",
     )
     ssh_host: str = setting(
         "",
@@ -501,14 +501,14 @@ class Settings:
         _as_list,
         check_source_ami_owners,
         "comma-separated 12-digit account ids or amazon/self/aws-marketplace",
-        "owners in the base AMI filter (default: the profile's)",
+        "owners in the base AMI filter",
     )
     source_ami_name: str = setting(
         None,
         _as_str,
         _matches(r"^[A-Za-z0-9()\[\] ./'@_*?{}-]{3,128}$"),
         "an AMI name pattern (* and ? wildcards)",
-        "name pattern of the base AMI filter (default: the profile's)",
+        "name pattern of the base AMI filter",
     )
     airflow_version: str = setting(
         "3.3.2",
