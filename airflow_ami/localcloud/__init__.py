@@ -13,37 +13,10 @@ step may be a separate process (state: <cache>/state.json, cache dir
     instance = cloud.launch(settings, ami_id)  # stays up afterwards
     ... ssh instance.ssh_user@instance.address -i instance.ssh_key_file ...
     cloud.teardown(settings)                   # instances, moto, netns, nft, sysctl
-    leftovers()                                # all lists empty after teardown
     clean()                                    # teardown + delete cached images
 """
 
-from .cloud import (
-    LocalCloud,
-    clean,
-    ensure_moto,
-    interrupts_as_exceptions,
-    leftovers,
-    stop_moto,
-    teardown_local,
-)
-from .instance import ssh_command, wait_for_ssh
-from .reaper import reap
-from .system import LocalCloudError, cache_dir, missing_tools, require_root, require_tools
+from .cloud import LocalCloud, clean
+from .system import LocalCloudError
 
-__all__ = [
-    "LocalCloud",
-    "LocalCloudError",
-    "cache_dir",
-    "clean",
-    "ensure_moto",
-    "interrupts_as_exceptions",
-    "leftovers",
-    "missing_tools",
-    "reap",
-    "require_root",
-    "require_tools",
-    "ssh_command",
-    "stop_moto",
-    "teardown_local",
-    "wait_for_ssh",
-]
+__all__ = ["LocalCloud", "LocalCloudError", "clean"]

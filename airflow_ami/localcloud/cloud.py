@@ -42,7 +42,7 @@ from .moto import (
     moto_is_running,
     start_moto,
 )
-from .reaper import list_ours, reap
+from .reaper import reap
 from .state import locked_state
 from .system import (
     PREFIX,
@@ -372,8 +372,3 @@ def clean() -> None:
     """teardown_local(), then delete the whole cache: base images, AMI images, logs, state."""
     teardown_local()
     safe_rmtree(cache_dir())
-
-
-def leftovers() -> dict[str, list[Any]]:
-    """What of ours exists on the host (empty lists after teardown)."""
-    return list_ours(cache_dir())

@@ -28,7 +28,6 @@ from .system import (
     NFT_PREFIX,
     PREFIX,
     log,
-    mounts_under,
     pid_alive,
     run,
     safe_rmtree,
@@ -62,21 +61,6 @@ def our_nft_tables() -> list[str]:
     out = run(["nft", "list", "tables"], check=False).stdout or ""
     names = [line.split()[-1] for line in out.splitlines() if line.startswith("table ip ")]
     return [n for n in names if n.startswith(NFT_PREFIX)]
-
-
-def list_ours(cache: Path) -> dict[str, list[Any]]:
-    """What of ours exists on the host now (tests assert it is empty after teardown)."""
-    return {
-        "processes": sorted(f"{pid}:{tag}" for pid, tag in our_processes().items()),
-        "netns": [ns for ns in list_netns() if ns.startswith(PREFIX)],
-        "links": our_links(),
-        "nft_tables": our_nft_tables(),
-        "cgroups": [str(p) for p in cgroups.ours()],
-        "mounts": [str(p) for p in mounts_under(cache)] if cache.exists() else [],
-        "instance_dirs": sorted(p.name for p in instances_dir(cache).glob("*"))
-        if instances_dir(cache).exists()
-        else [],
-    }
 
 
 def instance_is_live(record: dict[str, Any]) -> bool:
