@@ -51,7 +51,7 @@ class BuildDir:
 
     def write(self, path: Path, record: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     def read(self, path: Path, hint: str) -> dict[str, Any]:
         try:

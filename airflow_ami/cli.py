@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import inspect
 import shutil
@@ -105,7 +106,15 @@ def _default(f: Field) -> str:
     return f" (default: {str(f.default).lower() if isinstance(f.default, bool) else f.default or 'empty'})"
 
 
+def warn_end_of_support(settings: Settings) -> None:
+    if settings.end_of_support:
+        line = settings.end_of_support.warning(settings.os, datetime.date.today())
+        if line:
+            sys.stderr.write(f"bake: {line}\n")
+
+
 def render_build(settings: Settings) -> str:
+    warn_end_of_support(settings)
     with exit_codes():
         return str(render(settings, packer.version()))
 
@@ -117,6 +126,7 @@ def validate() -> None:
 
 
 def build_ami(settings: Settings) -> None:
+    warn_end_of_support(settings)
     with exit_codes():
         record = lifecycle.bake(settings)
     sys.stdout.write(f"build-ami: {record['ami_id']} in {record['region']} ({record['name']})\n")

@@ -30,9 +30,12 @@ def notice(source: str) -> str:
 
 
 def hcl(value: Any) -> str:
-    """A value as an HCL literal; strings cannot start a template interpolation."""
+    """A value as an HCL literal; strings cannot start a template interpolation.
+
+    Non-ASCII stays literal UTF-8: HCL has no JSON-style surrogate-pair escapes.
+    """
     if isinstance(value, str):
-        return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+        return json.dumps(value, ensure_ascii=False).replace("${", "$${").replace("%{", "%%{")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -109,12 +112,14 @@ def render(settings: Settings, packer_version: tuple[int, int, int]) -> Path:
     out = BuildDir.of(settings)
     shutil.rmtree(out.bundle, ignore_errors=True)
     (out.bundle / "files").mkdir(parents=True)
-    out.template.write_text(render_template(settings, packer_version))
+    out.template.write_text(render_template(settings, packer_version), encoding="utf-8")
     view = settings.instance_view()
-    (out.bundle / "settings.json").write_text(json.dumps(view, indent=2, sort_keys=True) + "\n")
+    (out.bundle / "settings.json").write_text(
+        json.dumps(view, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     _copy_scripts(out.bundle / "scripts")
     for name, text in instance_files(view).items():
-        (out.bundle / "files" / name).write_text(text)
+        (out.bundle / "files" / name).write_text(text, encoding="utf-8")
     if view["constraints_file"]:
         shutil.copyfile(REPO_ROOT / settings.constraints, out.bundle / CONSTRAINTS_IN_BUNDLE)
     if view["extra_ca_bundle"]:

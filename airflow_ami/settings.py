@@ -16,14 +16,18 @@ raises :class:`SettingsError` naming the field and the allowed form.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKER_DIR = REPO_ROOT / "packer"
@@ -33,7 +37,8 @@ AIRFLOW_PYTHONS: dict[tuple[int, int], tuple[str, ...]] = {
     (3, 0): ("3.9", "3.10", "3.11", "3.12"),
     (3, 1): ("3.10", "3.11", "3.12", "3.13"),
     (3, 2): ("3.10", "3.11", "3.12", "3.13"),
-    (3, 3): ("3.10", "3.11", "3.12", "3.13", "3.14"),
+    # Airflow 3.3's core takes 3.10, but its providers (mysql, fab, amazon, ...) need 3.11.
+    (3, 3): ("3.11", "3.12", "3.13", "3.14"),
 }
 ARCHES = ("x86_64", "arm64")
 CONSTRAINTS_URL = (
@@ -125,6 +130,16 @@ OWNER_RE = re.compile(r"^(\d{12}|amazon|self|aws-marketplace)$")
 VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 SIZE_RE = re.compile(r"^(\d+)([KMG])$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# A mirror URL goes into repository files and regex replacements on the instance:
+# no credentials, backslashes, query strings or regex characters.
+MIRROR_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
+USERINFO_RE = re.compile(r"//[^/@\s]*@")
+SECRET_NAME_RE = re.compile(r"^/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+# AWS allows 50 tags on a resource; the pipeline adds its own airflow-ami:* tags and a Name.
+MAX_TAGS = 50
+# Ports the image itself uses (MySQL, its X protocol, Airflow's log servers).
+IMAGE_PORTS = {"MySQL": 3306, "MySQL X protocol": 33060, "task log server": 8793, "trigger log server": 8794}
+MAX_PARALLELISM = 1024
 FINGERPRINT_RE = re.compile(r"^[0-9A-F]{40}$")
 URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d+)?(/[^\s]*)?$")
 REQUIREMENT_RE = re.compile(
@@ -183,9 +198,56 @@ def check_ami_name_prefix(value: str, _: Mapping[str, Any]) -> None:
 
 
 def check_tags(value: tuple[tuple[str, str], ...], _: Mapping[str, Any]) -> None:
+    ours = [f for f in FIELDS if TAGS in f.reaches]
+    _check(len(value) + len(ours) + len(["Name"]) <= MAX_TAGS)
     for key, tag_value in value:
-        _check(bool(TAG_KEY_RE.match(key)) and not key.lower().startswith("aws:"))
-        _check(len(tag_value) <= 256)
+        _check(bool(TAG_KEY_RE.match(key)) and not key.lower().startswith(("aws:", TAG_PREFIX)))
+        # Any Unicode is fine (it renders as UTF-8 HCL); control characters AWS refuses.
+        _check(len(tag_value) <= 256 and not any(unicodedata.category(c) == "Cc" for c in tag_value))
+
+
+def check_ami_regions(value: tuple[str, ...], s: Mapping[str, Any]) -> None:
+    _check(all(REGION_RE.match(region) for region in value))
+    _check(len(set(value)) == len(value) and s["region"] not in value)
+
+
+def check_ami_users(value: tuple[str, ...], s: Mapping[str, Any]) -> None:
+    _check(all(ACCOUNT_RE.match(account) for account in value))
+    # AWS cannot share an AMI encrypted with the account's default EBS key.
+    _check(not value or not s["encrypt_boot"] or bool(s["kms_key_id"]))
+
+
+def check_kms_key_id(value: str, s: Mapping[str, Any]) -> None:
+    _check(value == "" or (bool(KMS_ARN_RE.match(value)) and s["encrypt_boot"]))
+
+
+def check_api_port(value: int, _: Mapping[str, Any]) -> None:
+    _check(1024 <= value <= 65535 and value not in IMAGE_PORTS.values())
+
+
+def check_secret_name(value: str, _: Mapping[str, Any]) -> None:
+    """What both SSM Parameter Store and Secrets Manager accept, and neither reserves."""
+    _check(bool(SECRET_NAME_RE.match(value)) and len(value) <= 500)
+    _check(not value.lstrip("/").lower().startswith(("aws", "ssm")))
+
+
+def check_extra_packages(value: tuple[str, ...], s: Mapping[str, Any]) -> None:
+    for requirement in value:
+        _check(bool(REQUIREMENT_RE.match(requirement)))
+        parsed = Requirement(requirement)
+        name = canonicalize_name(parsed.name)
+        # Airflow itself comes from airflow_version; its task SDK is versioned by that release.
+        _check(name != "apache-airflow-task-sdk")
+        if name in ("apache-airflow", "apache-airflow-core"):
+            _check(parsed.specifier.contains(s["airflow_version"], prereleases=True))
+
+
+def check_parallelism(value: str, _: Mapping[str, Any]) -> None:
+    _check(value == "auto" or (value.isdigit() and 1 <= int(value) <= MAX_PARALLELISM))
+
+
+def check_mirror_url(value: str, _: Mapping[str, Any]) -> None:
+    _check(value == "" or bool(MIRROR_URL_RE.match(value)))
 
 
 def check_max_allowed_packet(value: str, _: Mapping[str, Any]) -> None:
@@ -244,14 +306,6 @@ def _matches(pattern: str, *, empty_ok: bool = False) -> Callable[[str, Mapping[
 
     def check(value: str, _: Mapping[str, Any]) -> None:
         _check((empty_ok and value == "") or bool(compiled.match(value)))
-
-    return check
-
-
-def _each(pattern: re.Pattern[str]) -> Callable[[tuple[str, ...], Mapping[str, Any]], None]:
-    def check(value: tuple[str, ...], _: Mapping[str, Any]) -> None:
-        for item in value:
-            _check(bool(pattern.match(item)))
 
     return check
 
@@ -342,6 +396,22 @@ class OsFacts:
     mysql_dropin: str
     ca_anchor: str
     ca_bundle: str
+
+
+@dataclass(frozen=True)
+class EndOfSupport:
+    """When an OS profile's vendor stops supporting it, and what to build instead."""
+
+    date: str
+    instead: str
+
+    def warning(self, os_name: str, today: datetime.date) -> str | None:
+        if today <= datetime.date.fromisoformat(self.date):
+            return None
+        return (
+            f"warning: {os_name} reached its end of support on {self.date};"
+            f" build --os {self.instead} unless you need {os_name}"
+        )
 
 
 @dataclass(frozen=True)
@@ -459,13 +529,19 @@ class Settings:
     kms_key_id: str = setting(
         "",
         _as_str,
-        _matches(KMS_ARN_RE.pattern, empty_ok=True),
-        "a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME), or empty for the default EBS key",
+        check_kms_key_id,
+        "a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME), only with encrypt_boot true;"
+        " or empty for the default EBS key",
         "KMS key that encrypts the AMI's snapshots",
     )
     encrypt_boot: bool = setting(True, _as_bool, _always, "true or false", "encrypt the AMI's root volume")
     volume_size: int = setting(
-        20, _as_int, _between(8, 16384), "a size in GiB from 8 to 16384", "root volume size (GiB)"
+        20,
+        _as_int,
+        _between(12, 16384),
+        "a size in GiB from 12 to 16384 (the base image's 8 GiB, ~1.5 GiB of MySQL and Airflow,"
+        " and room for logs and the database)",
+        "root volume size (GiB)",
     )
     ami_name_prefix: str = setting(
         "airflow",
@@ -478,22 +554,25 @@ class Settings:
         {},
         _as_tags,
         check_tags,
-        "KEY=VALUE pairs separated by commas; keys up to 128 characters of letters, digits,"
-        " spaces and _ . : / = + - @, not starting with aws:",
+        f"KEY=VALUE pairs separated by commas, at most {MAX_TAGS} with the pipeline's own airflow-ami:*"
+        " tags and Name; keys up to 128 characters of"
+        " letters, digits, spaces and _ . : / = + - @, not starting with aws: or airflow-ami:;"
+        " values up to 256 characters, no control characters",
         "tags for the AMI, its snapshots and the build instance",
     )
     ami_regions: tuple[str, ...] = setting(
         (),
         _as_list,
-        _each(REGION_RE),
-        "comma-separated AWS regions such as eu-west-1,us-west-2",
+        check_ami_regions,
+        "comma-separated AWS regions such as eu-west-1,us-west-2, each once and not the build region",
         "extra regions to copy the AMI to",
     )
     ami_users: tuple[str, ...] = setting(
         (),
         _as_list,
-        _each(ACCOUNT_RE),
-        "comma-separated 12-digit AWS account ids",
+        check_ami_users,
+        "comma-separated 12-digit AWS account ids; with encrypt_boot also a customer-managed"
+        " kms_key_id (AWS cannot share AMIs encrypted with the default EBS key)",
         "accounts to share the AMI with",
     )
     source_ami_owners: tuple[str, ...] = setting(
@@ -522,8 +601,8 @@ class Settings:
         "auto",
         _as_str,
         check_python_version,
-        "auto or a Python minor the Airflow version supports (3.10-3.14 for 3.3)",
-        "Python for Airflow: auto uses the system python3 when >= 3.10, else a uv-managed 3.12",
+        "auto or a Python minor the Airflow version supports (3.11-3.14 for 3.3)",
+        "Python for Airflow: auto uses the system python3 when >= 3.11, else a uv-managed 3.12",
         reaches=(INSTANCE, MANIFEST, RECORD),
     )
     mysql_version: str = setting(
@@ -545,16 +624,17 @@ class Settings:
     parallelism: str = setting(
         "auto",
         _as_str,
-        _matches(r"^(auto|[1-9]\d{0,3})$"),
-        "auto or a whole number 1-9999",
+        check_parallelism,
+        f"auto or a whole number 1-{MAX_PARALLELISM}",
         "Airflow [core] parallelism; auto sizes it to the instance's CPUs and memory at first boot",
         reaches=(INSTANCE,),
     )
     extra_python_packages: tuple[str, ...] = setting(
         (),
         _as_list,
-        _each(REQUIREMENT_RE),
-        "comma-separated requirements such as apache-airflow-providers-http==5.3.0",
+        check_extra_packages,
+        "comma-separated requirements such as apache-airflow-providers-http==5.3.0;"
+        " apache-airflow(-core) only as airflow_version allows, apache-airflow-task-sdk not at all",
         "extra Python packages in Airflow's venv",
         reaches=(INSTANCE,),
     )
@@ -570,16 +650,17 @@ class Settings:
     index_url: str = setting(
         "",
         _as_str,
-        _matches(URL_RE.pattern, empty_ok=True),
-        "an http(s) URL, or empty for PyPI",
+        check_mirror_url,
+        "an http(s) URL of a host, port and path (letters, digits and . _ ~ % / -), or empty for PyPI",
         "Python package index for the instance",
         reaches=(INSTANCE,),
     )
     os_mirror: str = setting(
         "",
         _as_str,
-        _matches(URL_RE.pattern, empty_ok=True),
-        "an http(s) URL, or empty for the distribution's default",
+        check_mirror_url,
+        "an http(s) URL of a host, port and path (letters, digits and . _ ~ % / -),"
+        " or empty for the distribution's default",
         "OS package mirror for the instance",
         reaches=(INSTANCE,),
     )
@@ -595,8 +676,9 @@ class Settings:
     api_port: int = setting(
         8080,
         _as_int,
-        _between(1024, 65535),
-        "a port number 1024-65535",
+        check_api_port,
+        "a port number 1024-65535 that the image does not use itself"
+        f" ({', '.join(f'{what} {port}' for what, port in IMAGE_PORTS.items())})",
         "Airflow API server port",
         reaches=(INSTANCE,),
     )
@@ -619,8 +701,9 @@ class Settings:
     admin_password_name: str = setting(
         "/airflow/admin-password",
         _as_str,
-        _matches(r"^/?[A-Za-z0-9_.\-/]{1,500}$"),
-        "an SSM parameter / secret name such as /airflow/admin-password",
+        check_secret_name,
+        "an SSM parameter / secret name such as /airflow/admin-password: up to 500 of"
+        " A-Z a-z 0-9 _ . - in /-separated parts, not starting with aws or ssm",
         "name of the stored admin password",
         reaches=(INSTANCE,),
     )
@@ -676,6 +759,7 @@ class Settings:
     )
     # From the OS profile only.
     os_facts: OsFacts = field(default=None)  # type: ignore[assignment]
+    end_of_support: EndOfSupport | None = None
 
     def reaching(self, target: str) -> dict[str, Any]:
         """{field: value} of the fields declared to reach `target` (lists as lists)."""
@@ -731,13 +815,14 @@ def _pick(name: str, layers: list[Mapping[str, Any]], arch: str | None) -> objec
     return None
 
 
-def _profile_layer(os_name: str, arch: str) -> tuple[dict[str, Any], OsFacts]:
+def _profile_layer(os_name: str, arch: str) -> tuple[dict[str, Any], OsFacts, EndOfSupport | None]:
     profile = _load_yaml(PACKER_DIR / "profiles" / f"{os_name}.yaml")
     arch_name = profile.pop("arch_names")[arch]
     facts = profile.pop("os_facts")
+    support = profile.pop("end_of_support", None)
     profile["source_ami_name"] = profile["source_ami_name"].replace("{arch}", arch_name)
     try:
-        return profile, OsFacts(**facts)
+        return profile, OsFacts(**facts), EndOfSupport(**support) if support else None
     except TypeError:
         known = ", ".join(f.name for f in fields(OsFacts))
         raise SettingsError(f"{os_name} os_facts", f"a mapping of exactly {known}") from None
@@ -761,7 +846,7 @@ def load_settings(config: Mapping[str, Any] | None = None, cli: Mapping[str, Any
     overlay = _load_yaml(PACKER_DIR / "clouds" / f"{values['cloud']}.yaml")
     for name in ("os", "arch"):
         values[name] = _resolve(name, [defaults, overlay, *user], values, None)
-    profile, facts = _profile_layer(values["os"], values["arch"])
+    profile, facts, support = _profile_layer(values["os"], values["arch"])
     layers = [defaults, profile, overlay, *user]
     rest = [f.name for f in FIELDS if f.name not in values]
     values.update({name: _parse(name, _pick(name, layers, values["arch"])) for name in rest})
@@ -770,14 +855,14 @@ def load_settings(config: Mapping[str, Any] | None = None, cli: Mapping[str, Any
         values["build_name"] = f"{values['os']}-{values['arch']}{suffix}"
     for name in rest:
         _validate(name, values[name], values)
-    return Settings(**values, os_facts=facts)
+    return Settings(**values, os_facts=facts, end_of_support=support)
 
 
 def _parse(name: str, raw: object) -> Any:
     try:
         return FIELD_BY_NAME[name].parse(raw)
     except (ValueError, TypeError):
-        raise SettingsError(name, FIELD_BY_NAME[name].allowed, raw) from None
+        raise SettingsError(name, FIELD_BY_NAME[name].allowed, _shown(raw)) from None
 
 
 def _validate(name: str, value: Any, values: Mapping[str, Any]) -> None:
@@ -795,5 +880,6 @@ def _resolve(name: str, layers: list[Mapping[str, Any]], values: Mapping[str, An
 
 def _shown(value: Any) -> object:
     if isinstance(value, tuple):
-        return ",".join("=".join(v) if isinstance(v, tuple) else v for v in value)
-    return value
+        value = ",".join("=".join(v) if isinstance(v, tuple) else v for v in value)
+    # A URL's user:token part is a credential: never echo it.
+    return USERINFO_RE.sub("//***@", value) if isinstance(value, str) else value

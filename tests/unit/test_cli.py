@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import threading
@@ -79,3 +80,23 @@ def test_every_task_has_a_one_line_description() -> None:
     for line in listing.splitlines()[2:]:
         if line.startswith("  ") and not line.startswith("    "):
             assert len(line.split(None, 1)) == 2, f"task without a description: {line!r}"
+
+
+def test_rendering_amazon_linux_2_warns_once_about_its_end_of_support() -> None:
+    warned = subprocess.run(
+        ["./bake", "render", "--os", "amazon-linux-2", "--build-name", "test-eol-warning"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert warned.returncode == 0, warned.stderr
+    lines = warned.stderr.strip().splitlines()
+    assert len(lines) == 1 and "end of support on 2026-06-30" in lines[0] and "amazon-linux-2023" in lines[0]
+    quiet = subprocess.run(
+        ["./bake", "render", "--os", "amazon-linux-2023", "--build-name", "test-eol-warning"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    shutil.rmtree(Path("build", "test-eol-warning"))

@@ -178,3 +178,12 @@ def test_render_cli_prints_the_build_dir_and_is_repeatable() -> None:
     subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert tree_bytes(out) == before
     shutil.rmtree(out)
+
+
+def test_non_ascii_tags_render_as_literal_utf8_that_packer_validates(build_root: Path) -> None:
+    settings = load_settings(cli={"tags": "Team=🚀,Équipe=données", "build_name": "unicode-tags"})
+    template = render(settings, packer.version()) / "airflow.pkr.hcl"
+    text = template.read_text(encoding="utf-8")
+    assert '= "🚀"' in text and '"Équipe"' in text and '= "données"' in text and "\\u" not in text
+    packer.validate(template)
+    packer.fmt_check(template)

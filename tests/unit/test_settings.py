@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import shutil
 from pathlib import Path
 
@@ -88,6 +89,8 @@ BAD_VALUES = [
     ("region", "mars-1", {}),
     ("region", "us-east", {}),
     ("ami_regions", "eu-west-1,moon-2", {}),
+    ("ami_regions", "us-east-1", {}),  # the build region itself
+    ("ami_regions", "eu-west-1,eu-west-1", {}),
     ("instance_type", "large", {}),
     ("instance_type", "t4g.large", {}),  # arm64 type on x86_64
     ("instance_type", "t3.large", {"arch": "arm64"}),
@@ -106,8 +109,10 @@ BAD_VALUES = [
     ("ssh_private_key_file", "/nonexistent/key", {}),
     ("kms_key_id", "12345678", {}),
     ("kms_key_id", "arn:aws:kms:eu-west-1:1234:key/x", {}),
+    ("kms_key_id", GOOD_KEY, {"encrypt_boot": "false"}),
     ("encrypt_boot", "maybe", {}),
     ("volume_size", "4", {}),
+    ("volume_size", "10", {}),  # below the base image plus what the image adds
     ("volume_size", "big", {}),
     ("ami_name_prefix", "ab", {}),
     ("ami_name_prefix", "airflow#1", {}),
@@ -115,13 +120,19 @@ BAD_VALUES = [
     ("tags", "aws:owner=me", {}),
     ("tags", "novalue", {}),
     ("tags", "bad{key}=1", {}),
+    ("tags", ",".join(f"k{i}=v" for i in range(48)), {}),  # over AWS's 50 with ours
+    ("tags", "Team=a\x07b", {}),  # a control character
+    ("tags", "Team=a\nb", {}),
+    ("tags", "airflow-ami:os=debian", {}),  # the pipeline's own tag
     ("ami_users", "12345", {}),
+    ("ami_users", "123456789012", {}),  # encrypted with the default EBS key: AWS cannot share it
     ("source_ami_owners", "someone", {}),
     ("source_ami_name", "x", {}),
     ("airflow_version", "2.10.5", {}),
     ("airflow_version", "3.3", {}),
     ("airflow_version", "9.0.0", {}),
     ("python_version", "3.9", {}),
+    ("python_version", "3.10", {}),  # Airflow 3.3's providers need 3.11
     ("python_version", "3.14", {"airflow_version": "3.1.0"}),
     ("mysql_version", "5.7", {}),
     ("max_allowed_packet", "64", {}),
@@ -129,16 +140,31 @@ BAD_VALUES = [
     ("max_allowed_packet", "1M", {}),
     ("parallelism", "0", {}),
     ("parallelism", "lots", {}),
+    ("parallelism", "5000", {}),
     ("extra_python_packages", "good==1.0,bad pkg", {}),
+    ("extra_python_packages", "apache-airflow==3.2.0", {}),
+    ("extra_python_packages", "Apache_Airflow_Core<3.3", {}),
+    ("extra_python_packages", "apache-airflow-task-sdk==1.0.0", {}),
     ("constraints", "nope.txt", {}),
     ("constraints", "../outside.txt", {}),
     ("index_url", "ftp://mirror.example/simple", {}),
+    ("index_url", "https://mirror.example/simple\\", {}),
+    ("index_url", "https://mirror.example/simple?x=1", {}),
     ("os_mirror", "not a url", {}),
+    ("os_mirror", "http://user:secret@mirror.example/debian", {}),
+    ("os_mirror", "http://mirror.example/deb(ian|x)", {}),
+    ("os_mirror", "http://mirror.example/debian\\1", {}),
     ("extra_ca_bundle", "/nonexistent/ca.pem", {}),
     ("api_port", "80", {}),
+    ("api_port", "3306", {}),
+    ("api_port", "8793", {}),
     ("admin_username", "1admin", {}),
     ("admin_password_store", "vault", {}),
     ("admin_password_name", "bad name", {}),
+    ("admin_password_name", "/aws/airflow", {}),
+    ("admin_password_name", "ssm-admin", {}),
+    ("admin_password_name", "a//b", {}),
+    ("admin_password_name", "/airflow/", {}),
     ("ec2_endpoint", "localhost:5000", {}),
     ("build_name", "Has Space", {}),
     ("dry_run", "perhaps", {}),
@@ -177,14 +203,33 @@ GOOD_VALUES = [
     ("python_version", "3.12"),
     ("parallelism", "32"),
     ("extra_python_packages", "apache-airflow-providers-http==5.3.0,pandas>=2"),
+    ("extra_python_packages", "apache-airflow==3.3.2"),
+    ("tags", "Team=🚀,Owner=Zoë"),
+    ("os_mirror", "https://deb.example:8443/debian-mirror/"),
     ("index_url", "https://mirror.example/simple"),
     ("max_allowed_packet", "256M"),
 ]
 
 
+# What a good value needs beside it to be good.
+GOOD_CONTEXT = {"ami_users": {"kms_key_id": GOOD_KEY}}
+
+
 @pytest.mark.parametrize(("name", "value"), GOOD_VALUES)
 def test_good_values_pass(name: str, value: str) -> None:
-    load_settings(cli={name: value})
+    load_settings(cli={name: value, **GOOD_CONTEXT.get(name, {})})
+
+
+def test_a_credential_in_a_url_is_never_echoed() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(cli={"index_url": "https://build:S3cr3tT0ken@pypi.example/simple"})
+    assert "S3cr3tT0ken" not in str(err.value) and "//***@pypi.example" in str(err.value)
+
+
+def test_sharing_an_encrypted_ami_needs_a_customer_managed_key() -> None:
+    s = load_settings(cli={"ami_users": "123456789012", "kms_key_id": GOOD_KEY})
+    assert s.ami_users == ("123456789012",)
+    assert load_settings(cli={"ami_users": "123456789012", "encrypt_boot": "false"}).ami_users
 
 
 def test_session_manager_needs_an_instance_profile() -> None:
@@ -246,3 +291,13 @@ def test_a_profile_must_declare_every_os_fact(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(settings_module, "PACKER_DIR", packer_dir)
     with pytest.raises(SettingsError, match="debian os_facts"):
         load_settings(cli={"os": "debian"})
+
+
+def test_amazon_linux_2_is_built_with_a_warning_after_its_end_of_support() -> None:
+    support = load_settings(cli={"os": "amazon-linux-2"}).end_of_support
+    assert support is not None
+    assert support.warning("amazon-linux-2", datetime.date(2026, 6, 30)) is None
+    line = support.warning("amazon-linux-2", datetime.date(2026, 7, 1))
+    assert line is not None and "2026-06-30" in line and "--os amazon-linux-2023" in line
+    assert "\n" not in line
+    assert load_settings(cli={"os": "amazon-linux-2023"}).end_of_support is None
