@@ -55,7 +55,9 @@ AIRFLOW_SERVICES = (
         "unit": "airflow-triggerer.service",
         "description": "Airflow triggerer",
         "command": "triggerer --skip-serve-logs",
-        "why": "Trigger logs stay on this host, where the api-server reads them: no log server on 0.0.0.0:8794.",
+        "why": (
+            "Trigger logs stay on this host, where the api-server reads them: no log server on 0.0.0.0:8794."
+        ),
     },
 )
 SERVICE_UNITS = tuple(s["unit"] for s in AIRFLOW_SERVICES)
