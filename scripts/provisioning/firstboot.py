@@ -161,7 +161,7 @@ def rekey_mysql_user(ctx):
 def write_secrets_env(ctx):
     """Write /etc/airflow/secrets.env (0600 root) for the units and the CLI wrapper."""
     url = sqlalchemy_mysql_url(
-        L.MYSQL_USER, ctx.new["db_password"], L.MYSQL_DATABASE, unix_socket=ctx.os.mysql_socket
+        L.MYSQL_USER, ctx.new["db_password"], L.MYSQL_DATABASE, unix_socket=ctx.facts.mysql_socket
     )
     ctx.add_secret(url)
     content = "".join(

@@ -101,7 +101,7 @@ def log_leftovers():
     return left
 
 
-def package_cache_leftovers(adapter):
+def package_cache_leftovers():
     left = glob.glob("/var/cache/apt/archives/*.deb") + glob.glob("/var/cache/apt/*.bin")
     left += [
         p
@@ -113,8 +113,8 @@ def package_cache_leftovers(adapter):
     return left
 
 
-def mysql_auto_cnf(adapter):
-    return os.path.join(adapter.mysql_datadir, "auto.cnf")
+def mysql_auto_cnf(datadir):
+    return os.path.join(datadir, "auto.cnf")
 
 
 # Made by MySQL at its first start: TLS CA/server/client keys and the RSA key pair of
@@ -131,11 +131,11 @@ MYSQL_GENERATED_KEYS = (
 )
 
 
-def mysql_generated_keys(adapter):
+def mysql_generated_keys(datadir):
     return [
-        os.path.join(adapter.mysql_datadir, name)
+        os.path.join(datadir, name)
         for name in MYSQL_GENERATED_KEYS
-        if os.path.exists(os.path.join(adapter.mysql_datadir, name))
+        if os.path.exists(os.path.join(datadir, name))
     ]
 
 
@@ -144,9 +144,8 @@ def stray_airflow_homes():
     return [os.path.join(h, "airflow") for h in home_dirs() if os.path.isdir(os.path.join(h, "airflow"))]
 
 
-def mysql_binary_logs(adapter):
+def mysql_binary_logs(datadir):
     """Binary logs written before our drop-in turned them off (disable-log-bin)."""
-    datadir = adapter.mysql_datadir
     return sorted(glob.glob(datadir + "/binlog.[0-9]*") + glob.glob(datadir + "/binlog.index"))
 
 
@@ -173,7 +172,7 @@ def checks(ctx):
         ],
     )
     add("cloud-init cleaned", glob.glob("/var/lib/cloud/instances/*") + glob.glob("/var/lib/cloud/instance"))
-    add("package caches cleaned", package_cache_leftovers(ctx.os))
+    add("package caches cleaned", package_cache_leftovers())
     add("logs cleaned", log_leftovers())
     add("no shell history", history_files())
     add("no temp files", tmp_leftovers())
@@ -185,9 +184,12 @@ def checks(ctx):
         secrets += ["%s %s" % (L.AIRFLOW_CFG, o) for o in airflow_cfg_secret_options(L.AIRFLOW_CFG)]
     add("no airflow secrets", secrets)
     add("no AWS credentials", aws_credential_paths())
-    add("mysql server uuid removed", [p for p in [mysql_auto_cnf(ctx.os)] if os.path.exists(p)])
-    add("no mysql binary logs", mysql_binary_logs(ctx.os))
-    add("mysql keys made per instance", mysql_generated_keys(ctx.os))
+    add(
+        "mysql server uuid removed",
+        [p for p in [mysql_auto_cnf(ctx.facts.mysql_datadir)] if os.path.exists(p)],
+    )
+    add("no mysql binary logs", mysql_binary_logs(ctx.facts.mysql_datadir))
+    add("mysql keys made per instance", mysql_generated_keys(ctx.facts.mysql_datadir))
     add("no stray airflow home", stray_airflow_homes())
     add("airflow logs empty", [p for p in glob.glob(L.AIRFLOW_HOME + "/logs/*")])
     add("no random seed", [p for p in ["/var/lib/systemd/random-seed"] if os.path.exists(p)])
@@ -202,7 +204,7 @@ def stop_services(ctx):
         "airflow-dag-processor.service",
         "airflow-api-server.service",
         "airflow-triggerer.service",
-        ctx.os.mysql_service,
+        ctx.facts.mysql_unit,
     ):
         rc, _ = ctx.probe(["systemctl", "is-active", "--quiet", unit])
         if rc == 0:
@@ -213,16 +215,16 @@ def stop_services(ctx):
 
 def remove_mysql_server_uuid(ctx):
     """MySQL writes a fresh auto.cnf (server_uuid) at its first start on each instance."""
-    ctx.remove(mysql_auto_cnf(ctx.os))
+    ctx.remove(mysql_auto_cnf(ctx.facts.mysql_datadir))
 
 
 def remove_mysql_binary_logs(ctx):
-    for path in mysql_binary_logs(ctx.os):
+    for path in mysql_binary_logs(ctx.facts.mysql_datadir):
         ctx.remove(path)
 
 
 def remove_mysql_generated_keys(ctx):
-    for path in mysql_generated_keys(ctx.os):
+    for path in mysql_generated_keys(ctx.facts.mysql_datadir):
         ctx.remove(path)
 
 
@@ -249,7 +251,7 @@ def remove_build_directory(ctx):
 
 
 def clean_package_caches(ctx):
-    if package_cache_leftovers(ctx.os):
+    if package_cache_leftovers():
         ctx.would("clean %s caches" % ctx.os.name)
         if not ctx.dry_run:
             ctx.os.clean_caches(ctx)

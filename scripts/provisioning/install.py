@@ -30,7 +30,7 @@ def mysql_sql(ctx, sql, database=None, quiet=False):
         "mysql",
         "--protocol=socket",
         "-S",
-        ctx.os.mysql_socket,
+        ctx.facts.mysql_socket,
         "-u",
         "root",
         "--batch",
@@ -48,12 +48,12 @@ def wait_for_mysql(ctx, timeout=120):
     deadline = time.time() + timeout
     while True:
         rc, _ = ctx.probe(
-            ["mysqladmin", "--protocol=socket", "-S", ctx.os.mysql_socket, "-u", "root", "ping"]
+            ["mysqladmin", "--protocol=socket", "-S", ctx.facts.mysql_socket, "-u", "root", "ping"]
         )
         if rc == 0:
             return
         if time.time() > deadline:
-            raise StepFailed("MySQL did not answer on %s within %d s" % (ctx.os.mysql_socket, timeout))
+            raise StepFailed("MySQL did not answer on %s within %d s" % (ctx.facts.mysql_socket, timeout))
         time.sleep(1)
 
 
@@ -107,7 +107,7 @@ def uv_env(ctx):
         env["UV_DEFAULT_INDEX"] = ctx.settings["index_url"]
         env["UV_INDEX_URL"] = ctx.settings["index_url"]
     if ctx.settings.get("extra_ca_bundle"):
-        env["SSL_CERT_FILE"] = ctx.os.system_ca_bundle
+        env["SSL_CERT_FILE"] = ctx.facts.ca_bundle
     return env
 
 
@@ -173,15 +173,15 @@ def trust_extra_ca_bundle(ctx):
         pem = fh.read()
     if b"BEGIN CERTIFICATE" not in pem:
         raise StepFailed("%s holds no PEM certificate" % rel)
-    if ctx.write_file(ctx.os.ca_anchor, pem):
+    if ctx.write_file(ctx.facts.ca_anchor, pem):
         ctx.would("rebuild the OS trust store")
         if not ctx.dry_run:
             ctx.os.update_trust_store(ctx)
-    ctx.os.configure_package_manager_ca(ctx, ctx.os.system_ca_bundle)
+    ctx.os.configure_package_manager_ca(ctx, ctx.facts.ca_bundle)
     # every later client (uv, pip, curl, urllib) in this run uses the same bundle
     for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT"):
-        ctx.env[var] = ctx.os.system_ca_bundle
-        os.environ[var] = ctx.os.system_ca_bundle
+        ctx.env[var] = ctx.facts.ca_bundle
+        os.environ[var] = ctx.facts.ca_bundle
     ctx.env["UV_NATIVE_TLS"] = "1"
     return None
 
@@ -214,14 +214,14 @@ def write_mysql_dropin(ctx):
     src = bundle_file(ctx, "files/mysql-airflow.cnf")
     with open(src) as fh:
         content = fh.read()
-    if ctx.write_file(ctx.os.mysql_dropin, content) and not ctx.dry_run:
+    if ctx.write_file(ctx.facts.mysql_dropin, content) and not ctx.dry_run:
         ctx.restart_mysql = True
 
 
 def initialize_mysql_datadir(ctx):
     """Oracle's packages initialize with an expired random root password at first start;
     initializing ourselves (insecure = no password) lets root be socket-only."""
-    datadir = ctx.os.mysql_datadir
+    datadir = ctx.facts.mysql_datadir
     if os.path.isdir(os.path.join(datadir, "mysql")):
         ctx.info("data directory %s already initialized" % datadir)
         return "skipped"
@@ -235,7 +235,7 @@ def initialize_mysql_datadir(ctx):
 
 
 def start_mysql(ctx):
-    unit = ctx.os.mysql_service
+    unit = ctx.facts.mysql_unit
     rc, _ = ctx.probe(["systemctl", "is-enabled", "--quiet", unit])
     if rc != 0:
         ctx.would("enable %s" % unit)
@@ -593,7 +593,7 @@ def migrate_airflow_schema(ctx):
     if ctx.dry_run:
         ctx.would("run `airflow db migrate` (socket auth, throwaway keys in env only)")
         return
-    url = "mysql+mysqldb://airflow@localhost/airflow?charset=utf8mb4&unix_socket=" + ctx.os.mysql_socket
+    url = "mysql+mysqldb://airflow@localhost/airflow?charset=utf8mb4&unix_socket=" + ctx.facts.mysql_socket
     env = airflow_env(
         ctx,
         {

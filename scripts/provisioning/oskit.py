@@ -1,15 +1,19 @@
 """OS adapters: one small class per package manager.  Steps above them are OS-agnostic.
 
-Each adapter knows its package commands, where MySQL lives (service name, socket,
-config drop-in), which packages build ``mysqlclient``, and how to trust an extra CA.
+Each adapter knows how to do things on its OS: package commands, which packages
+build ``mysqlclient``, how to rebuild the trust store, how to use a mirror.  Where
+things are (the MySQL unit, socket, data directory and drop-in, the CA paths) is
+not the adapter's to say: those are the profile's ``os_facts``, read as
+:class:`OsFacts` from settings.json.
 """
 
+import collections
 import os
 import re
 
 from .inifile import set_options
 from .netfetch import fetch_bytes
-from .osdetect import detect_profile, is_debian_unstable, parse_os_release
+from .osdetect import detect_profile, is_debian_unstable, package_manager_for, parse_os_release
 from .runner import StepFailed
 
 # Oracle's MySQL repository setup packages, by MySQL series and EL release.
@@ -21,16 +25,27 @@ MYSQL_APT_SUITES = {"8.4": "mysql-8.4-lts"}
 MYSQL_APT_KEY_URL = "https://repo.mysql.com/RPM-GPG-KEY-mysql-2023"
 
 
+class OsFacts(
+    collections.namedtuple(
+        "OsFacts",
+        "package_manager mysql_unit mysql_socket mysql_datadir mysql_dropin ca_anchor ca_bundle",
+    )
+):
+    """settings.json ``os_facts``: written by the host from packer/profiles/<os>.yaml."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_settings(cls, settings):
+        given = settings.get("os_facts") or {}
+        missing = [name for name in cls._fields if not given.get(name)]
+        if missing:
+            raise StepFailed("settings.json os_facts lacks %s" % ", ".join(missing))
+        return cls(**{name: given[name] for name in cls._fields})
+
+
 class Adapter(object):
     name = ""
-    profile = ""
-    mysql_service = "mysqld"
-    mysql_socket = "/var/lib/mysql/mysql.sock"
-    mysql_datadir = "/var/lib/mysql"
-    mysql_dropin = "/etc/my.cnf.d/airflow.cnf"
-    ca_anchor = "/etc/pki/ca-trust/source/anchors/airflow-ami-extra-ca.pem"
-    system_ca_bundle = "/etc/pki/tls/certs/ca-bundle.crt"
-    cache_dirs = ()
     # what `python3 -m venv` (with pip) needs beyond python3 itself
     venv_packages = ()
 
@@ -124,35 +139,24 @@ class _RpmAdapter(Adapter):
 
 
 class Dnf(_RpmAdapter):
+    """Amazon Linux 2023."""
+
     name = "dnf"
-    profile = "amazon-linux-2023"
     tool = "dnf"
     el = "el9"
-    cache_dirs = ("/var/cache/dnf",)
 
 
 class Yum(_RpmAdapter):
-    """Amazon Linux 2: yum, plus amazon-linux-extras for topics the base repos lack."""
+    """Amazon Linux 2: no amazon-linux-extras topic is needed, Python >= 3.10 comes
+    from uv and MySQL from Oracle's el7 repository."""
 
     name = "yum"
-    profile = "amazon-linux-2"
     tool = "yum"
     el = "el7"
-    cache_dirs = ("/var/cache/yum",)
-
-    # No amazon-linux-extras topic is needed: Python >= 3.10 comes from uv, MySQL from
-    # Oracle's el7 repository.
 
 
 class Apt(Adapter):
     name = "apt"
-    profile = "debian"
-    mysql_service = "mysql"
-    mysql_socket = "/run/mysqld/mysqld.sock"
-    mysql_dropin = "/etc/mysql/mysql.conf.d/zz-airflow.cnf"
-    ca_anchor = "/usr/local/share/ca-certificates/airflow-ami-extra-ca.crt"
-    system_ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
-    cache_dirs = ("/var/cache/apt/archives",)
     venv_packages = ("python3-venv",)
     env = (("DEBIAN_FRONTEND", "noninteractive"), ("NEEDRESTART_MODE", "a"))
 
@@ -277,17 +281,17 @@ def _set_ini_main(ctx, path, key, value):
     return ctx.write_file(path, set_options(text, "main", {key: value}))
 
 
+ADAPTERS = {cls.name: cls for cls in (Yum, Dnf, Apt)}
+
+
 def adapter_for(os_release_text):
     fields = parse_os_release(os_release_text)
-    profile = detect_profile(fields)
-    cls = {"amazon-linux-2": Yum, "amazon-linux-2023": Dnf, "debian": Apt}[profile]
-    return cls(fields)
+    return ADAPTERS[package_manager_for(detect_profile(fields))](fields)
 
 
 def adapter_named(package_manager, os_release_text=""):
     """The adapter for a package manager name (dry runs on an unsupported host)."""
-    cls = {"yum": Yum, "dnf": Dnf, "apt": Apt}[package_manager]
-    return cls(parse_os_release(os_release_text))
+    return ADAPTERS[package_manager](parse_os_release(os_release_text))
 
 
 def load_adapter(path="/etc/os-release"):

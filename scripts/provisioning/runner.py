@@ -32,14 +32,14 @@ def log(msg):
 
 
 class Context(object):
-    """What a step may use: settings, OS adapter, dry-run flag, redaction."""
+    """What a step may use: settings, OS adapter and facts, dry-run flag, redaction."""
 
-    def __init__(self, settings, bundle, dry_run, os_adapter=None, root="/"):
+    def __init__(self, settings, bundle, dry_run, os_adapter=None, *, facts=None):
         self.settings = settings
         self.bundle = bundle
         self.dry_run = dry_run
         self.os = os_adapter
-        self.root = root
+        self.facts = facts  # oskit.OsFacts: where this OS keeps MySQL and the CA files
         self.changed = False
         self.secrets = []  # values that must never reach a log line
         self.env = dict(os.environ)
