@@ -10,10 +10,11 @@ import os
 import time
 
 from . import layout as L
+from .airflowenv import airflow_env
 from .awsapi import Imds, NoMetadata, put_secretsmanager_secret, put_ssm_parameter
 from .envfile import read_env_file
 from .inifile import set_options
-from .install import airflow_env, mysql_sql, wait_for_mysql
+from .mysqlctl import mysql_sql, wait_for_mysql
 from .runner import StepFailed, run_steps
 from .secretgen import alphanumeric, env_file_line, fernet_key, sql_string, sqlalchemy_mysql_url
 from .sizing import mem_mib_from_meminfo, resolve_parallelism

@@ -10,16 +10,9 @@ import re
 import subprocess
 
 from . import layout as L
-from .inifile import get_option
+from .airflowcfg import airflow_cfg_secret_options
 from .runner import StepFailed
 
-SECRET_CFG_OPTIONS = [
-    ("core", "fernet_key"),
-    ("api_auth", "jwt_secret"),
-    ("api", "secret_key"),
-    ("webserver", "secret_key"),
-    ("database", "sql_alchemy_conn"),
-]
 HISTORY_FILES = (
     ".bash_history",
     ".python_history",
@@ -34,13 +27,6 @@ HISTORY_FILES = (
 PACKER_SCRIPT = re.compile(r"^script_\d+\.sh$")
 LOG_MAX_BYTES = 64 * 1024
 ROTATED_LOG = re.compile(r"(\.\d+|\.gz|\.xz|\.old|-\d{8})$")
-
-
-def airflow_cfg_secret_options(path):
-    """Secret options that carry a value in airflow.cfg (pure apart from the read)."""
-    with open(path) as fh:
-        text = fh.read()
-    return ["[%s] %s" % (s, o) for s, o in SECRET_CFG_OPTIONS if get_option(text, s, o)]
 
 
 def home_dirs():
