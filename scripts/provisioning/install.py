@@ -29,6 +29,14 @@ from .runner import StepFailed, run_steps
 from .secretgen import alphanumeric, fernet_key, sql_string
 
 
+class InstallState(object):
+    """What an install step leaves for a later one."""
+
+    def __init__(self):
+        # write_mysql_dropin changed MySQL's configuration: start_mysql must restart it
+        self.restart_mysql = False
+
+
 # --------------------------------------------------------------------------- helpers
 def bundle_file(ctx, relpath):
     return os.path.join(ctx.bundle, relpath)
@@ -99,7 +107,7 @@ def write_mysql_dropin(ctx):
     with open(src) as fh:
         content = fh.read()
     if ctx.write_file(ctx.facts.mysql_dropin, content) and not ctx.dry_run:
-        ctx.restart_mysql = True
+        ctx.state.restart_mysql = True
 
 
 def initialize_mysql_datadir(ctx):
@@ -126,7 +134,7 @@ def start_mysql(ctx):
         if not ctx.dry_run:
             systemctl(ctx, "enable", unit)
     rc, _ = ctx.probe(["systemctl", "is-active", "--quiet", unit])
-    if rc != 0 or getattr(ctx, "restart_mysql", False):
+    if rc != 0 or ctx.state.restart_mysql:
         ctx.would("(re)start %s" % unit)
         if not ctx.dry_run:
             systemctl(ctx, "restart", unit)
@@ -554,6 +562,7 @@ STEPS = [
 
 
 def main(ctx):
+    ctx.state = InstallState()
     return run_steps(ctx, STEPS, "install")
 
 

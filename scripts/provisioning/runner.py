@@ -34,12 +34,15 @@ def log(msg):
 class Context(object):
     """What a step may use: settings, OS adapter and facts, dry-run flag, redaction."""
 
-    def __init__(self, settings, bundle, dry_run, os_adapter=None, *, facts=None):
+    def __init__(self, settings, bundle, dry_run, os_adapter=None, *, facts=None, state=None):
         self.settings = settings
         self.bundle = bundle
         self.dry_run = dry_run
         self.os = os_adapter
         self.facts = facts  # oskit.OsFacts: where this OS keeps MySQL and the CA files
+        # what one step hands to a later one, declared by the program that runs them
+        # (install.InstallState, firstboot.FirstbootState)
+        self.state = state
         self.changed = False
         self.secrets = []  # values that must never reach a log line
         self.env = dict(os.environ)
