@@ -162,7 +162,9 @@ def rekey_mysql_user(ctx):
     """Give airflow@localhost the new password (caching_sha2_password)."""
     wait_for_mysql(ctx)
     pw = sql_string(ctx.state.generated["db_password"])
-    mysql_sql(
+    ctx.act(
+        "give airflow@localhost its new password",
+        mysql_sql,
         ctx,
         "\n".join(
             [
@@ -172,7 +174,6 @@ def rekey_mysql_user(ctx):
             ]
         ),
     )
-    ctx.changed = True
 
 
 def write_secrets_env(ctx):
@@ -211,7 +212,9 @@ def update_airflow_database(ctx):
             "region": ctx.state.region,
         }
     )
-    out = ctx.run(
+    out = ctx.act(
+        "check the schema, set the admin user and aws_default's region",
+        ctx.run,
         [L.VENV + "/bin/python", "-c", DATABASE_SCRIPT],
         input_text=payload,
         env=service_env(ctx),
@@ -221,7 +224,6 @@ def update_airflow_database(ctx):
     for line in out.splitlines():
         if line.startswith(("schema", "created", "reset", "aws_default")):
             ctx.info(line)
-    ctx.changed = True
 
 
 def write_admin_password_file(ctx):

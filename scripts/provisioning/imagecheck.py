@@ -194,9 +194,7 @@ def stop_services(ctx):
     ):
         rc, _ = ctx.probe(["systemctl", "is-active", "--quiet", unit])
         if rc == 0:
-            ctx.would("stop %s" % unit)
-            if not ctx.dry_run:
-                ctx.run(["systemctl", "stop", unit])
+            ctx.act("stop %s" % unit, ctx.run, ["systemctl", "stop", unit])
 
 
 def remove_mysql_server_uuid(ctx):
@@ -238,9 +236,7 @@ def remove_build_directory(ctx):
 
 def clean_package_caches(ctx):
     if package_cache_leftovers():
-        ctx.would("clean %s caches" % ctx.os.name)
-        if not ctx.dry_run:
-            ctx.os.clean_caches(ctx)
+        ctx.act("clean %s caches" % ctx.os.name, ctx.os.clean_caches, ctx)
 
 
 def remove_ssh_host_keys(ctx):
@@ -255,14 +251,8 @@ def remove_authorized_keys(ctx):
 
 def empty_machine_id(ctx):
     """Empty (not removed): systemd then makes a new id at the next boot."""
-    if os.path.exists("/etc/machine-id") and os.path.getsize("/etc/machine-id") == 0:
-        pass
-    else:
-        ctx.would("empty /etc/machine-id")
-        if not ctx.dry_run:
-            with open("/etc/machine-id", "w"):
-                pass
-            os.chmod("/etc/machine-id", 0o444)
+    if not os.path.exists("/etc/machine-id") or os.path.getsize("/etc/machine-id") > 0:
+        ctx.act("empty /etc/machine-id", truncate, "/etc/machine-id", 0o444)
     dbus = "/var/lib/dbus/machine-id"
     if os.path.isfile(dbus) and not os.path.islink(dbus):
         ctx.remove(dbus)
@@ -276,9 +266,7 @@ def clean_cloud_init(ctx):
         for path in leftovers:
             ctx.remove(path)
         return None
-    ctx.would("cloud-init clean --logs --seed")
-    if not ctx.dry_run:
-        ctx.run(["cloud-init", "clean", "--logs", "--seed"])
+    ctx.act("cloud-init clean --logs --seed", ctx.run, ["cloud-init", "clean", "--logs", "--seed"])
     return None
 
 
@@ -292,16 +280,24 @@ def remove_aws_credentials(ctx):
         ctx.remove(os.path.join(h, ".aws"))
 
 
+def truncate(path, mode=None):
+    with open(path, "w"):
+        pass
+    if mode is not None:
+        os.chmod(path, mode)
+
+
+def vacuum_journal(ctx):
+    # best effort: what journalctl leaves behind, the archived files, goes next
+    subprocess.call(["journalctl", "--rotate"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.call(["journalctl", "--vacuum-time=1s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for path in glob.glob("/var/log/journal/*/*@*"):
+        ctx.remove(path)
+
+
 def clean_logs(ctx):
     if glob.glob("/var/log/journal/*"):
-        ctx.would("rotate and vacuum the journal")
-        if not ctx.dry_run:
-            subprocess.call(["journalctl", "--rotate"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            subprocess.call(
-                ["journalctl", "--vacuum-time=1s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            for path in glob.glob("/var/log/journal/*/*@*"):
-                ctx.remove(path)
+        ctx.act("rotate and vacuum the journal", vacuum_journal, ctx)
     for root, _dirs, files in os.walk("/var/log"):
         if root.startswith("/var/log/journal"):
             continue
@@ -312,10 +308,7 @@ def clean_logs(ctx):
             if ROTATED_LOG.search(f):
                 ctx.remove(path)
             elif os.path.getsize(path) > 0:
-                ctx.would("truncate %s" % path)
-                if not ctx.dry_run:
-                    with open(path, "w"):
-                        pass
+                ctx.act("truncate %s" % path, truncate, path)
 
 
 def remove_temp_files(ctx):

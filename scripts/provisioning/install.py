@@ -25,7 +25,7 @@ from .airflowenv import (
 )
 from .mysqlctl import mysql_sql, wait_for_mysql
 from .netfetch import fetch_bytes
-from .runner import StepFailed, run_steps
+from .runner import StepFailed, real_run_only, run_steps
 from .secretgen import alphanumeric, fernet_key, sql_string
 
 
@@ -66,9 +66,7 @@ def trust_extra_ca_bundle(ctx):
     if b"BEGIN CERTIFICATE" not in pem:
         raise StepFailed("%s holds no PEM certificate" % rel)
     if ctx.write_file(ctx.facts.ca_anchor, pem):
-        ctx.would("rebuild the OS trust store")
-        if not ctx.dry_run:
-            ctx.os.update_trust_store(ctx)
+        ctx.act("rebuild the OS trust store", ctx.os.update_trust_store, ctx)
     ctx.os.configure_package_manager_ca(ctx, ctx.facts.ca_bundle)
     # every later client (uv, pip, curl, urllib) in this run uses the same bundle
     for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT"):
@@ -88,25 +86,22 @@ def point_package_manager_at_mirror(ctx):
 
 
 def refresh_package_index(ctx):
-    ctx.would("refresh the %s package index" % ctx.os.name)
-    if not ctx.dry_run:
-        ctx.os.refresh(ctx)
-        ctx.changed = False  # refreshing metadata is not a change to the image's contents
+    ctx.act("refresh the %s package index" % ctx.os.name, ctx.os.refresh, ctx)
+    ctx.changed = False  # refreshing metadata is not a change to the image's contents
 
 
 def install_mysql_server(ctx):
     version = str(ctx.settings.get("mysql_version", "8.4"))
     ctx.os.install_mysql_server(ctx, version)
-    if not ctx.dry_run:
-        rc, out = ctx.probe(["mysqld", "--version"])
-        ctx.info(out.strip() if rc == 0 else "mysqld --version failed")
+    rc, out = ctx.probe(["mysqld", "--version"])
+    ctx.info(out.strip() if rc == 0 else "mysqld --version failed")
 
 
 def write_mysql_dropin(ctx):
     src = bundle_file(ctx, "files/mysql-airflow.cnf")
     with open(src) as fh:
         content = fh.read()
-    if ctx.write_file(ctx.facts.mysql_dropin, content) and not ctx.dry_run:
+    if ctx.write_file(ctx.facts.mysql_dropin, content):
         ctx.state.restart_mysql = True
 
 
@@ -120,9 +115,11 @@ def initialize_mysql_datadir(ctx):
     if ctx.os.name == "apt":
         ctx.info("Debian's postinst initializes the data directory")
         return "skipped"
-    ctx.would("initialize %s (root without password, socket auth set next)" % datadir)
-    if not ctx.dry_run:
-        ctx.run(["mysqld", "--initialize-insecure", "--user=mysql", "--datadir=" + datadir])
+    ctx.act(
+        "initialize %s (root without password, socket auth set next)" % datadir,
+        ctx.run,
+        ["mysqld", "--initialize-insecure", "--user=mysql", "--datadir=" + datadir],
+    )
     return None
 
 
@@ -130,27 +127,24 @@ def start_mysql(ctx):
     unit = ctx.facts.mysql_unit
     rc, _ = ctx.probe(["systemctl", "is-enabled", "--quiet", unit])
     if rc != 0:
-        ctx.would("enable %s" % unit)
-        if not ctx.dry_run:
-            systemctl(ctx, "enable", unit)
+        ctx.act("enable %s" % unit, systemctl, ctx, "enable", unit)
     rc, _ = ctx.probe(["systemctl", "is-active", "--quiet", unit])
     if rc != 0 or ctx.state.restart_mysql:
-        ctx.would("(re)start %s" % unit)
-        if not ctx.dry_run:
-            systemctl(ctx, "restart", unit)
-    if not ctx.dry_run:
-        wait_for_mysql(ctx)
-        port = mysql_sql(ctx, "SELECT @@port, @@bind_address;", quiet=True).split()
-        ctx.info("MySQL listening on %s:%s" % (port[1], port[0]))
-        if port[0] != "3306":
-            raise StepFailed("MySQL is on port %s, not 3306" % port[0])
+        ctx.act("(re)start %s" % unit, systemctl, ctx, "restart", unit)
 
 
+@real_run_only("check that MySQL answers on port 3306")
+def check_mysql_port(ctx):
+    wait_for_mysql(ctx)
+    port = mysql_sql(ctx, "SELECT @@port, @@bind_address;", quiet=True).split()
+    ctx.info("MySQL listening on %s:%s" % (port[1], port[0]))
+    if port[0] != "3306":
+        raise StepFailed("MySQL is on port %s, not 3306" % port[0])
+
+
+@real_run_only("drop anonymous users, remote root and the test database; root via socket")
 def secure_mysql(ctx):
     """What mysql_secure_installation does, non-interactively and idempotently."""
-    if ctx.dry_run:
-        ctx.would("drop anonymous users, remote root and the test database; root via socket")
-        return
     plugin = mysql_sql(
         ctx,
         "SELECT COUNT(*) FROM information_schema.plugins WHERE "
@@ -159,8 +153,12 @@ def secure_mysql(ctx):
     )
     if plugin.strip() == "0":
         # Oracle's builds ship the plugin but do not load it; INSTALL persists it
-        ctx.would("install the auth_socket plugin (root and airflow authenticate by socket)")
-        mysql_sql(ctx, "INSTALL PLUGIN auth_socket SONAME 'auth_socket.so';")
+        ctx.act(
+            "install the auth_socket plugin (root and airflow authenticate by socket)",
+            mysql_sql,
+            ctx,
+            "INSTALL PLUGIN auth_socket SONAME 'auth_socket.so';",
+        )
     before = mysql_sql(
         ctx,
         "SELECT CONCAT(user,'@',host,':',plugin) FROM mysql.user ORDER BY 1; SHOW DATABASES LIKE 'test';",
@@ -186,20 +184,16 @@ def secure_mysql(ctx):
         ctx.info("already secure: %s" % ", ".join(users))
         return
     stmts.append("FLUSH PRIVILEGES;")
-    ctx.would("harden MySQL (%d statements)" % (len(stmts) - 1))
-    mysql_sql(ctx, "\n".join(stmts))
+    ctx.act("harden MySQL (%d statements)" % (len(stmts) - 1), mysql_sql, ctx, "\n".join(stmts))
 
 
+@real_run_only(
+    "create database airflow (utf8mb4_unicode_ci) and airflow@localhost (auth_socket until first boot)"
+)
 def create_airflow_database(ctx):
     """Database + airflow@localhost.  At bake time the user authenticates by socket as the
     `airflow` OS user (no password exists in the image); first boot re-keys it with a
     generated password."""
-    if ctx.dry_run:
-        ctx.would(
-            "create database airflow (utf8mb4_unicode_ci) and airflow@localhost "
-            "(auth_socket until first boot)"
-        )
-        return
     have = mysql_sql(
         ctx,
         "SELECT COUNT(*) FROM information_schema.schemata WHERE "
@@ -218,8 +212,7 @@ def create_airflow_database(ctx):
     if "ON `airflow`.*" not in grants:
         stmts.append("GRANT ALL PRIVILEGES ON airflow.* TO 'airflow'@'localhost';")
     if stmts:
-        ctx.would("set up the airflow database and user")
-        mysql_sql(ctx, "\n".join(stmts))
+        ctx.act("set up the airflow database and user", mysql_sql, ctx, "\n".join(stmts))
 
 
 def create_airflow_user(ctx):
@@ -228,11 +221,10 @@ def create_airflow_user(ctx):
         return
     except KeyError:
         pass
-    ctx.would("create system user %s (home %s, no login)" % (L.AIRFLOW_USER, L.AIRFLOW_HOME))
-    if ctx.dry_run:
-        return
     nologin = "/usr/sbin/nologin" if os.path.exists("/usr/sbin/nologin") else "/sbin/nologin"
-    ctx.run(
+    ctx.act(
+        "create system user %s (home %s, no login)" % (L.AIRFLOW_USER, L.AIRFLOW_HOME),
+        ctx.run,
         [
             "useradd",
             "--system",
@@ -243,7 +235,7 @@ def create_airflow_user(ctx):
             "--shell",
             nologin,
             L.AIRFLOW_USER,
-        ]
+        ],
     )
 
 
@@ -265,12 +257,18 @@ def install_uv(ctx):
             ctx.info(out.strip())
             return
     install_build_only(ctx, ctx.os.missing(ctx, ctx.os.venv_packages))
+    where = ctx.settings.get("index_url") or "pip's default index"
+    ctx.act(
+        "download the uv %s wheel from %s and unpack it to %s" % (L.UV_VERSION, where, target),
+        download_uv,
+        ctx,
+        target,
+    )
+
+
+def download_uv(ctx, target):
     boot = os.path.join(L.BUILD_DIR, "pip-bootstrap")
     wheels = os.path.join(L.BUILD_DIR, "uv-wheel")
-    where = ctx.settings.get("index_url") or "pip's default index"
-    ctx.would("download the uv %s wheel from %s and unpack it to %s" % (L.UV_VERSION, where, target))
-    if ctx.dry_run:
-        return
     ctx.run([sys.executable, "-m", "venv", boot])
     # --python-version: uv's wheel says Requires-Python >= 3.8; the binary inside runs on any.
     command = [os.path.join(boot, "bin", "pip"), "download", "--no-deps", "--only-binary=:all:"]
@@ -306,6 +304,7 @@ def fetch_constraints(ctx):
     elif url:
         url = url.replace("{python_minor}", minor)
         if ctx.dry_run:
+            # the download itself changes nothing, but a dry run must not need the network
             ctx.would("download constraints %s to %s" % (url, dest))
             return None
         data = fetch_bytes(url)
@@ -334,11 +333,16 @@ def install_build_packages(ctx):
 
 def install_build_only(ctx, packages):
     """Install packages and record them, so remove_build_packages takes them out again."""
-    if not packages:
-        return
-    ctx.would("install build-only packages %s (removed after the build)" % " ".join(packages))
-    if ctx.dry_run:
-        return
+    if packages:
+        ctx.act(
+            "install build-only packages %s (removed after the build)" % " ".join(packages),
+            record_and_install,
+            ctx,
+            packages,
+        )
+
+
+def record_and_install(ctx, packages):
     recorded = []
     if os.path.isfile(L.BUILD_PACKAGES_RECORD):
         with open(L.BUILD_PACKAGES_RECORD) as fh:
@@ -357,9 +361,12 @@ def install_python_for_airflow(ctx):
     if found:
         ctx.info("uv-managed python present: %s" % os.path.basename(found[0]))
         return None
-    ctx.would("install a uv-managed python %s into %s" % (minor, pydir))
-    if not ctx.dry_run:
-        ctx.run([uv_bin(), "python", "install", minor], env=uv_env(ctx))
+    ctx.act(
+        "install a uv-managed python %s into %s" % (minor, pydir),
+        ctx.run,
+        [uv_bin(), "python", "install", minor],
+        env=uv_env(ctx),
+    )
     return None
 
 
@@ -373,12 +380,13 @@ def create_airflow_venv(ctx):
             have = None
         if have == minor:
             return
-        ctx.would("replace venv on python %s with python %s" % (have, minor))
-        if not ctx.dry_run:
-            shutil.rmtree(L.VENV)
-    ctx.would("create venv %s with python %s" % (L.VENV, minor))
-    if not ctx.dry_run:
-        ctx.run([uv_bin(), "venv", "--python", request, L.VENV], env=uv_env(ctx))
+        ctx.act("replace venv on python %s with python %s" % (have, minor), shutil.rmtree, L.VENV)
+    ctx.act(
+        "create venv %s with python %s" % (L.VENV, minor),
+        ctx.run,
+        [uv_bin(), "venv", "--python", request, L.VENV],
+        env=uv_env(ctx),
+    )
 
 
 def install_airflow(ctx):
@@ -391,10 +399,11 @@ def install_airflow(ctx):
     argv = [uv_bin(), "pip", "install", "--python", L.VENV + "/bin/python", "--compile-bytecode"]
     if os.path.exists(constraints_path()):
         argv += ["--constraints", constraints_path()]
-    ctx.would("install %s" % " ".join(reqs))
-    if ctx.dry_run:
-        return
-    ctx.run(argv + reqs, env=uv_env(ctx))
+    ctx.act("install %s" % " ".join(reqs), install_into_venv, ctx, argv + reqs, version)
+
+
+def install_into_venv(ctx, argv, version):
+    ctx.run(argv, env=uv_env(ctx))
     # as the airflow user with its AIRFLOW_HOME: importing Airflow elsewhere would make a
     # stray ~/airflow (and possibly an airflow.cfg with generated keys) in root's home
     out = ctx.run(
@@ -416,21 +425,26 @@ def remove_build_packages(ctx):
     with open(L.BUILD_PACKAGES_RECORD) as fh:
         recorded = json.load(fh)
     present = [p for p in recorded if ctx.os.is_installed(ctx, p)]
-    # keep the shared libraries the built extension needs (e.g. libmysqlclient)
-    keep = runtime_library_packages(ctx)
     if present:
-        ctx.would(
+        # keep the shared libraries the built extension needs (e.g. libmysqlclient)
+        keep = runtime_library_packages(ctx)
+        ctx.act(
             "keep runtime packages %s; remove build-only packages %s"
-            % (" ".join(keep) or "-", " ".join(present))
+            % (" ".join(keep) or "-", " ".join(present)),
+            remove_build_only,
+            ctx,
+            keep,
+            present,
         )
-        if not ctx.dry_run:
-            for pkg in keep:
-                ctx.os.keep_package(ctx, pkg)
-            ctx.os.remove_packages(ctx, present)
-    if not ctx.dry_run:
-        ctx.remove(L.BUILD_PACKAGES_RECORD)
-        ctx.run([L.VENV + "/bin/python", "-c", "import MySQLdb"], quiet=True)
+    ctx.remove(L.BUILD_PACKAGES_RECORD)
     return None
+
+
+def remove_build_only(ctx, keep, remove):
+    for pkg in keep:
+        ctx.os.keep_package(ctx, pkg)
+    ctx.os.remove_packages(ctx, remove)
+    ctx.run([L.VENV + "/bin/python", "-c", "import MySQLdb"], quiet=True)
 
 
 def runtime_library_packages(ctx):
@@ -458,8 +472,8 @@ def install_config_files(ctx):
             data = fh.read()
         if ctx.write_file(dest, data, mode, "root", group or "root") and dest.startswith(L.SYSTEMD_DIR):
             changed_units = True
-    if changed_units and not ctx.dry_run:
-        systemctl(ctx, "daemon-reload")
+    if changed_units:
+        ctx.act("reload systemd's units", systemctl, ctx, "daemon-reload")
 
 
 def install_provisioning_code(ctx):
@@ -479,12 +493,10 @@ def install_provisioning_code(ctx):
         ctx.write_file(L.SETTINGS_COPY, fh.read(), 0o644)
 
 
+@real_run_only("run `airflow db migrate` (socket auth, throwaway keys in env only)")
 def migrate_airflow_schema(ctx):
     """Bake-time migration over the socket as the airflow OS user; throwaway keys live
     only in this process's environment, so first boot has nothing to migrate."""
-    if ctx.dry_run:
-        ctx.would("run `airflow db migrate` (socket auth, throwaway keys in env only)")
-        return
     url = "mysql+mysqldb://airflow@localhost/airflow?charset=utf8mb4&unix_socket=" + ctx.facts.mysql_socket
     env = airflow_env(
         ctx,
@@ -505,9 +517,15 @@ def migrate_airflow_schema(ctx):
     if rc == 0:
         ctx.info("schema is current")
         return
-    ctx.would("migrate the Airflow schema")
     t0 = time.time()
-    ctx.run([L.VENV + "/bin/airflow", "db", "migrate"], env=env, user=L.AIRFLOW_USER, cwd=L.AIRFLOW_HOME)
+    ctx.act(
+        "migrate the Airflow schema",
+        ctx.run,
+        [L.VENV + "/bin/airflow", "db", "migrate"],
+        env=env,
+        user=L.AIRFLOW_USER,
+        cwd=L.AIRFLOW_HOME,
+    )
     ctx.info("migrated in %.1f s" % (time.time() - t0))
 
 
@@ -516,15 +534,12 @@ def enable_airflow_units(ctx):
     for unit in ["airflow-firstboot.service", "airflow.target", *services]:
         rc, _ = ctx.probe(["systemctl", "is-enabled", "--quiet", unit])
         if rc != 0:
-            ctx.would("enable %s" % unit)
-            if not ctx.dry_run:
-                systemctl(ctx, "enable", unit)
+            ctx.act("enable %s" % unit, systemctl, ctx, "enable", unit)
 
 
+@real_run_only("check that airflow.cfg holds no secret and secrets.env waits for first boot")
 def check_no_secrets_baked(ctx):
     if not os.path.exists(L.AIRFLOW_CFG):
-        if ctx.dry_run:
-            return
         raise StepFailed("%s missing" % L.AIRFLOW_CFG)
     found = airflow_cfg_secret_options(L.AIRFLOW_CFG)
     if found:
@@ -542,6 +557,7 @@ STEPS = [
     write_mysql_dropin,
     initialize_mysql_datadir,
     start_mysql,
+    check_mysql_port,
     secure_mysql,
     create_airflow_user,
     create_airflow_database,

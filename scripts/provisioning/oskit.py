@@ -110,12 +110,12 @@ class _RpmAdapter(Adapter):
             raise StepFailed("no Oracle MySQL repository known for MySQL %s on %s" % (version, self.el))
         if not self.is_installed(ctx, "mysql-community-server"):
             if not self.is_installed(ctx, "mysql%s-community-release" % version.replace(".", "")):
-                ctx.would("install Oracle's MySQL %s repository (%s)" % (version, rpm))
-                if not ctx.dry_run:
-                    ctx.run(self._cmd("install", rpm))
-            ctx.would("install mysql-community-server")
-            if not ctx.dry_run:
-                self.install(ctx, ["mysql-community-server"])
+                ctx.act(
+                    "install Oracle's MySQL %s repository (%s)" % (version, rpm),
+                    ctx.run,
+                    self._cmd("install", rpm),
+                )
+            ctx.act("install mysql-community-server", self.install, ctx, ["mysql-community-server"])
 
     def build_packages(self, ctx, system_python):
         pkgs = ["gcc", "mysql-community-devel", "pkgconfig" if self.tool == "yum" else "pkgconf-pkg-config"]
@@ -211,9 +211,7 @@ class Apt(Adapter):
             return
         if not self.has_candidate(ctx, "mysql-server"):
             self._add_oracle_repo(ctx, version)
-        ctx.would("install mysql-server")
-        if not ctx.dry_run:
-            self.install(ctx, ["mysql-server"])
+        ctx.act("install mysql-server", self.install, ctx, ["mysql-server"])
 
     def _add_oracle_repo(self, ctx, version):
         suite = MYSQL_APT_SUITES.get(version)
@@ -223,9 +221,15 @@ class Apt(Adapter):
                 "this Debian ships no mysql-server and no Oracle repository is "
                 "known for MySQL %s on %r" % (version, codename)
             )
-        ctx.would("add Oracle's MySQL apt repository %s %s" % (codename, suite))
-        if ctx.dry_run:
-            return
+        ctx.act(
+            "add Oracle's MySQL apt repository %s %s" % (codename, suite),
+            self._write_oracle_repo,
+            ctx,
+            codename,
+            suite,
+        )
+
+    def _write_oracle_repo(self, ctx, codename, suite):
         key = fetch_bytes(MYSQL_APT_KEY_URL)
         ctx.write_file("/usr/share/keyrings/mysql-oracle.asc", key)
         ctx.write_file(
