@@ -10,6 +10,7 @@ import re
 import subprocess
 
 from . import layout as L
+from . import systemd
 from .airflowcfg import airflow_cfg_secret_options
 from .runner import StepFailed
 
@@ -184,17 +185,8 @@ def checks(ctx):
 
 # ------------------------------------------------------------------ cleanup steps
 def stop_services(ctx):
-    for unit in (
-        "airflow.target",
-        "airflow-scheduler.service",
-        "airflow-dag-processor.service",
-        "airflow-api-server.service",
-        "airflow-triggerer.service",
-        ctx.facts.mysql_unit,
-    ):
-        rc, _ = ctx.probe(["systemctl", "is-active", "--quiet", unit])
-        if rc == 0:
-            ctx.act("stop %s" % unit, ctx.run, ["systemctl", "stop", unit])
+    for unit in (L.AIRFLOW_TARGET, *L.SERVICE_UNITS, ctx.facts.mysql_unit):
+        systemd.stop(ctx, unit)
 
 
 def remove_mysql_server_uuid(ctx):

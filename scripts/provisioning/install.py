@@ -11,6 +11,7 @@ import time
 import zipfile
 
 from . import layout as L
+from . import systemd
 from .airflowcfg import airflow_cfg_secret_options
 from .airflowenv import (
     AIRFLOW_PROVIDERS,
@@ -40,10 +41,6 @@ class InstallState(object):
 # --------------------------------------------------------------------------- helpers
 def bundle_file(ctx, relpath):
     return os.path.join(ctx.bundle, relpath)
-
-
-def systemctl(ctx, *args):
-    return ctx.run(["systemctl", *list(args)])
 
 
 # --------------------------------------------------------------------------- steps
@@ -97,12 +94,21 @@ def install_mysql_server(ctx):
     ctx.info(out.strip() if rc == 0 else "mysqld --version failed")
 
 
+def install_rendered_file(ctx, name, dest, mode):
+    """bundle/files/<name> to ``dest`` (root-owned); True when that changed it."""
+    src = bundle_file(ctx, "files/" + name)
+    if not os.path.exists(src):
+        raise StepFailed("bundle is missing files/%s" % name)
+    with open(src, "rb") as fh:
+        data = fh.read()
+    return ctx.write_file(dest, data, mode, "root", "root")
+
+
 def write_mysql_dropin(ctx):
-    src = bundle_file(ctx, "files/mysql-airflow.cnf")
-    with open(src) as fh:
-        content = fh.read()
-    if ctx.write_file(ctx.facts.mysql_dropin, content):
-        ctx.state.restart_mysql = True
+    # the drop-in's own step, before MySQL first starts: a change means a restart
+    for name, dest, mode in L.RENDERED_FILES:
+        if dest == L.MYSQL_DROPIN and install_rendered_file(ctx, name, ctx.facts.mysql_dropin, mode):
+            ctx.state.restart_mysql = True
 
 
 def initialize_mysql_datadir(ctx):
@@ -125,12 +131,9 @@ def initialize_mysql_datadir(ctx):
 
 def start_mysql(ctx):
     unit = ctx.facts.mysql_unit
-    rc, _ = ctx.probe(["systemctl", "is-enabled", "--quiet", unit])
-    if rc != 0:
-        ctx.act("enable %s" % unit, systemctl, ctx, "enable", unit)
-    rc, _ = ctx.probe(["systemctl", "is-active", "--quiet", unit])
-    if rc != 0 or ctx.state.restart_mysql:
-        ctx.act("(re)start %s" % unit, systemctl, ctx, "restart", unit)
+    systemd.enable(ctx, unit)
+    if not systemd.is_active(ctx, unit) or ctx.state.restart_mysql:
+        ctx.act("(re)start %s" % unit, systemd.systemctl, ctx, "restart", unit)
 
 
 @real_run_only("check that MySQL answers on port 3306")
@@ -462,18 +465,13 @@ def runtime_library_packages(ctx):
 
 def install_config_files(ctx):
     changed_units = False
-    for name, dest, mode, group in L.RENDERED_FILES:
-        if dest == "mysql-dropin":
+    for name, dest, mode in L.RENDERED_FILES:
+        if dest == L.MYSQL_DROPIN:
             continue  # written by write_mysql_dropin
-        src = bundle_file(ctx, "files/" + name)
-        if not os.path.exists(src):
-            raise StepFailed("bundle is missing files/%s" % name)
-        with open(src, "rb") as fh:
-            data = fh.read()
-        if ctx.write_file(dest, data, mode, "root", group or "root") and dest.startswith(L.SYSTEMD_DIR):
+        if install_rendered_file(ctx, name, dest, mode) and dest.startswith(L.SYSTEMD_DIR):
             changed_units = True
     if changed_units:
-        ctx.act("reload systemd's units", systemctl, ctx, "daemon-reload")
+        ctx.act("reload systemd's units", systemd.systemctl, ctx, "daemon-reload")
 
 
 def install_provisioning_code(ctx):
@@ -530,11 +528,8 @@ def migrate_airflow_schema(ctx):
 
 
 def enable_airflow_units(ctx):
-    services = [u for u in L.UNITS if u.endswith(".service") and u != "airflow-firstboot.service"]
-    for unit in ["airflow-firstboot.service", "airflow.target", *services]:
-        rc, _ = ctx.probe(["systemctl", "is-enabled", "--quiet", unit])
-        if rc != 0:
-            ctx.act("enable %s" % unit, systemctl, ctx, "enable", unit)
+    for unit in L.UNITS:
+        systemd.enable(ctx, unit)
 
 
 @real_run_only("check that airflow.cfg holds no secret and secrets.env waits for first boot")

@@ -15,7 +15,7 @@ def profile_facts(os_name):
 
 
 class RecordingContext(Context):
-    """A Context that records commands and file changes instead of making them.
+    """A Context that records commands, file writes and removals instead of making them.
 
     Probes answer "not there" (rc 1) unless a test replaces ``probe``; ``run`` answers
     with ``run_output(argv)``, (0, "") unless a test replaces it.
@@ -27,6 +27,7 @@ class RecordingContext(Context):
         super().__init__(settings, "/nonexistent/bundle", dry_run, adapter, facts=facts, state=state)
         self.commands = []
         self.written = {}
+        self.removed = []
         self.run_output = lambda argv: (0, "")
 
     def run(self, argv, input_text=None, **kw):
@@ -42,4 +43,13 @@ class RecordingContext(Context):
         self.would(f"write {path}")
         if not self.dry_run:
             self.written[path] = content
+        return True
+
+    def ensure_dir(self, path, mode=0o755, owner=None, group=None):
+        return False
+
+    def remove(self, path):
+        self.would(f"remove {path}")
+        if not self.dry_run:
+            self.removed.append(path)
         return True
