@@ -1,5 +1,6 @@
 """The Airflow environment: which Python, uv, the venv and its spec, Airflow's own variables."""
 
+import collections
 import json
 import os
 import subprocess
@@ -8,6 +9,9 @@ from . import layout as L
 from .runner import sha256_file
 
 AIRFLOW_PROVIDERS = ["apache-airflow-providers-fab", "mysqlclient"]
+
+# request: what uv is asked for (a path or a version); system: it is /usr/bin/python3
+PythonChoice = collections.namedtuple("PythonChoice", "request minor system")
 
 
 def python_minor(python):
@@ -31,13 +35,13 @@ def system_python_ok(ctx):
 
 
 def wanted_python(ctx):
-    """(interpreter request for uv, minor version, uses_system_python)."""
+    """The PythonChoice for Airflow: the system python3 if it will do, else a uv-managed one."""
     path, minor = system_python_ok(ctx)
     if path:
-        return path, minor, True
+        return PythonChoice(path, minor, True)
     want = str(ctx.settings.get("python_version", "auto"))
     minor = "3.12" if want == "auto" else want
-    return minor, minor, False
+    return PythonChoice(minor, minor, False)
 
 
 def uv_bin():
@@ -60,15 +64,16 @@ def uv_env(ctx):
     return env
 
 
-def venv_spec(ctx):
-    """Everything that decides the venv's contents; a change means reinstall."""
+def venv_spec(ctx, python):
+    """Everything that decides the venv's contents (on Python ``python``, a minor
+    version); a change means reinstall."""
     constraints = constraints_path()
     digest = None
     if os.path.exists(constraints):
         digest = sha256_file(constraints)
     return {
         "airflow_version": ctx.settings["airflow_version"],
-        "python": wanted_python(ctx)[1],
+        "python": python,
         "extras": sorted(ctx.settings.get("extra_python_packages") or []),
         "constraints_sha256": digest,
         "providers": AIRFLOW_PROVIDERS,
@@ -79,17 +84,17 @@ def constraints_path():
     return os.path.join(L.BUILD_DIR, "constraints.txt")
 
 
-def venv_is_current(ctx):
-    if not os.path.isfile(L.VENV_SPEC_STAMP) or not os.path.exists(L.VENV + "/bin/airflow"):
+def venv_is_current(spec):
+    """Does the venv's stamp say it was built to ``spec`` (venv_spec)?"""
+    if not os.path.isfile(L.VENV_SPEC_STAMP) or not os.path.exists(L.AIRFLOW_BIN):
         return False
     with open(L.VENV_SPEC_STAMP) as fh:
         stamp = json.load(fh)
-    spec = venv_spec(ctx)
+    wanted = dict(spec)
     # the constraints file is gone after cleanup; the rest must match
-    if spec["constraints_sha256"] is None:
-        stamp.pop("constraints_sha256", None)
-        spec.pop("constraints_sha256")
-    return stamp == spec or {k: v for k, v in stamp.items() if k in spec} == spec
+    if wanted["constraints_sha256"] is None:
+        del wanted["constraints_sha256"]
+    return {k: v for k, v in stamp.items() if k in wanted} == wanted
 
 
 def airflow_env(ctx, extra=None):

@@ -322,8 +322,9 @@ def remove_bundle(ctx):
 
 
 def validate_image(ctx):
-    problems = [(name, found) for name, found in checks(ctx) if found]
-    for name, found in checks(ctx):
+    results = checks(ctx)
+    problems = [(name, found) for name, found in results if found]
+    for name, found in results:
         if not found:
             ctx.info("ok    %s" % name)
     for name, found in problems:

@@ -299,7 +299,7 @@ def fetch_constraints(ctx):
     dest = constraints_path()
     local = ctx.settings.get("constraints_file")
     url = ctx.settings.get("constraints_url")
-    minor = wanted_python(ctx)[1]
+    minor = wanted_python(ctx).minor
     if local:
         with open(bundle_file(ctx, local), "rb") as fh:
             data = fh.read()
@@ -321,11 +321,11 @@ def fetch_constraints(ctx):
 
 
 def install_build_packages(ctx):
-    if venv_is_current(ctx):
+    python = wanted_python(ctx)
+    if venv_is_current(venv_spec(ctx, python.minor)):
         ctx.info("venv is current: nothing to build")
         return "skipped"
-    system_python = wanted_python(ctx)[2]
-    wanted = ctx.os.build_packages(ctx, system_python)
+    wanted = ctx.os.build_packages(ctx, python.system)
     missing = ctx.os.missing(ctx, wanted)
     if not missing:
         ctx.info("already present: %s" % " ".join(wanted))
@@ -393,19 +393,21 @@ def create_airflow_venv(ctx):
 
 
 def install_airflow(ctx):
-    if venv_is_current(ctx):
-        ctx.info("venv already holds this spec: %s" % json.dumps(venv_spec(ctx)))
+    spec = venv_spec(ctx, wanted_python(ctx).minor)
+    if venv_is_current(spec):
+        ctx.info("venv already holds this spec: %s" % json.dumps(spec))
         return
-    version = ctx.settings["airflow_version"]
+    version = spec["airflow_version"]
     extras = list(ctx.settings.get("extra_python_packages") or [])
     reqs = ["apache-airflow[mysql,amazon]==%s" % version, *AIRFLOW_PROVIDERS, *extras]
     argv = [uv_bin(), "pip", "install", "--python", L.VENV + "/bin/python", "--compile-bytecode"]
     if os.path.exists(constraints_path()):
         argv += ["--constraints", constraints_path()]
-    ctx.act("install %s" % " ".join(reqs), install_into_venv, ctx, argv + reqs, version)
+    ctx.act("install %s" % " ".join(reqs), install_into_venv, ctx, argv + reqs, spec)
 
 
-def install_into_venv(ctx, argv, version):
+def install_into_venv(ctx, argv, spec):
+    version = spec["airflow_version"]
     ctx.run(argv, env=uv_env(ctx))
     # as the airflow user with its AIRFLOW_HOME: importing Airflow elsewhere would make a
     # stray ~/airflow (and possibly an airflow.cfg with generated keys) in root's home
@@ -418,7 +420,7 @@ def install_into_venv(ctx, argv, version):
     )[1]
     if out.strip() != version:
         raise StepFailed("venv has airflow %r, wanted %s" % (out.strip(), version))
-    ctx.write_file(L.VENV_SPEC_STAMP, json.dumps(venv_spec(ctx), sort_keys=True) + "\n")
+    ctx.write_file(L.VENV_SPEC_STAMP, json.dumps(spec, sort_keys=True) + "\n")
 
 
 def remove_build_packages(ctx):
@@ -506,7 +508,7 @@ def migrate_airflow_schema(ctx):
         },
     )
     rc, _ = ctx.run(
-        [L.VENV + "/bin/airflow", "db", "check-migrations", "-t", "1"],
+        [L.AIRFLOW_BIN, "db", "check-migrations", "-t", "1"],
         env=env,
         user=L.AIRFLOW_USER,
         cwd=L.AIRFLOW_HOME,
@@ -519,7 +521,7 @@ def migrate_airflow_schema(ctx):
     ctx.act(
         "migrate the Airflow schema",
         ctx.run,
-        [L.VENV + "/bin/airflow", "db", "migrate"],
+        [L.AIRFLOW_BIN, "db", "migrate"],
         env=env,
         user=L.AIRFLOW_USER,
         cwd=L.AIRFLOW_HOME,
