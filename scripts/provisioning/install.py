@@ -7,6 +7,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 
@@ -26,7 +27,7 @@ from .airflowenv import (
 )
 from .mysqlctl import mysql_sql, wait_for_mysql
 from .netfetch import fetch_bytes
-from .runner import StepFailed, real_run_only, run_steps
+from .runner import StepFailed, real_run_only, run_steps, sha256_file
 from .secretgen import alphanumeric, fernet_key, sql_string
 
 
@@ -252,35 +253,59 @@ def create_airflow_directories(ctx):
 
 
 def install_uv(ctx):
-    """uv from the package index, fetched by pip (the index's ordinary client) in a bootstrap venv."""
+    """uv from the package index, fetched by pip (the index's ordinary client) in a bootstrap
+    venv; the wheel must have the pinned sha256 before anything in it is unpacked."""
+    version = ctx.settings["uv_version"]
     target = uv_bin()
     if os.path.exists(target):
         rc, out = ctx.probe([target, "--version"])
-        if rc == 0 and L.UV_VERSION in out:
+        if rc == 0 and version in out.split():
             ctx.info(out.strip())
             return
     install_build_only(ctx, ctx.os.missing(ctx, ctx.os.venv_packages))
     where = ctx.settings.get("index_url") or "pip's default index"
     ctx.act(
-        "download the uv %s wheel from %s and unpack it to %s" % (L.UV_VERSION, where, target),
+        "download the uv %s wheel from %s, check its sha256 and unpack it to %s" % (version, where, target),
         download_uv,
         ctx,
+        version,
         target,
     )
 
 
-def download_uv(ctx, target):
-    boot = os.path.join(L.BUILD_DIR, "pip-bootstrap")
-    wheels = os.path.join(L.BUILD_DIR, "uv-wheel")
-    ctx.run([sys.executable, "-m", "venv", boot])
-    # --python-version: uv's wheel says Requires-Python >= 3.8; the binary inside runs on any.
-    command = [os.path.join(boot, "bin", "pip"), "download", "--no-deps", "--only-binary=:all:"]
-    command += ["--python-version", "3.8", "--disable-pip-version-check", "--dest", wheels]
-    if ctx.settings.get("index_url"):
-        command += ["--index-url", ctx.settings["index_url"]]
-    # PIP_CERT: set by trust_extra_ca_bundle when there is an extra CA.
-    ctx.run([*command, "uv==" + L.UV_VERSION])
-    wheel = next(os.path.join(wheels, n) for n in os.listdir(wheels) if n.endswith(".whl"))
+def download_uv(ctx, version, target):
+    # a scratch directory of its own: no wheel left by an earlier, failed run is picked up
+    scratch = tempfile.mkdtemp(prefix="uv-download-", dir=L.BUILD_DIR)
+    try:
+        boot = os.path.join(scratch, "pip-bootstrap")
+        wheels = os.path.join(scratch, "wheels")
+        ctx.run([sys.executable, "-m", "venv", boot])
+        # --python-version: uv's wheel says Requires-Python >= 3.8; the binary inside runs on any.
+        command = [os.path.join(boot, "bin", "pip"), "download", "--no-deps", "--only-binary=:all:"]
+        command += ["--python-version", "3.8", "--disable-pip-version-check", "--dest", wheels]
+        if ctx.settings.get("index_url"):
+            command += ["--index-url", ctx.settings["index_url"]]
+        # PIP_CERT: set by trust_extra_ca_bundle when there is an extra CA.
+        ctx.run([*command, "uv==" + version])
+        wheel = next(os.path.join(wheels, n) for n in os.listdir(wheels) if n.endswith(".whl"))
+        check_uv_wheel(wheel, ctx.settings["uv_wheel_sha256"])
+        unpack_uv(wheel, target)
+    finally:
+        shutil.rmtree(scratch)
+    ctx.info(ctx.run([target, "--version"], quiet=True)[1].strip())
+
+
+def check_uv_wheel(wheel, expected):
+    actual = sha256_file(wheel)
+    if actual != expected.strip().lower():
+        raise StepFailed(
+            "%s has sha256 %s, but uv_wheel_sha256 is %s: nothing was unpacked; "
+            "update uv_wheel_sha256 in packer/defaults.yaml if uv_version changed"
+            % (os.path.basename(wheel), actual, expected)
+        )
+
+
+def unpack_uv(wheel, target):
     with zipfile.ZipFile(wheel) as zf:
         member = [n for n in zf.namelist() if n.endswith(".data/scripts/uv")]
         if not member:
@@ -290,9 +315,6 @@ def download_uv(ctx, target):
             shutil.copyfileobj(src, dst)
     os.chmod(target + ".tmp", 0o755)
     os.rename(target + ".tmp", target)
-    shutil.rmtree(wheels)
-    shutil.rmtree(boot)
-    ctx.info(ctx.run([target, "--version"], quiet=True)[1].strip())
 
 
 def fetch_constraints(ctx):
