@@ -11,9 +11,11 @@ import collections
 import os
 import re
 
+from . import layout as L
 from .inifile import set_options
 from .netfetch import fetch_bytes
 from .osdetect import detect_profile, is_debian_unstable, package_manager_for, parse_os_release
+from .pgpkey import PUBLIC_KEY, PgpError, fingerprints, normalize
 from .runner import StepFailed
 
 # Oracle's MySQL repository setup packages, by MySQL series and EL release.
@@ -22,7 +24,40 @@ MYSQL_REPO_RPMS = {
     ("8.4", "el7"): "https://repo.mysql.com/mysql84-community-release-el7-1.noarch.rpm",
 }
 MYSQL_APT_SUITES = {"8.4": "mysql-8.4-lts"}
-MYSQL_APT_KEY_URL = "https://repo.mysql.com/RPM-GPG-KEY-mysql-2023"
+# Signs both the release RPMs and the apt repository; trusted only if its primary key
+# has the fingerprint pinned in settings (mysql_signing_key_fingerprint).
+MYSQL_SIGNING_KEY_URL = "https://repo.mysql.com/RPM-GPG-KEY-mysql-2023"
+
+
+def fetch_mysql_signing_key(ctx):
+    """Oracle's MySQL signing key and its v4 fingerprints (primary first, then subkeys),
+    refused unless it is exactly one primary key with the pinned fingerprint."""
+    pinned = normalize(ctx.settings["mysql_signing_key_fingerprint"])
+    key = fetch_bytes(MYSQL_SIGNING_KEY_URL)
+    try:
+        found = fingerprints(key)
+    except PgpError as exc:
+        raise StepFailed(
+            "%s is not an OpenPGP public key (%s): Oracle's MySQL repository is not trusted"
+            % (MYSQL_SIGNING_KEY_URL, exc)
+        ) from exc
+    primaries = [fpr for tag, fpr in found if tag == PUBLIC_KEY]
+    if primaries != [pinned]:
+        raise StepFailed(
+            "%s holds key %s, expected %s (mysql_signing_key_fingerprint): Oracle's MySQL "
+            "repository is not trusted" % (MYSQL_SIGNING_KEY_URL, ", ".join(primaries) or "none", pinned)
+        )
+    return key, [fpr for _, fpr in found]
+
+
+def rpm_signed_by(rc, output, key_fingerprints):
+    """Does ``rpm -Kv`` output say the package's signatures are good and all made by one
+    of these keys?  rpm -K alone also passes an unsigned package (digests OK)."""
+    if rc != 0 or re.search(r"NOKEY|NOTTRUSTED|BAD|NOT OK", output):
+        return False
+    key_ids = {fpr[-8:].lower() for fpr in key_fingerprints}
+    signers = re.findall(r"Signature, key ID ([0-9a-fA-F]+): OK", output)
+    return bool(signers) and all(signer.lower() in key_ids for signer in signers)
 
 
 class OsFacts(
@@ -111,11 +146,27 @@ class _RpmAdapter(Adapter):
         if not self.is_installed(ctx, "mysql-community-server"):
             if not self.is_installed(ctx, "mysql%s-community-release" % version.replace(".", "")):
                 ctx.act(
-                    "install Oracle's MySQL %s repository (%s)" % (version, rpm),
-                    ctx.run,
-                    self._cmd("install", rpm),
+                    "install Oracle's MySQL %s repository (%s), signed by the pinned key" % (version, rpm),
+                    self._install_oracle_repo,
+                    ctx,
+                    rpm,
                 )
             ctx.act("install mysql-community-server", self.install, ctx, ["mysql-community-server"])
+
+    def _install_oracle_repo(self, ctx, url):
+        key, key_fingerprints = fetch_mysql_signing_key(ctx)
+        key_file = os.path.join(L.BUILD_DIR, os.path.basename(MYSQL_SIGNING_KEY_URL))
+        ctx.write_file(key_file, key)
+        ctx.run(["rpm", "--import", key_file])
+        package = os.path.join(L.BUILD_DIR, os.path.basename(url))
+        ctx.write_file(package, fetch_bytes(url))
+        rc, out = ctx.run(["rpm", "-Kv", package], check=False)
+        if not rpm_signed_by(rc, out, key_fingerprints):
+            raise StepFailed(
+                "%s is not signed by Oracle's pinned MySQL key (rpm -K):\n%s"
+                % (os.path.basename(url), out.strip())
+            )
+        ctx.run(self._cmd("install", package))
 
     def build_packages(self, ctx, system_python):
         pkgs = ["gcc", "mysql-community-devel", "pkgconfig" if self.tool == "yum" else "pkgconf-pkg-config"]
@@ -230,7 +281,7 @@ class Apt(Adapter):
         )
 
     def _write_oracle_repo(self, ctx, codename, suite):
-        key = fetch_bytes(MYSQL_APT_KEY_URL)
+        key, _ = fetch_mysql_signing_key(ctx)
         ctx.write_file("/usr/share/keyrings/mysql-oracle.asc", key)
         ctx.write_file(
             "/etc/apt/sources.list.d/mysql-oracle.list",
