@@ -280,7 +280,7 @@ def truncate(path, mode=None):
 
 
 def vacuum_journal(ctx):
-    # best effort: what journalctl leaves behind, the archived files, goes next
+    # best effort, as journald may not be running; the archived files it leaves are removed
     subprocess.call(["journalctl", "--rotate"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.call(["journalctl", "--vacuum-time=1s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for path in glob.glob("/var/log/journal/*/*@*"):
