@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from provisioning import firstboot, imagecheck, install, layout
 from provisioning.osdetect import UnsupportedOS
-from provisioning.oskit import adapter_named, load_adapter
+from provisioning.oskit import ADAPTERS, OsFacts, adapter_named, load_adapter
 from provisioning.runner import Context, StepFailed, load_settings, log, run_steps
 
 
@@ -30,23 +30,24 @@ def build_context(args):
     else:
         raise StepFailed("no settings.json in %s and no %s" % (bundle, layout.SETTINGS_COPY))
     dry_run = bool(args.dry_run or settings.get("dry_run"))
+    facts = OsFacts.from_settings(settings)
     try:
         adapter = load_adapter()
     except UnsupportedOS as exc:
-        if not dry_run or settings.get("package_manager") not in ("apt", "dnf", "yum"):
+        if not dry_run or facts.package_manager not in ADAPTERS:
             raise
         # a dry run only describes: let it run on a developer's host of another OS
         log(
             "warning: %s; dry run continues with the %s adapter from the settings"
-            % (exc, settings["package_manager"])
+            % (exc, facts.package_manager)
         )
-        adapter = adapter_named(settings["package_manager"])
-    if settings.get("package_manager") and settings["package_manager"] != adapter.name:
-        msg = "settings are for %s but this host uses %s" % (settings["package_manager"], adapter.name)
+        adapter = adapter_named(facts.package_manager)
+    if facts.package_manager != adapter.name:
+        msg = "settings are for %s but this host uses %s" % (facts.package_manager, adapter.name)
         if not dry_run:
             raise StepFailed(msg)
         log("warning: " + msg)
-    return Context(settings, bundle, dry_run, adapter)
+    return Context(settings, bundle, dry_run, adapter, facts=facts)
 
 
 def main(argv=None):

@@ -10,10 +10,11 @@ import os
 import time
 
 from . import layout as L
+from .airflowenv import airflow_env
 from .awsapi import Imds, NoMetadata, put_secretsmanager_secret, put_ssm_parameter
 from .envfile import read_env_file
 from .inifile import set_options
-from .install import airflow_env, mysql_sql, wait_for_mysql
+from .mysqlctl import mysql_sql, wait_for_mysql
 from .runner import StepFailed, run_steps
 from .secretgen import alphanumeric, env_file_line, fernet_key, sql_string, sqlalchemy_mysql_url
 from .sizing import mem_mib_from_meminfo, resolve_parallelism
@@ -70,6 +71,21 @@ with create_session() as session:
 """
 
 
+class FirstbootState(object):
+    """What a first-boot step leaves for a later one."""
+
+    def __init__(self):
+        # read_instance_identity: the IMDSv2 client (None without metadata) and what it said
+        self.imds = None
+        self.instance_id = None
+        self.region = None
+        self.imds_version = "none"
+        # size_parallelism: the [core] parallelism written to airflow.cfg
+        self.parallelism = None
+        # generate_secrets: the new per-instance secrets by name
+        self.generated = {}
+
+
 def machine_id():
     try:
         with open("/etc/machine-id") as fh:
@@ -80,23 +96,22 @@ def machine_id():
 
 def read_instance_identity(ctx):
     """Instance id and region from IMDSv2; without IMDS, the machine-id and settings."""
+    state = ctx.state
     imds = Imds()
-    ctx.imds = imds
     try:
         doc = json.loads(imds.get("dynamic/instance-identity/document") or "{}")
-        ctx.instance_id = doc.get("instanceId") or imds.get("meta-data/instance-id")
-        ctx.region = doc.get("region") or ctx.settings.get("region")
-        ctx.imds_version = "v2"
-        ctx.info("instance %s in %s (IMDSv2)" % (ctx.instance_id, ctx.region))
+        state.instance_id = doc.get("instanceId") or imds.get("meta-data/instance-id")
+        state.region = doc.get("region") or ctx.settings.get("region")
     except (NoMetadata, ValueError) as exc:
-        ctx.instance_id = "machine-" + machine_id()
-        ctx.region = ctx.settings.get("region") or "us-east-1"
-        ctx.imds_version = "none"
-        ctx.imds = None
+        state.instance_id = "machine-" + machine_id()
+        state.region = ctx.settings.get("region") or "us-east-1"
         ctx.info(
             "no instance metadata (%s): using %s, region %s from settings"
-            % (exc, ctx.instance_id, ctx.region)
+            % (exc, state.instance_id, state.region)
         )
+        return
+    state.imds, state.imds_version = imds, "v2"
+    ctx.info("instance %s in %s (IMDSv2)" % (state.instance_id, state.region))
 
 
 def check_first_boot_pending(ctx):
@@ -107,10 +122,12 @@ def check_first_boot_pending(ctx):
                 record = json.load(fh)
             except ValueError:
                 record = {}
-        if record.get("instance_id") == ctx.instance_id and os.path.exists(L.SECRETS_ENV):
-            ctx.info("first boot already done for %s at %s" % (ctx.instance_id, record.get("time")))
+        if record.get("instance_id") == ctx.state.instance_id and os.path.exists(L.SECRETS_ENV):
+            ctx.info("first boot already done for %s at %s" % (ctx.state.instance_id, record.get("time")))
             return "stop"
-        ctx.info("record is for %s, this is %s: running again" % (record.get("instance_id"), ctx.instance_id))
+        ctx.info(
+            "record is for %s, this is %s: running again" % (record.get("instance_id"), ctx.state.instance_id)
+        )
     return None
 
 
@@ -121,7 +138,7 @@ def size_parallelism(ctx):
         mem = mem_mib_from_meminfo(fh.read())
     cpus = len(os.sched_getaffinity(0))
     slots = resolve_parallelism(setting, cpus, mem)
-    ctx.parallelism = slots
+    ctx.state.parallelism = slots
     ctx.info("%s CPUs, %d MiB -> parallelism %d (setting %s)" % (cpus, mem, slots, setting))
     with open(L.AIRFLOW_CFG) as fh:
         text = fh.read()
@@ -131,7 +148,7 @@ def size_parallelism(ctx):
 
 def generate_secrets(ctx):
     """Make the DB password, fernet key, JWT secret, API secret key, admin password."""
-    ctx.new = {
+    ctx.state.generated = {
         "db_password": ctx.add_secret(alphanumeric(32)),
         "fernet_key": ctx.add_secret(fernet_key()),
         "jwt_secret": ctx.add_secret(alphanumeric(64)),
@@ -144,8 +161,10 @@ def generate_secrets(ctx):
 def rekey_mysql_user(ctx):
     """Give airflow@localhost the new password (caching_sha2_password)."""
     wait_for_mysql(ctx)
-    pw = sql_string(ctx.new["db_password"])
-    mysql_sql(
+    pw = sql_string(ctx.state.generated["db_password"])
+    ctx.act(
+        "give airflow@localhost its new password",
+        mysql_sql,
         ctx,
         "\n".join(
             [
@@ -155,22 +174,21 @@ def rekey_mysql_user(ctx):
             ]
         ),
     )
-    ctx.changed = True
 
 
 def write_secrets_env(ctx):
     """Write /etc/airflow/secrets.env (0600 root) for the units and the CLI wrapper."""
     url = sqlalchemy_mysql_url(
-        L.MYSQL_USER, ctx.new["db_password"], L.MYSQL_DATABASE, unix_socket=ctx.os.mysql_socket
+        L.MYSQL_USER, ctx.state.generated["db_password"], L.MYSQL_DATABASE, unix_socket=ctx.facts.mysql_socket
     )
     ctx.add_secret(url)
     content = "".join(
         [
             "# Generated at first boot by airflow-firstboot.service; root only.\n",
             env_file_line("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", url),
-            env_file_line("AIRFLOW__CORE__FERNET_KEY", ctx.new["fernet_key"]),
-            env_file_line("AIRFLOW__API_AUTH__JWT_SECRET", ctx.new["jwt_secret"]),
-            env_file_line("AIRFLOW__API__SECRET_KEY", ctx.new["api_secret_key"]),
+            env_file_line("AIRFLOW__CORE__FERNET_KEY", ctx.state.generated["fernet_key"]),
+            env_file_line("AIRFLOW__API_AUTH__JWT_SECRET", ctx.state.generated["jwt_secret"]),
+            env_file_line("AIRFLOW__API__SECRET_KEY", ctx.state.generated["api_secret_key"]),
         ]
     )
     ctx.write_file(L.SECRETS_ENV, content, 0o600, "root", "root", secret=True)
@@ -190,11 +208,13 @@ def update_airflow_database(ctx):
         {
             "username": ctx.settings.get("admin_username", "admin"),
             "email": "%s@localhost" % ctx.settings.get("admin_username", "admin"),
-            "password": ctx.new["admin_password"],
-            "region": ctx.region,
+            "password": ctx.state.generated["admin_password"],
+            "region": ctx.state.region,
         }
     )
-    out = ctx.run(
+    out = ctx.act(
+        "check the schema, set the admin user and aws_default's region",
+        ctx.run,
         [L.VENV + "/bin/python", "-c", DATABASE_SCRIPT],
         input_text=payload,
         env=service_env(ctx),
@@ -204,13 +224,17 @@ def update_airflow_database(ctx):
     for line in out.splitlines():
         if line.startswith(("schema", "created", "reset", "aws_default")):
             ctx.info(line)
-    ctx.changed = True
 
 
 def write_admin_password_file(ctx):
     """Write the admin password to /etc/airflow/admin-password (0600 root)."""
     ctx.write_file(
-        L.ADMIN_PASSWORD_FILE, ctx.new["admin_password"] + "\n", 0o600, "root", "root", secret=True
+        L.ADMIN_PASSWORD_FILE,
+        ctx.state.generated["admin_password"] + "\n",
+        0o600,
+        "root",
+        "root",
+        secret=True,
     )
 
 
@@ -220,13 +244,13 @@ def store_admin_password(ctx):
     if store in ("", "none", None):
         ctx.info("admin_password_store is none: password only in %s" % L.ADMIN_PASSWORD_FILE)
         return "skipped"
-    if ctx.imds is None:
+    if ctx.state.imds is None:
         ctx.info(
             "no instance metadata: cannot reach %s, password only in %s" % (store, L.ADMIN_PASSWORD_FILE)
         )
         return "skipped"
     try:
-        creds = ctx.imds.role_credentials()
+        creds = ctx.state.imds.role_credentials()
     except NoMetadata as exc:
         creds = None
         ctx.info("no role credentials: %s" % exc)
@@ -240,9 +264,11 @@ def store_admin_password(ctx):
     endpoint = ctx.settings.get("aws_endpoint_url") or None
     try:
         if store == "ssm":
-            put_ssm_parameter(name, ctx.new["admin_password"], ctx.region, creds, endpoint)
+            put_ssm_parameter(name, ctx.state.generated["admin_password"], ctx.state.region, creds, endpoint)
         elif store == "secretsmanager":
-            put_secretsmanager_secret(name, ctx.new["admin_password"], ctx.region, creds, endpoint)
+            put_secretsmanager_secret(
+                name, ctx.state.generated["admin_password"], ctx.state.region, creds, endpoint
+            )
         else:
             raise StepFailed("unknown admin_password_store %r" % store)
     except OSError as exc:
@@ -259,12 +285,12 @@ def write_firstboot_record(ctx):
     """Record instance id, region, IMDS version, time, MySQL server UUID."""
     uuid = mysql_sql(ctx, "SELECT @@server_uuid;", quiet=True).strip()
     record = {
-        "instance_id": ctx.instance_id,
-        "region": ctx.region,
-        "imds_version": ctx.imds_version,
+        "instance_id": ctx.state.instance_id,
+        "region": ctx.state.region,
+        "imds_version": ctx.state.imds_version,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mysql_server_uuid": uuid,
-        "parallelism": ctx.parallelism,
+        "parallelism": ctx.state.parallelism,
         "machine_id": machine_id(),
         "steps": ctx.timings,
     }
@@ -296,4 +322,5 @@ def main(ctx):
                 % (step.__name__, (step.__doc__ or "").strip().splitlines()[0] if step.__doc__ else "")
             )
         return 0
+    ctx.state = FirstbootState()
     return run_steps(ctx, STEPS, "firstboot")

@@ -10,16 +10,10 @@ import re
 import subprocess
 
 from . import layout as L
-from .inifile import get_option
+from . import systemd
+from .airflowcfg import airflow_cfg_secret_options
 from .runner import StepFailed
 
-SECRET_CFG_OPTIONS = [
-    ("core", "fernet_key"),
-    ("api_auth", "jwt_secret"),
-    ("api", "secret_key"),
-    ("webserver", "secret_key"),
-    ("database", "sql_alchemy_conn"),
-]
 HISTORY_FILES = (
     ".bash_history",
     ".python_history",
@@ -34,13 +28,6 @@ HISTORY_FILES = (
 PACKER_SCRIPT = re.compile(r"^script_\d+\.sh$")
 LOG_MAX_BYTES = 64 * 1024
 ROTATED_LOG = re.compile(r"(\.\d+|\.gz|\.xz|\.old|-\d{8})$")
-
-
-def airflow_cfg_secret_options(path):
-    """Secret options that carry a value in airflow.cfg (pure apart from the read)."""
-    with open(path) as fh:
-        text = fh.read()
-    return ["[%s] %s" % (s, o) for s, o in SECRET_CFG_OPTIONS if get_option(text, s, o)]
 
 
 def home_dirs():
@@ -101,7 +88,7 @@ def log_leftovers():
     return left
 
 
-def package_cache_leftovers(adapter):
+def package_cache_leftovers():
     left = glob.glob("/var/cache/apt/archives/*.deb") + glob.glob("/var/cache/apt/*.bin")
     left += [
         p
@@ -113,8 +100,8 @@ def package_cache_leftovers(adapter):
     return left
 
 
-def mysql_auto_cnf(adapter):
-    return os.path.join(adapter.mysql_datadir, "auto.cnf")
+def mysql_auto_cnf(datadir):
+    return os.path.join(datadir, "auto.cnf")
 
 
 # Made by MySQL at its first start: TLS CA/server/client keys and the RSA key pair of
@@ -131,11 +118,11 @@ MYSQL_GENERATED_KEYS = (
 )
 
 
-def mysql_generated_keys(adapter):
+def mysql_generated_keys(datadir):
     return [
-        os.path.join(adapter.mysql_datadir, name)
+        os.path.join(datadir, name)
         for name in MYSQL_GENERATED_KEYS
-        if os.path.exists(os.path.join(adapter.mysql_datadir, name))
+        if os.path.exists(os.path.join(datadir, name))
     ]
 
 
@@ -144,9 +131,8 @@ def stray_airflow_homes():
     return [os.path.join(h, "airflow") for h in home_dirs() if os.path.isdir(os.path.join(h, "airflow"))]
 
 
-def mysql_binary_logs(adapter):
+def mysql_binary_logs(datadir):
     """Binary logs written before our drop-in turned them off (disable-log-bin)."""
-    datadir = adapter.mysql_datadir
     return sorted(glob.glob(datadir + "/binlog.[0-9]*") + glob.glob(datadir + "/binlog.index"))
 
 
@@ -173,7 +159,7 @@ def checks(ctx):
         ],
     )
     add("cloud-init cleaned", glob.glob("/var/lib/cloud/instances/*") + glob.glob("/var/lib/cloud/instance"))
-    add("package caches cleaned", package_cache_leftovers(ctx.os))
+    add("package caches cleaned", package_cache_leftovers())
     add("logs cleaned", log_leftovers())
     add("no shell history", history_files())
     add("no temp files", tmp_leftovers())
@@ -185,9 +171,12 @@ def checks(ctx):
         secrets += ["%s %s" % (L.AIRFLOW_CFG, o) for o in airflow_cfg_secret_options(L.AIRFLOW_CFG)]
     add("no airflow secrets", secrets)
     add("no AWS credentials", aws_credential_paths())
-    add("mysql server uuid removed", [p for p in [mysql_auto_cnf(ctx.os)] if os.path.exists(p)])
-    add("no mysql binary logs", mysql_binary_logs(ctx.os))
-    add("mysql keys made per instance", mysql_generated_keys(ctx.os))
+    add(
+        "mysql server uuid removed",
+        [p for p in [mysql_auto_cnf(ctx.facts.mysql_datadir)] if os.path.exists(p)],
+    )
+    add("no mysql binary logs", mysql_binary_logs(ctx.facts.mysql_datadir))
+    add("mysql keys made per instance", mysql_generated_keys(ctx.facts.mysql_datadir))
     add("no stray airflow home", stray_airflow_homes())
     add("airflow logs empty", [p for p in glob.glob(L.AIRFLOW_HOME + "/logs/*")])
     add("no random seed", [p for p in ["/var/lib/systemd/random-seed"] if os.path.exists(p)])
@@ -196,33 +185,22 @@ def checks(ctx):
 
 # ------------------------------------------------------------------ cleanup steps
 def stop_services(ctx):
-    for unit in (
-        "airflow.target",
-        "airflow-scheduler.service",
-        "airflow-dag-processor.service",
-        "airflow-api-server.service",
-        "airflow-triggerer.service",
-        ctx.os.mysql_service,
-    ):
-        rc, _ = ctx.probe(["systemctl", "is-active", "--quiet", unit])
-        if rc == 0:
-            ctx.would("stop %s" % unit)
-            if not ctx.dry_run:
-                ctx.run(["systemctl", "stop", unit])
+    for unit in (L.AIRFLOW_TARGET, *L.SERVICE_UNITS, ctx.facts.mysql_unit):
+        systemd.stop(ctx, unit)
 
 
 def remove_mysql_server_uuid(ctx):
     """MySQL writes a fresh auto.cnf (server_uuid) at its first start on each instance."""
-    ctx.remove(mysql_auto_cnf(ctx.os))
+    ctx.remove(mysql_auto_cnf(ctx.facts.mysql_datadir))
 
 
 def remove_mysql_binary_logs(ctx):
-    for path in mysql_binary_logs(ctx.os):
+    for path in mysql_binary_logs(ctx.facts.mysql_datadir):
         ctx.remove(path)
 
 
 def remove_mysql_generated_keys(ctx):
-    for path in mysql_generated_keys(ctx.os):
+    for path in mysql_generated_keys(ctx.facts.mysql_datadir):
         ctx.remove(path)
 
 
@@ -249,10 +227,8 @@ def remove_build_directory(ctx):
 
 
 def clean_package_caches(ctx):
-    if package_cache_leftovers(ctx.os):
-        ctx.would("clean %s caches" % ctx.os.name)
-        if not ctx.dry_run:
-            ctx.os.clean_caches(ctx)
+    if package_cache_leftovers():
+        ctx.act("clean %s caches" % ctx.os.name, ctx.os.clean_caches, ctx)
 
 
 def remove_ssh_host_keys(ctx):
@@ -267,14 +243,8 @@ def remove_authorized_keys(ctx):
 
 def empty_machine_id(ctx):
     """Empty (not removed): systemd then makes a new id at the next boot."""
-    if os.path.exists("/etc/machine-id") and os.path.getsize("/etc/machine-id") == 0:
-        pass
-    else:
-        ctx.would("empty /etc/machine-id")
-        if not ctx.dry_run:
-            with open("/etc/machine-id", "w"):
-                pass
-            os.chmod("/etc/machine-id", 0o444)
+    if not os.path.exists("/etc/machine-id") or os.path.getsize("/etc/machine-id") > 0:
+        ctx.act("empty /etc/machine-id", truncate, "/etc/machine-id", 0o444)
     dbus = "/var/lib/dbus/machine-id"
     if os.path.isfile(dbus) and not os.path.islink(dbus):
         ctx.remove(dbus)
@@ -288,9 +258,7 @@ def clean_cloud_init(ctx):
         for path in leftovers:
             ctx.remove(path)
         return None
-    ctx.would("cloud-init clean --logs --seed")
-    if not ctx.dry_run:
-        ctx.run(["cloud-init", "clean", "--logs", "--seed"])
+    ctx.act("cloud-init clean --logs --seed", ctx.run, ["cloud-init", "clean", "--logs", "--seed"])
     return None
 
 
@@ -304,16 +272,24 @@ def remove_aws_credentials(ctx):
         ctx.remove(os.path.join(h, ".aws"))
 
 
+def truncate(path, mode=None):
+    with open(path, "w"):
+        pass
+    if mode is not None:
+        os.chmod(path, mode)
+
+
+def vacuum_journal(ctx):
+    # best effort, as journald may not be running; the archived files it leaves are removed
+    subprocess.call(["journalctl", "--rotate"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.call(["journalctl", "--vacuum-time=1s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for path in glob.glob("/var/log/journal/*/*@*"):
+        ctx.remove(path)
+
+
 def clean_logs(ctx):
     if glob.glob("/var/log/journal/*"):
-        ctx.would("rotate and vacuum the journal")
-        if not ctx.dry_run:
-            subprocess.call(["journalctl", "--rotate"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            subprocess.call(
-                ["journalctl", "--vacuum-time=1s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            for path in glob.glob("/var/log/journal/*/*@*"):
-                ctx.remove(path)
+        ctx.act("rotate and vacuum the journal", vacuum_journal, ctx)
     for root, _dirs, files in os.walk("/var/log"):
         if root.startswith("/var/log/journal"):
             continue
@@ -324,10 +300,7 @@ def clean_logs(ctx):
             if ROTATED_LOG.search(f):
                 ctx.remove(path)
             elif os.path.getsize(path) > 0:
-                ctx.would("truncate %s" % path)
-                if not ctx.dry_run:
-                    with open(path, "w"):
-                        pass
+                ctx.act("truncate %s" % path, truncate, path)
 
 
 def remove_temp_files(ctx):
@@ -349,8 +322,9 @@ def remove_bundle(ctx):
 
 
 def validate_image(ctx):
-    problems = [(name, found) for name, found in checks(ctx) if found]
-    for name, found in checks(ctx):
+    results = checks(ctx)
+    problems = [(name, found) for name, found in results if found]
+    for name, found in results:
         if not found:
             ctx.info("ok    %s" % name)
     for name, found in problems:

@@ -7,151 +7,41 @@ import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 
 from . import layout as L
-from .imagecheck import airflow_cfg_secret_options
+from . import systemd
+from .airflowcfg import airflow_cfg_secret_options
+from .airflowenv import (
+    AIRFLOW_PROVIDERS,
+    airflow_env,
+    constraints_path,
+    python_minor,
+    uv_bin,
+    uv_env,
+    venv_is_current,
+    venv_spec,
+    wanted_python,
+)
+from .mysqlctl import mysql_sql, wait_for_mysql
 from .netfetch import fetch_bytes
-from .runner import StepFailed, run_steps, sha256_file
+from .runner import StepFailed, real_run_only, run_steps, sha256_file
 from .secretgen import alphanumeric, fernet_key, sql_string
 
-AIRFLOW_PROVIDERS = ["apache-airflow-providers-fab", "mysqlclient"]
+
+class InstallState(object):
+    """What an install step leaves for a later one."""
+
+    def __init__(self):
+        # write_mysql_dropin changed MySQL's configuration: start_mysql must restart it
+        self.restart_mysql = False
 
 
 # --------------------------------------------------------------------------- helpers
 def bundle_file(ctx, relpath):
     return os.path.join(ctx.bundle, relpath)
-
-
-def mysql_sql(ctx, sql, database=None, quiet=False):
-    """Run SQL as MySQL root over the socket; SQL (and any secret in it) goes via stdin."""
-    argv = [
-        "mysql",
-        "--protocol=socket",
-        "-S",
-        ctx.os.mysql_socket,
-        "-u",
-        "root",
-        "--batch",
-        "--skip-column-names",
-    ]
-    if database:
-        argv.append(database)
-    if not quiet:
-        for stmt in sql.strip().splitlines():
-            ctx.info("sql> " + stmt)
-    return ctx.run(argv, input_text=sql, quiet=True)[1]
-
-
-def wait_for_mysql(ctx, timeout=120):
-    deadline = time.time() + timeout
-    while True:
-        rc, _ = ctx.probe(
-            ["mysqladmin", "--protocol=socket", "-S", ctx.os.mysql_socket, "-u", "root", "ping"]
-        )
-        if rc == 0:
-            return
-        if time.time() > deadline:
-            raise StepFailed("MySQL did not answer on %s within %d s" % (ctx.os.mysql_socket, timeout))
-        time.sleep(1)
-
-
-def systemctl(ctx, *args):
-    return ctx.run(["systemctl", *list(args)])
-
-
-def python_minor(python):
-    out = subprocess.check_output([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-    return out.decode().strip()
-
-
-def system_python_ok(ctx):
-    """The system python3 if new enough for Airflow and allowed by python_version."""
-    want = str(ctx.settings.get("python_version", "auto"))
-    for cand in ("/usr/bin/python3",):
-        if not os.path.exists(cand):
-            continue
-        minor = python_minor(cand)
-        major, mnr = (int(x) for x in minor.split("."))
-        if want == "auto" and (major, mnr) >= (3, 10):
-            return cand, minor
-        if want == minor:
-            return cand, minor
-    return None, None
-
-
-def wanted_python(ctx):
-    """(interpreter request for uv, minor version, uses_system_python)."""
-    path, minor = system_python_ok(ctx)
-    if path:
-        return path, minor, True
-    want = str(ctx.settings.get("python_version", "auto"))
-    minor = "3.12" if want == "auto" else want
-    return minor, minor, False
-
-
-def uv_bin():
-    return os.path.join(L.BUILD_DIR, "uv", "bin", "uv")
-
-
-def uv_env(ctx):
-    env = {
-        "UV_CACHE_DIR": os.path.join(L.BUILD_DIR, "uv-cache"),
-        "UV_PYTHON_INSTALL_DIR": os.path.join(L.AIRFLOW_HOME, "python"),
-        "UV_NATIVE_TLS": "1",
-        "UV_NO_PROGRESS": "1",
-        "UV_LINK_MODE": "copy",
-    }
-    if ctx.settings.get("index_url"):
-        env["UV_DEFAULT_INDEX"] = ctx.settings["index_url"]
-        env["UV_INDEX_URL"] = ctx.settings["index_url"]
-    if ctx.settings.get("extra_ca_bundle"):
-        env["SSL_CERT_FILE"] = ctx.os.system_ca_bundle
-    return env
-
-
-def venv_spec(ctx):
-    """Everything that decides the venv's contents; a change means reinstall."""
-    constraints = constraints_path()
-    digest = None
-    if os.path.exists(constraints):
-        digest = sha256_file(constraints)
-    return {
-        "airflow_version": ctx.settings["airflow_version"],
-        "python": wanted_python(ctx)[1],
-        "extras": sorted(ctx.settings.get("extra_python_packages") or []),
-        "constraints_sha256": digest,
-        "providers": AIRFLOW_PROVIDERS,
-    }
-
-
-def constraints_path():
-    return os.path.join(L.BUILD_DIR, "constraints.txt")
-
-
-def venv_is_current(ctx):
-    if not os.path.isfile(L.VENV_SPEC_STAMP) or not os.path.exists(L.VENV + "/bin/airflow"):
-        return False
-    with open(L.VENV_SPEC_STAMP) as fh:
-        stamp = json.load(fh)
-    spec = venv_spec(ctx)
-    # the constraints file is gone after cleanup; the rest must match
-    if spec["constraints_sha256"] is None:
-        stamp.pop("constraints_sha256", None)
-        spec.pop("constraints_sha256")
-    return stamp == spec or {k: v for k, v in stamp.items() if k in spec} == spec
-
-
-def airflow_env(ctx, extra=None):
-    env = {
-        "AIRFLOW_HOME": L.AIRFLOW_HOME,
-        "AIRFLOW_CONFIG": L.AIRFLOW_CFG,
-        "HOME": L.AIRFLOW_HOME,
-        "PATH": L.VENV + "/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    }
-    env.update(extra or {})
-    return env
 
 
 # --------------------------------------------------------------------------- steps
@@ -173,15 +63,13 @@ def trust_extra_ca_bundle(ctx):
         pem = fh.read()
     if b"BEGIN CERTIFICATE" not in pem:
         raise StepFailed("%s holds no PEM certificate" % rel)
-    if ctx.write_file(ctx.os.ca_anchor, pem):
-        ctx.would("rebuild the OS trust store")
-        if not ctx.dry_run:
-            ctx.os.update_trust_store(ctx)
-    ctx.os.configure_package_manager_ca(ctx, ctx.os.system_ca_bundle)
+    if ctx.write_file(ctx.facts.ca_anchor, pem):
+        ctx.act("rebuild the OS trust store", ctx.os.update_trust_store, ctx)
+    ctx.os.configure_package_manager_ca(ctx, ctx.facts.ca_bundle)
     # every later client (uv, pip, curl, urllib) in this run uses the same bundle
     for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT"):
-        ctx.env[var] = ctx.os.system_ca_bundle
-        os.environ[var] = ctx.os.system_ca_bundle
+        ctx.env[var] = ctx.facts.ca_bundle
+        os.environ[var] = ctx.facts.ca_bundle
     ctx.env["UV_NATIVE_TLS"] = "1"
     return None
 
@@ -196,69 +84,71 @@ def point_package_manager_at_mirror(ctx):
 
 
 def refresh_package_index(ctx):
-    ctx.would("refresh the %s package index" % ctx.os.name)
-    if not ctx.dry_run:
-        ctx.os.refresh(ctx)
-        ctx.changed = False  # refreshing metadata is not a change to the image's contents
+    ctx.act("refresh the %s package index" % ctx.os.name, ctx.os.refresh, ctx)
+    ctx.changed = False  # refreshing metadata is not a change to the image's contents
 
 
 def install_mysql_server(ctx):
     version = str(ctx.settings.get("mysql_version", "8.4"))
     ctx.os.install_mysql_server(ctx, version)
-    if not ctx.dry_run:
-        rc, out = ctx.probe(["mysqld", "--version"])
-        ctx.info(out.strip() if rc == 0 else "mysqld --version failed")
+    rc, out = ctx.probe(["mysqld", "--version"])
+    ctx.info(out.strip() if rc == 0 else "mysqld --version failed")
+
+
+def install_rendered_file(ctx, name, dest, mode):
+    """bundle/files/<name> to ``dest`` (root-owned); True when that changed it."""
+    src = bundle_file(ctx, "files/" + name)
+    if not os.path.exists(src):
+        raise StepFailed("bundle is missing files/%s" % name)
+    with open(src, "rb") as fh:
+        data = fh.read()
+    return ctx.write_file(dest, data, mode, "root", "root")
 
 
 def write_mysql_dropin(ctx):
-    src = bundle_file(ctx, "files/mysql-airflow.cnf")
-    with open(src) as fh:
-        content = fh.read()
-    if ctx.write_file(ctx.os.mysql_dropin, content) and not ctx.dry_run:
-        ctx.restart_mysql = True
+    # the drop-in's own step, before MySQL first starts: a change means a restart
+    for name, dest, mode in L.RENDERED_FILES:
+        if dest == L.MYSQL_DROPIN and install_rendered_file(ctx, name, ctx.facts.mysql_dropin, mode):
+            ctx.state.restart_mysql = True
 
 
 def initialize_mysql_datadir(ctx):
     """Oracle's packages initialize with an expired random root password at first start;
     initializing ourselves (insecure = no password) lets root be socket-only."""
-    datadir = ctx.os.mysql_datadir
+    datadir = ctx.facts.mysql_datadir
     if os.path.isdir(os.path.join(datadir, "mysql")):
         ctx.info("data directory %s already initialized" % datadir)
         return "skipped"
     if ctx.os.name == "apt":
         ctx.info("Debian's postinst initializes the data directory")
         return "skipped"
-    ctx.would("initialize %s (root without password, socket auth set next)" % datadir)
-    if not ctx.dry_run:
-        ctx.run(["mysqld", "--initialize-insecure", "--user=mysql", "--datadir=" + datadir])
+    ctx.act(
+        "initialize %s (root without password, socket auth set next)" % datadir,
+        ctx.run,
+        ["mysqld", "--initialize-insecure", "--user=mysql", "--datadir=" + datadir],
+    )
     return None
 
 
 def start_mysql(ctx):
-    unit = ctx.os.mysql_service
-    rc, _ = ctx.probe(["systemctl", "is-enabled", "--quiet", unit])
-    if rc != 0:
-        ctx.would("enable %s" % unit)
-        if not ctx.dry_run:
-            systemctl(ctx, "enable", unit)
-    rc, _ = ctx.probe(["systemctl", "is-active", "--quiet", unit])
-    if rc != 0 or getattr(ctx, "restart_mysql", False):
-        ctx.would("(re)start %s" % unit)
-        if not ctx.dry_run:
-            systemctl(ctx, "restart", unit)
-    if not ctx.dry_run:
-        wait_for_mysql(ctx)
-        port = mysql_sql(ctx, "SELECT @@port, @@bind_address;", quiet=True).split()
-        ctx.info("MySQL listening on %s:%s" % (port[1], port[0]))
-        if port[0] != "3306":
-            raise StepFailed("MySQL is on port %s, not 3306" % port[0])
+    unit = ctx.facts.mysql_unit
+    systemd.enable(ctx, unit)
+    if not systemd.is_active(ctx, unit) or ctx.state.restart_mysql:
+        ctx.act("(re)start %s" % unit, systemd.systemctl, ctx, "restart", unit)
 
 
+@real_run_only("check that MySQL answers on port 3306")
+def check_mysql_port(ctx):
+    wait_for_mysql(ctx)
+    port = mysql_sql(ctx, "SELECT @@port, @@bind_address;", quiet=True).split()
+    ctx.info("MySQL listening on %s:%s" % (port[1], port[0]))
+    if port[0] != "3306":
+        raise StepFailed("MySQL is on port %s, not 3306" % port[0])
+
+
+@real_run_only("drop anonymous users, remote root and the test database; root via socket")
 def secure_mysql(ctx):
     """What mysql_secure_installation does, non-interactively and idempotently."""
-    if ctx.dry_run:
-        ctx.would("drop anonymous users, remote root and the test database; root via socket")
-        return
     plugin = mysql_sql(
         ctx,
         "SELECT COUNT(*) FROM information_schema.plugins WHERE "
@@ -267,8 +157,12 @@ def secure_mysql(ctx):
     )
     if plugin.strip() == "0":
         # Oracle's builds ship the plugin but do not load it; INSTALL persists it
-        ctx.would("install the auth_socket plugin (root and airflow authenticate by socket)")
-        mysql_sql(ctx, "INSTALL PLUGIN auth_socket SONAME 'auth_socket.so';")
+        ctx.act(
+            "install the auth_socket plugin (root and airflow authenticate by socket)",
+            mysql_sql,
+            ctx,
+            "INSTALL PLUGIN auth_socket SONAME 'auth_socket.so';",
+        )
     before = mysql_sql(
         ctx,
         "SELECT CONCAT(user,'@',host,':',plugin) FROM mysql.user ORDER BY 1; SHOW DATABASES LIKE 'test';",
@@ -294,20 +188,16 @@ def secure_mysql(ctx):
         ctx.info("already secure: %s" % ", ".join(users))
         return
     stmts.append("FLUSH PRIVILEGES;")
-    ctx.would("harden MySQL (%d statements)" % (len(stmts) - 1))
-    mysql_sql(ctx, "\n".join(stmts))
+    ctx.act("harden MySQL (%d statements)" % (len(stmts) - 1), mysql_sql, ctx, "\n".join(stmts))
 
 
+@real_run_only(
+    "create database airflow (utf8mb4_unicode_ci) and airflow@localhost (auth_socket until first boot)"
+)
 def create_airflow_database(ctx):
     """Database + airflow@localhost.  At bake time the user authenticates by socket as the
     `airflow` OS user (no password exists in the image); first boot re-keys it with a
     generated password."""
-    if ctx.dry_run:
-        ctx.would(
-            "create database airflow (utf8mb4_unicode_ci) and airflow@localhost "
-            "(auth_socket until first boot)"
-        )
-        return
     have = mysql_sql(
         ctx,
         "SELECT COUNT(*) FROM information_schema.schemata WHERE "
@@ -326,8 +216,7 @@ def create_airflow_database(ctx):
     if "ON `airflow`.*" not in grants:
         stmts.append("GRANT ALL PRIVILEGES ON airflow.* TO 'airflow'@'localhost';")
     if stmts:
-        ctx.would("set up the airflow database and user")
-        mysql_sql(ctx, "\n".join(stmts))
+        ctx.act("set up the airflow database and user", mysql_sql, ctx, "\n".join(stmts))
 
 
 def create_airflow_user(ctx):
@@ -336,11 +225,10 @@ def create_airflow_user(ctx):
         return
     except KeyError:
         pass
-    ctx.would("create system user %s (home %s, no login)" % (L.AIRFLOW_USER, L.AIRFLOW_HOME))
-    if ctx.dry_run:
-        return
     nologin = "/usr/sbin/nologin" if os.path.exists("/usr/sbin/nologin") else "/sbin/nologin"
-    ctx.run(
+    ctx.act(
+        "create system user %s (home %s, no login)" % (L.AIRFLOW_USER, L.AIRFLOW_HOME),
+        ctx.run,
         [
             "useradd",
             "--system",
@@ -351,7 +239,7 @@ def create_airflow_user(ctx):
             "--shell",
             nologin,
             L.AIRFLOW_USER,
-        ]
+        ],
     )
 
 
@@ -365,29 +253,59 @@ def create_airflow_directories(ctx):
 
 
 def install_uv(ctx):
-    """uv from the package index, fetched by pip (the index's ordinary client) in a bootstrap venv."""
+    """uv from the package index, fetched by pip (the index's ordinary client) in a bootstrap
+    venv; the wheel must have the pinned sha256 before anything in it is unpacked."""
+    version = ctx.settings["uv_version"]
     target = uv_bin()
     if os.path.exists(target):
         rc, out = ctx.probe([target, "--version"])
-        if rc == 0 and L.UV_VERSION in out:
+        if rc == 0 and version in out.split():
             ctx.info(out.strip())
             return
     install_build_only(ctx, ctx.os.missing(ctx, ctx.os.venv_packages))
-    boot = os.path.join(L.BUILD_DIR, "pip-bootstrap")
-    wheels = os.path.join(L.BUILD_DIR, "uv-wheel")
     where = ctx.settings.get("index_url") or "pip's default index"
-    ctx.would("download the uv %s wheel from %s and unpack it to %s" % (L.UV_VERSION, where, target))
-    if ctx.dry_run:
-        return
-    ctx.run([sys.executable, "-m", "venv", boot])
-    # --python-version: uv's wheel says Requires-Python >= 3.8; the binary inside runs on any.
-    command = [os.path.join(boot, "bin", "pip"), "download", "--no-deps", "--only-binary=:all:"]
-    command += ["--python-version", "3.8", "--disable-pip-version-check", "--dest", wheels]
-    if ctx.settings.get("index_url"):
-        command += ["--index-url", ctx.settings["index_url"]]
-    # PIP_CERT: set by trust_extra_ca_bundle when there is an extra CA.
-    ctx.run([*command, "uv==" + L.UV_VERSION])
-    wheel = next(os.path.join(wheels, n) for n in os.listdir(wheels) if n.endswith(".whl"))
+    ctx.act(
+        "download the uv %s wheel from %s, check its sha256 and unpack it to %s" % (version, where, target),
+        download_uv,
+        ctx,
+        version,
+        target,
+    )
+
+
+def download_uv(ctx, version, target):
+    # a scratch directory of its own: no wheel left by an earlier, failed run is picked up
+    scratch = tempfile.mkdtemp(prefix="uv-download-", dir=L.BUILD_DIR)
+    try:
+        boot = os.path.join(scratch, "pip-bootstrap")
+        wheels = os.path.join(scratch, "wheels")
+        ctx.run([sys.executable, "-m", "venv", boot])
+        # --python-version: uv's wheel says Requires-Python >= 3.8; the binary inside runs on any.
+        command = [os.path.join(boot, "bin", "pip"), "download", "--no-deps", "--only-binary=:all:"]
+        command += ["--python-version", "3.8", "--disable-pip-version-check", "--dest", wheels]
+        if ctx.settings.get("index_url"):
+            command += ["--index-url", ctx.settings["index_url"]]
+        # PIP_CERT: set by trust_extra_ca_bundle when there is an extra CA.
+        ctx.run([*command, "uv==" + version])
+        wheel = next(os.path.join(wheels, n) for n in os.listdir(wheels) if n.endswith(".whl"))
+        check_uv_wheel(wheel, ctx.settings["uv_wheel_sha256"])
+        unpack_uv(wheel, target)
+    finally:
+        shutil.rmtree(scratch)
+    ctx.info(ctx.run([target, "--version"], quiet=True)[1].strip())
+
+
+def check_uv_wheel(wheel, expected):
+    actual = sha256_file(wheel)
+    if actual != expected.strip().lower():
+        raise StepFailed(
+            "%s has sha256 %s, but uv_wheel_sha256 is %s: nothing was unpacked; "
+            "update uv_wheel_sha256 in packer/defaults.yaml if uv_version changed"
+            % (os.path.basename(wheel), actual, expected)
+        )
+
+
+def unpack_uv(wheel, target):
     with zipfile.ZipFile(wheel) as zf:
         member = [n for n in zf.namelist() if n.endswith(".data/scripts/uv")]
         if not member:
@@ -397,16 +315,13 @@ def install_uv(ctx):
             shutil.copyfileobj(src, dst)
     os.chmod(target + ".tmp", 0o755)
     os.rename(target + ".tmp", target)
-    shutil.rmtree(wheels)
-    shutil.rmtree(boot)
-    ctx.info(ctx.run([target, "--version"], quiet=True)[1].strip())
 
 
 def fetch_constraints(ctx):
     dest = constraints_path()
     local = ctx.settings.get("constraints_file")
     url = ctx.settings.get("constraints_url")
-    minor = wanted_python(ctx)[1]
+    minor = wanted_python(ctx).minor
     if local:
         with open(bundle_file(ctx, local), "rb") as fh:
             data = fh.read()
@@ -414,6 +329,7 @@ def fetch_constraints(ctx):
     elif url:
         url = url.replace("{python_minor}", minor)
         if ctx.dry_run:
+            # the download itself changes nothing, but a dry run must not need the network
             ctx.would("download constraints %s to %s" % (url, dest))
             return None
         data = fetch_bytes(url)
@@ -427,11 +343,11 @@ def fetch_constraints(ctx):
 
 
 def install_build_packages(ctx):
-    if venv_is_current(ctx):
+    python = wanted_python(ctx)
+    if venv_is_current(venv_spec(ctx, python.minor)):
         ctx.info("venv is current: nothing to build")
         return "skipped"
-    system_python = wanted_python(ctx)[2]
-    wanted = ctx.os.build_packages(ctx, system_python)
+    wanted = ctx.os.build_packages(ctx, python.system)
     missing = ctx.os.missing(ctx, wanted)
     if not missing:
         ctx.info("already present: %s" % " ".join(wanted))
@@ -442,11 +358,16 @@ def install_build_packages(ctx):
 
 def install_build_only(ctx, packages):
     """Install packages and record them, so remove_build_packages takes them out again."""
-    if not packages:
-        return
-    ctx.would("install build-only packages %s (removed after the build)" % " ".join(packages))
-    if ctx.dry_run:
-        return
+    if packages:
+        ctx.act(
+            "install build-only packages %s (removed after the build)" % " ".join(packages),
+            record_and_install,
+            ctx,
+            packages,
+        )
+
+
+def record_and_install(ctx, packages):
     recorded = []
     if os.path.isfile(L.BUILD_PACKAGES_RECORD):
         with open(L.BUILD_PACKAGES_RECORD) as fh:
@@ -465,9 +386,12 @@ def install_python_for_airflow(ctx):
     if found:
         ctx.info("uv-managed python present: %s" % os.path.basename(found[0]))
         return None
-    ctx.would("install a uv-managed python %s into %s" % (minor, pydir))
-    if not ctx.dry_run:
-        ctx.run([uv_bin(), "python", "install", minor], env=uv_env(ctx))
+    ctx.act(
+        "install a uv-managed python %s into %s" % (minor, pydir),
+        ctx.run,
+        [uv_bin(), "python", "install", minor],
+        env=uv_env(ctx),
+    )
     return None
 
 
@@ -481,28 +405,32 @@ def create_airflow_venv(ctx):
             have = None
         if have == minor:
             return
-        ctx.would("replace venv on python %s with python %s" % (have, minor))
-        if not ctx.dry_run:
-            shutil.rmtree(L.VENV)
-    ctx.would("create venv %s with python %s" % (L.VENV, minor))
-    if not ctx.dry_run:
-        ctx.run([uv_bin(), "venv", "--python", request, L.VENV], env=uv_env(ctx))
+        ctx.act("replace venv on python %s with python %s" % (have, minor), shutil.rmtree, L.VENV)
+    ctx.act(
+        "create venv %s with python %s" % (L.VENV, minor),
+        ctx.run,
+        [uv_bin(), "venv", "--python", request, L.VENV],
+        env=uv_env(ctx),
+    )
 
 
 def install_airflow(ctx):
-    if venv_is_current(ctx):
-        ctx.info("venv already holds this spec: %s" % json.dumps(venv_spec(ctx)))
+    spec = venv_spec(ctx, wanted_python(ctx).minor)
+    if venv_is_current(spec):
+        ctx.info("venv already holds this spec: %s" % json.dumps(spec))
         return
-    version = ctx.settings["airflow_version"]
+    version = spec["airflow_version"]
     extras = list(ctx.settings.get("extra_python_packages") or [])
     reqs = ["apache-airflow[mysql,amazon]==%s" % version, *AIRFLOW_PROVIDERS, *extras]
     argv = [uv_bin(), "pip", "install", "--python", L.VENV + "/bin/python", "--compile-bytecode"]
     if os.path.exists(constraints_path()):
         argv += ["--constraints", constraints_path()]
-    ctx.would("install %s" % " ".join(reqs))
-    if ctx.dry_run:
-        return
-    ctx.run(argv + reqs, env=uv_env(ctx))
+    ctx.act("install %s" % " ".join(reqs), install_into_venv, ctx, argv + reqs, spec)
+
+
+def install_into_venv(ctx, argv, spec):
+    version = spec["airflow_version"]
+    ctx.run(argv, env=uv_env(ctx))
     # as the airflow user with its AIRFLOW_HOME: importing Airflow elsewhere would make a
     # stray ~/airflow (and possibly an airflow.cfg with generated keys) in root's home
     out = ctx.run(
@@ -514,7 +442,7 @@ def install_airflow(ctx):
     )[1]
     if out.strip() != version:
         raise StepFailed("venv has airflow %r, wanted %s" % (out.strip(), version))
-    ctx.write_file(L.VENV_SPEC_STAMP, json.dumps(venv_spec(ctx), sort_keys=True) + "\n")
+    ctx.write_file(L.VENV_SPEC_STAMP, json.dumps(spec, sort_keys=True) + "\n")
 
 
 def remove_build_packages(ctx):
@@ -524,21 +452,26 @@ def remove_build_packages(ctx):
     with open(L.BUILD_PACKAGES_RECORD) as fh:
         recorded = json.load(fh)
     present = [p for p in recorded if ctx.os.is_installed(ctx, p)]
-    # keep the shared libraries the built extension needs (e.g. libmysqlclient)
-    keep = runtime_library_packages(ctx)
     if present:
-        ctx.would(
+        # keep the shared libraries the built extension needs (e.g. libmysqlclient)
+        keep = runtime_library_packages(ctx)
+        ctx.act(
             "keep runtime packages %s; remove build-only packages %s"
-            % (" ".join(keep) or "-", " ".join(present))
+            % (" ".join(keep) or "-", " ".join(present)),
+            remove_build_only,
+            ctx,
+            keep,
+            present,
         )
-        if not ctx.dry_run:
-            for pkg in keep:
-                ctx.os.keep_package(ctx, pkg)
-            ctx.os.remove_packages(ctx, present)
-    if not ctx.dry_run:
-        ctx.remove(L.BUILD_PACKAGES_RECORD)
-        ctx.run([L.VENV + "/bin/python", "-c", "import MySQLdb"], quiet=True)
+    ctx.remove(L.BUILD_PACKAGES_RECORD)
     return None
+
+
+def remove_build_only(ctx, keep, remove):
+    for pkg in keep:
+        ctx.os.keep_package(ctx, pkg)
+    ctx.os.remove_packages(ctx, remove)
+    ctx.run([L.VENV + "/bin/python", "-c", "import MySQLdb"], quiet=True)
 
 
 def runtime_library_packages(ctx):
@@ -556,18 +489,13 @@ def runtime_library_packages(ctx):
 
 def install_config_files(ctx):
     changed_units = False
-    for name, dest, mode, group in L.RENDERED_FILES:
-        if dest == "mysql-dropin":
+    for name, dest, mode in L.RENDERED_FILES:
+        if dest == L.MYSQL_DROPIN:
             continue  # written by write_mysql_dropin
-        src = bundle_file(ctx, "files/" + name)
-        if not os.path.exists(src):
-            raise StepFailed("bundle is missing files/%s" % name)
-        with open(src, "rb") as fh:
-            data = fh.read()
-        if ctx.write_file(dest, data, mode, "root", group or "root") and dest.startswith(L.SYSTEMD_DIR):
+        if install_rendered_file(ctx, name, dest, mode) and dest.startswith(L.SYSTEMD_DIR):
             changed_units = True
-    if changed_units and not ctx.dry_run:
-        systemctl(ctx, "daemon-reload")
+    if changed_units:
+        ctx.act("reload systemd's units", systemd.systemctl, ctx, "daemon-reload")
 
 
 def install_provisioning_code(ctx):
@@ -587,13 +515,11 @@ def install_provisioning_code(ctx):
         ctx.write_file(L.SETTINGS_COPY, fh.read(), 0o644)
 
 
+@real_run_only("run `airflow db migrate` (socket auth, throwaway keys in env only)")
 def migrate_airflow_schema(ctx):
     """Bake-time migration over the socket as the airflow OS user; throwaway keys live
     only in this process's environment, so first boot has nothing to migrate."""
-    if ctx.dry_run:
-        ctx.would("run `airflow db migrate` (socket auth, throwaway keys in env only)")
-        return
-    url = "mysql+mysqldb://airflow@localhost/airflow?charset=utf8mb4&unix_socket=" + ctx.os.mysql_socket
+    url = "mysql+mysqldb://airflow@localhost/airflow?charset=utf8mb4&unix_socket=" + ctx.facts.mysql_socket
     env = airflow_env(
         ctx,
         {
@@ -604,7 +530,7 @@ def migrate_airflow_schema(ctx):
         },
     )
     rc, _ = ctx.run(
-        [L.VENV + "/bin/airflow", "db", "check-migrations", "-t", "1"],
+        [L.AIRFLOW_BIN, "db", "check-migrations", "-t", "1"],
         env=env,
         user=L.AIRFLOW_USER,
         cwd=L.AIRFLOW_HOME,
@@ -613,26 +539,26 @@ def migrate_airflow_schema(ctx):
     if rc == 0:
         ctx.info("schema is current")
         return
-    ctx.would("migrate the Airflow schema")
     t0 = time.time()
-    ctx.run([L.VENV + "/bin/airflow", "db", "migrate"], env=env, user=L.AIRFLOW_USER, cwd=L.AIRFLOW_HOME)
+    ctx.act(
+        "migrate the Airflow schema",
+        ctx.run,
+        [L.AIRFLOW_BIN, "db", "migrate"],
+        env=env,
+        user=L.AIRFLOW_USER,
+        cwd=L.AIRFLOW_HOME,
+    )
     ctx.info("migrated in %.1f s" % (time.time() - t0))
 
 
 def enable_airflow_units(ctx):
-    services = [u for u in L.UNITS if u.endswith(".service") and u != "airflow-firstboot.service"]
-    for unit in ["airflow-firstboot.service", "airflow.target", *services]:
-        rc, _ = ctx.probe(["systemctl", "is-enabled", "--quiet", unit])
-        if rc != 0:
-            ctx.would("enable %s" % unit)
-            if not ctx.dry_run:
-                systemctl(ctx, "enable", unit)
+    for unit in L.UNITS:
+        systemd.enable(ctx, unit)
 
 
+@real_run_only("check that airflow.cfg holds no secret and secrets.env waits for first boot")
 def check_no_secrets_baked(ctx):
     if not os.path.exists(L.AIRFLOW_CFG):
-        if ctx.dry_run:
-            return
         raise StepFailed("%s missing" % L.AIRFLOW_CFG)
     found = airflow_cfg_secret_options(L.AIRFLOW_CFG)
     if found:
@@ -650,6 +576,7 @@ STEPS = [
     write_mysql_dropin,
     initialize_mysql_datadir,
     start_mysql,
+    check_mysql_port,
     secure_mysql,
     create_airflow_user,
     create_airflow_database,
@@ -670,6 +597,7 @@ STEPS = [
 
 
 def main(ctx):
+    ctx.state = InstallState()
     return run_steps(ctx, STEPS, "install")
 
 

@@ -66,12 +66,13 @@ API_SERVER_UNIT = "airflow-api-server.service"
 SCHEDULER_UNIT = "airflow-scheduler.service"
 DAG_PROCESSOR_UNIT = "airflow-dag-processor.service"
 
-# bundle/files/<name> -> (destination, mode); "mysql-dropin" goes to the OS's MySQL
+# bundle/files/<name> -> (destination, mode); MYSQL_DROPIN stands for the OS's MySQL
 # drop-in (os_facts.mysql_dropin in settings.json).
+MYSQL_DROPIN = "mysql-dropin"
 RENDERED_FILES = [
     ("airflow.cfg", AIRFLOW_CFG, 0o644),
     ("webserver_config.py", AIRFLOW_HOME + "/webserver_config.py", 0o644),
     ("airflow.env", AIRFLOW_ENV, 0o644),
     ("airflow-cli.sh", AIRFLOW_CLI, 0o755),
-    ("mysql-airflow.cnf", "mysql-dropin", 0o644),
+    ("mysql-airflow.cnf", MYSQL_DROPIN, 0o644),
 ] + [(unit, SYSTEMD_DIR + "/" + unit, 0o644) for unit in UNITS]

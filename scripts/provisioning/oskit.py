@@ -1,15 +1,21 @@
 """OS adapters: one small class per package manager.  Steps above them are OS-agnostic.
 
-Each adapter knows its package commands, where MySQL lives (service name, socket,
-config drop-in), which packages build ``mysqlclient``, and how to trust an extra CA.
+Each adapter knows how to do things on its OS: package commands, which packages
+build ``mysqlclient``, how to rebuild the trust store, how to use a mirror.  Where
+things are (the MySQL unit, socket, data directory and drop-in, the CA paths) is
+not the adapter's to say: those are the profile's ``os_facts``, read as
+:class:`OsFacts` from settings.json.
 """
 
+import collections
 import os
 import re
 
+from . import layout as L
 from .inifile import set_options
 from .netfetch import fetch_bytes
-from .osdetect import detect_profile, is_debian_unstable, parse_os_release
+from .osdetect import detect_profile, is_debian_unstable, package_manager_for, parse_os_release
+from .pgpkey import PUBLIC_KEY, PgpError, fingerprints, normalize
 from .runner import StepFailed
 
 # Oracle's MySQL repository setup packages, by MySQL series and EL release.
@@ -18,19 +24,63 @@ MYSQL_REPO_RPMS = {
     ("8.4", "el7"): "https://repo.mysql.com/mysql84-community-release-el7-1.noarch.rpm",
 }
 MYSQL_APT_SUITES = {"8.4": "mysql-8.4-lts"}
-MYSQL_APT_KEY_URL = "https://repo.mysql.com/RPM-GPG-KEY-mysql-2023"
+# Signs both the release RPMs and the apt repository; trusted only if its primary key
+# has the fingerprint pinned in settings (mysql_signing_key_fingerprint).
+MYSQL_SIGNING_KEY_URL = "https://repo.mysql.com/RPM-GPG-KEY-mysql-2023"
+
+
+def fetch_mysql_signing_key(ctx):
+    """Oracle's MySQL signing key and its v4 fingerprints (primary first, then subkeys),
+    refused unless it is exactly one primary key with the pinned fingerprint."""
+    pinned = normalize(ctx.settings["mysql_signing_key_fingerprint"])
+    key = fetch_bytes(MYSQL_SIGNING_KEY_URL)
+    try:
+        found = fingerprints(key)
+    except PgpError as exc:
+        raise StepFailed(
+            "%s is not an OpenPGP public key (%s): Oracle's MySQL repository is not trusted"
+            % (MYSQL_SIGNING_KEY_URL, exc)
+        ) from exc
+    primaries = [fpr for tag, fpr in found if tag == PUBLIC_KEY]
+    if primaries != [pinned]:
+        raise StepFailed(
+            "%s holds key %s, expected %s (mysql_signing_key_fingerprint): Oracle's MySQL "
+            "repository is not trusted" % (MYSQL_SIGNING_KEY_URL, ", ".join(primaries) or "none", pinned)
+        )
+    return key, [fpr for _, fpr in found]
+
+
+def rpm_signed_by(rc, output, key_fingerprints):
+    """Does ``rpm -Kv`` output say the package's signatures are good and all made by one
+    of these keys?  rpm -K alone also passes an unsigned package (digests OK)."""
+    if rc != 0 or re.search(r"NOKEY|NOTTRUSTED|BAD|NOT OK", output):
+        return False
+    key_ids = {fpr[-8:].lower() for fpr in key_fingerprints}
+    signers = re.findall(r"Signature, key ID ([0-9a-fA-F]+): OK", output)
+    return bool(signers) and all(signer.lower() in key_ids for signer in signers)
+
+
+class OsFacts(
+    collections.namedtuple(
+        "OsFacts",
+        "package_manager mysql_unit mysql_socket mysql_datadir mysql_dropin ca_anchor ca_bundle",
+    )
+):
+    """settings.json ``os_facts``: written by the host from packer/profiles/<os>.yaml."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_settings(cls, settings):
+        given = settings.get("os_facts") or {}
+        missing = [name for name in cls._fields if not given.get(name)]
+        if missing:
+            raise StepFailed("settings.json os_facts lacks %s" % ", ".join(missing))
+        return cls(**{name: given[name] for name in cls._fields})
 
 
 class Adapter(object):
     name = ""
-    profile = ""
-    mysql_service = "mysqld"
-    mysql_socket = "/var/lib/mysql/mysql.sock"
-    mysql_datadir = "/var/lib/mysql"
-    mysql_dropin = "/etc/my.cnf.d/airflow.cnf"
-    ca_anchor = "/etc/pki/ca-trust/source/anchors/airflow-ami-extra-ca.pem"
-    system_ca_bundle = "/etc/pki/tls/certs/ca-bundle.crt"
-    cache_dirs = ()
     # what `python3 -m venv` (with pip) needs beyond python3 itself
     venv_packages = ()
 
@@ -95,12 +145,28 @@ class _RpmAdapter(Adapter):
             raise StepFailed("no Oracle MySQL repository known for MySQL %s on %s" % (version, self.el))
         if not self.is_installed(ctx, "mysql-community-server"):
             if not self.is_installed(ctx, "mysql%s-community-release" % version.replace(".", "")):
-                ctx.would("install Oracle's MySQL %s repository (%s)" % (version, rpm))
-                if not ctx.dry_run:
-                    ctx.run(self._cmd("install", rpm))
-            ctx.would("install mysql-community-server")
-            if not ctx.dry_run:
-                self.install(ctx, ["mysql-community-server"])
+                ctx.act(
+                    "install Oracle's MySQL %s repository (%s), signed by the pinned key" % (version, rpm),
+                    self._install_oracle_repo,
+                    ctx,
+                    rpm,
+                )
+            ctx.act("install mysql-community-server", self.install, ctx, ["mysql-community-server"])
+
+    def _install_oracle_repo(self, ctx, url):
+        key, key_fingerprints = fetch_mysql_signing_key(ctx)
+        key_file = os.path.join(L.BUILD_DIR, os.path.basename(MYSQL_SIGNING_KEY_URL))
+        ctx.write_file(key_file, key)
+        ctx.run(["rpm", "--import", key_file])
+        package = os.path.join(L.BUILD_DIR, os.path.basename(url))
+        ctx.write_file(package, fetch_bytes(url))
+        rc, out = ctx.run(["rpm", "-Kv", package], check=False)
+        if not rpm_signed_by(rc, out, key_fingerprints):
+            raise StepFailed(
+                "%s is not signed by Oracle's pinned MySQL key (rpm -K):\n%s"
+                % (os.path.basename(url), out.strip())
+            )
+        ctx.run(self._cmd("install", package))
 
     def build_packages(self, ctx, system_python):
         pkgs = ["gcc", "mysql-community-devel", "pkgconfig" if self.tool == "yum" else "pkgconf-pkg-config"]
@@ -124,35 +190,24 @@ class _RpmAdapter(Adapter):
 
 
 class Dnf(_RpmAdapter):
+    """Amazon Linux 2023."""
+
     name = "dnf"
-    profile = "amazon-linux-2023"
     tool = "dnf"
     el = "el9"
-    cache_dirs = ("/var/cache/dnf",)
 
 
 class Yum(_RpmAdapter):
-    """Amazon Linux 2: yum, plus amazon-linux-extras for topics the base repos lack."""
+    """Amazon Linux 2: no amazon-linux-extras topic is needed, Python >= 3.10 comes
+    from uv and MySQL from Oracle's el7 repository."""
 
     name = "yum"
-    profile = "amazon-linux-2"
     tool = "yum"
     el = "el7"
-    cache_dirs = ("/var/cache/yum",)
-
-    # No amazon-linux-extras topic is needed: Python >= 3.10 comes from uv, MySQL from
-    # Oracle's el7 repository.
 
 
 class Apt(Adapter):
     name = "apt"
-    profile = "debian"
-    mysql_service = "mysql"
-    mysql_socket = "/run/mysqld/mysqld.sock"
-    mysql_dropin = "/etc/mysql/mysql.conf.d/zz-airflow.cnf"
-    ca_anchor = "/usr/local/share/ca-certificates/airflow-ami-extra-ca.crt"
-    system_ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
-    cache_dirs = ("/var/cache/apt/archives",)
     venv_packages = ("python3-venv",)
     env = (("DEBIAN_FRONTEND", "noninteractive"), ("NEEDRESTART_MODE", "a"))
 
@@ -207,9 +262,7 @@ class Apt(Adapter):
             return
         if not self.has_candidate(ctx, "mysql-server"):
             self._add_oracle_repo(ctx, version)
-        ctx.would("install mysql-server")
-        if not ctx.dry_run:
-            self.install(ctx, ["mysql-server"])
+        ctx.act("install mysql-server", self.install, ctx, ["mysql-server"])
 
     def _add_oracle_repo(self, ctx, version):
         suite = MYSQL_APT_SUITES.get(version)
@@ -219,10 +272,16 @@ class Apt(Adapter):
                 "this Debian ships no mysql-server and no Oracle repository is "
                 "known for MySQL %s on %r" % (version, codename)
             )
-        ctx.would("add Oracle's MySQL apt repository %s %s" % (codename, suite))
-        if ctx.dry_run:
-            return
-        key = fetch_bytes(MYSQL_APT_KEY_URL)
+        ctx.act(
+            "add Oracle's MySQL apt repository %s %s" % (codename, suite),
+            self._write_oracle_repo,
+            ctx,
+            codename,
+            suite,
+        )
+
+    def _write_oracle_repo(self, ctx, codename, suite):
+        key, _ = fetch_mysql_signing_key(ctx)
         ctx.write_file("/usr/share/keyrings/mysql-oracle.asc", key)
         ctx.write_file(
             "/etc/apt/sources.list.d/mysql-oracle.list",
@@ -277,17 +336,17 @@ def _set_ini_main(ctx, path, key, value):
     return ctx.write_file(path, set_options(text, "main", {key: value}))
 
 
+ADAPTERS = {cls.name: cls for cls in (Yum, Dnf, Apt)}
+
+
 def adapter_for(os_release_text):
     fields = parse_os_release(os_release_text)
-    profile = detect_profile(fields)
-    cls = {"amazon-linux-2": Yum, "amazon-linux-2023": Dnf, "debian": Apt}[profile]
-    return cls(fields)
+    return ADAPTERS[package_manager_for(detect_profile(fields))](fields)
 
 
 def adapter_named(package_manager, os_release_text=""):
     """The adapter for a package manager name (dry runs on an unsupported host)."""
-    cls = {"yum": Yum, "dnf": Dnf, "apt": Apt}[package_manager]
-    return cls(parse_os_release(os_release_text))
+    return ADAPTERS[package_manager](parse_os_release(os_release_text))
 
 
 def load_adapter(path="/etc/os-release"):

@@ -2,10 +2,14 @@
 
 Every step is a small function with a name that says what it does.  The runner
 logs ``==> name`` before, ``<== name (1.2 s): changed|unchanged|skipped`` after,
-and on failure ``!!! step 'name' failed after 1.2 s: why``.  In dry-run mode a
-step receives ``ctx.dry_run = True`` and must only *describe* what it would do
-via ``ctx.would(...)``; helpers such as :func:`Context.run` and
-:func:`Context.write_file` enforce that by refusing to act in dry-run mode.
+and on failure ``!!! step 'name' failed after 1.2 s: why``.
+
+A dry run changes nothing and says what a real run would change.  A step makes
+each change through :meth:`Context.act` (or :meth:`Context.write_file`,
+:meth:`Context.ensure_dir`, :meth:`Context.remove`), which in a dry run only
+describe it; :meth:`Context.run` refuses to run at all, as a safety net.  A step
+that can only inspect what a real run made (a running MySQL, the built venv) is
+marked :func:`real_run_only` and a dry run describes it instead of calling it.
 """
 
 import grp
@@ -32,14 +36,17 @@ def log(msg):
 
 
 class Context(object):
-    """What a step may use: settings, OS adapter, dry-run flag, redaction."""
+    """What a step may use: settings, OS adapter and facts, dry-run flag, redaction."""
 
-    def __init__(self, settings, bundle, dry_run, os_adapter=None, root="/"):
+    def __init__(self, settings, bundle, dry_run, os_adapter=None, *, facts=None, state=None):
         self.settings = settings
         self.bundle = bundle
         self.dry_run = dry_run
         self.os = os_adapter
-        self.root = root
+        self.facts = facts  # oskit.OsFacts: where this OS keeps MySQL and the CA files
+        # what one step hands to a later one, declared by the program that runs them
+        # (install.InstallState, firstboot.FirstbootState)
+        self.state = state
         self.changed = False
         self.secrets = []  # values that must never reach a log line
         self.env = dict(os.environ)
@@ -63,6 +70,17 @@ class Context(object):
         else:
             log("    " + self.redact(msg))
             self.changed = True
+
+    def act(self, description, function, *args, **kwargs):
+        """Make one change: ``function(*args, **kwargs)``, described by ``description``.
+
+        A dry run logs "would <description>" and calls nothing (returns None); a real
+        run logs it, marks the step changed and returns what the function returns.
+        """
+        self.would(description)
+        if self.dry_run:
+            return None
+        return function(*args, **kwargs)
 
     def add_secret(self, value):
         self.secrets.append(value)
@@ -245,6 +263,17 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def real_run_only(description):
+    """Mark a step that can only inspect what a real run made (a running MySQL, the
+    venv): a dry run logs "would <description>" instead of calling it."""
+
+    def mark(step):
+        step.dry_run_description = description
+        return step
+
+    return mark
+
+
 def run_steps(ctx, steps, title):
     """Run ``steps`` (list of functions taking ctx) in order; stop at the first failure."""
     mode = " (dry run: nothing will be changed)" if ctx.dry_run else ""
@@ -256,7 +285,11 @@ def run_steps(ctx, steps, title):
         log("==> %s" % name)
         t0 = time.time()
         try:
-            result = step(ctx)
+            if ctx.dry_run and hasattr(step, "dry_run_description"):
+                ctx.would(step.dry_run_description)
+                result = None
+            else:
+                result = step(ctx)
         except StepFailed as exc:
             elapsed = time.time() - t0
             log("!!! step '%s' failed after %.1f s: %s" % (name, elapsed, ctx.redact(exc)))

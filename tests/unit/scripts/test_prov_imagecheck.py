@@ -1,5 +1,8 @@
 import pytest
+from provfakes import RecordingContext
+from provisioning import imagecheck
 from provisioning.imagecheck import PACKER_SCRIPT, ROTATED_LOG
+from provisioning.runner import StepFailed
 
 
 @pytest.mark.parametrize(
@@ -30,3 +33,24 @@ def test_rotated_logs_are_recognised(name, rotated):
 )
 def test_only_packers_running_script_is_tolerated_in_tmp(name, is_packer):
     assert bool(PACKER_SCRIPT.match(name)) is is_packer
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_validate_image_checks_once_and_fails_only_for_real(dry_run, monkeypatch, capsys):
+    calls = []
+
+    def checks(ctx):
+        calls.append(ctx)
+        return [("ssh host keys removed", []), ("no shell history", ["/root/.bash_history"])]
+
+    monkeypatch.setattr(imagecheck, "checks", checks)
+    ctx = RecordingContext(dry_run=dry_run)
+    if dry_run:
+        imagecheck.validate_image(ctx)
+    else:
+        with pytest.raises(StepFailed, match="1 hygiene rule"):
+            imagecheck.validate_image(ctx)
+    assert calls == [ctx]
+    out = capsys.readouterr().out
+    assert "ok    ssh host keys removed" in out
+    assert "FAIL  no shell history: /root/.bash_history" in out

@@ -1,4 +1,5 @@
 import pytest
+from provfakes import profile_facts
 from provisioning.osdetect import (
     UnsupportedOS,
     detect_profile,
@@ -6,7 +7,8 @@ from provisioning.osdetect import (
     package_manager_for,
     parse_os_release,
 )
-from provisioning.oskit import Apt, Dnf, Yum, adapter_for
+from provisioning.oskit import Apt, Dnf, OsFacts, Yum, adapter_for
+from provisioning.runner import StepFailed
 
 AL2 = """NAME="Amazon Linux"
 VERSION="2"
@@ -82,6 +84,22 @@ def test_unstable_detection():
 
 
 def test_mysql_service_names_match_the_architecture_contract():
-    assert adapter_for(SID).mysql_service == "mysql"
-    assert adapter_for(AL2).mysql_service == "mysqld"
-    assert adapter_for(AL2023).mysql_service == "mysqld"
+    assert profile_facts("debian").mysql_unit == "mysql.service"
+    assert profile_facts("amazon-linux-2").mysql_unit == "mysqld.service"
+    assert profile_facts("amazon-linux-2023").mysql_unit == "mysqld.service"
+
+
+@pytest.mark.parametrize(
+    ("text", "profile"), [(AL2, "amazon-linux-2"), (AL2023, "amazon-linux-2023"), (SID, "debian")]
+)
+def test_each_profiles_package_manager_is_the_adapter_detected_on_its_os(text, profile):
+    assert profile_facts(profile).package_manager == adapter_for(text).name
+
+
+def test_missing_os_facts_are_named():
+    facts = dict(profile_facts("debian")._asdict(), mysql_socket="")
+    del facts["ca_bundle"]
+    with pytest.raises(StepFailed, match="os_facts lacks mysql_socket, ca_bundle"):
+        OsFacts.from_settings({"os_facts": facts})
+    with pytest.raises(StepFailed, match="os_facts lacks package_manager"):
+        OsFacts.from_settings({"package_manager": "apt"})  # the old top-level key is not read

@@ -1,7 +1,11 @@
+import ast
 import os
+from pathlib import Path
 
 import pytest
-from provisioning.runner import Context, StepFailed, run_steps
+from provisioning.runner import Context, StepFailed, real_run_only, run_steps
+
+PROVISIONING = Path(__file__).resolve().parents[3] / "scripts" / "provisioning"
 
 
 def make(dry_run=False):
@@ -78,3 +82,62 @@ def test_run_steps_reports_changes_and_durations(capsys):
     assert [t["result"] for t in ctx.timings] == ["changed", "unchanged"]
     assert all("seconds" in t for t in ctx.timings)
     assert "1 step(s) changed something: changes_something" in capsys.readouterr().out
+
+
+def test_act_in_a_dry_run_calls_nothing_and_says_what_it_would_do(capsys):
+    ctx = make(dry_run=True)
+    calls = []
+    assert ctx.act("launch the rocket", calls.append, "rocket") is None
+    assert calls == []
+    assert ctx.changed is False
+    assert "[dry-run] would launch the rocket" in capsys.readouterr().out
+
+
+def test_act_in_a_real_run_calls_marks_changed_and_returns_the_result(capsys):
+    ctx = make()
+    calls = []
+
+    def launch(what, *, speed):
+        calls.append((what, speed))
+        return "launched"
+
+    assert ctx.act("launch the rocket", launch, "rocket", speed=3) == "launched"
+    assert calls == [("rocket", 3)]
+    assert ctx.changed is True
+    out = capsys.readouterr().out
+    assert "launch the rocket" in out
+    assert "dry-run" not in out
+
+
+def test_a_real_run_only_step_is_described_in_a_dry_run(capsys):
+    calls = []
+
+    @real_run_only("count the running rockets")
+    def inspect_rockets(ctx):
+        calls.append(ctx.dry_run)
+
+    assert run_steps(make(dry_run=True), [inspect_rockets], "test") == 0
+    assert calls == []
+    assert "[dry-run] would count the running rockets" in capsys.readouterr().out
+    assert run_steps(make(), [inspect_rockets], "test") == 0
+    assert calls == [False]
+
+
+def test_only_a_few_steps_decide_about_dry_runs_themselves():
+    """Everything else goes through ctx.act / write_file / real_run_only."""
+    readers = set()
+    for path in PROVISIONING.glob("*.py"):
+        if path.name == "runner.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for func in ast.walk(tree):
+            if isinstance(func, ast.FunctionDef):
+                for node in ast.walk(func):
+                    if isinstance(node, ast.Attribute) and node.attr == "dry_run":
+                        readers.add(f"{path.stem}.{func.name}")
+    assert readers == {
+        "install.check_running_as_root",  # a dry run may run unprivileged
+        "install.fetch_constraints",  # a dry run needs no network
+        "imagecheck.validate_image",  # a dry run reports, never fails
+        "firstboot.main",  # first boot makes secrets at every step: only described
+    }

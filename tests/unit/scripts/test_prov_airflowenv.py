@@ -1,0 +1,67 @@
+"""The venv's spec stamp decides whether install rebuilds it."""
+
+import json
+
+import pytest
+from provfakes import RecordingContext
+from provisioning import airflowenv, install, layout
+
+SETTINGS = {"airflow_version": "3.3.2", "extra_python_packages": ["b", "a"]}
+
+
+@pytest.fixture
+def venv(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "VENV_SPEC_STAMP", str(tmp_path / "stamp.json"))
+    monkeypatch.setattr(layout, "AIRFLOW_BIN", str(tmp_path / "airflow"))
+    monkeypatch.setattr(layout, "BUILD_DIR", str(tmp_path / "build"))
+    (tmp_path / "airflow").write_text("")
+    return tmp_path
+
+
+def stamp(venv, spec):
+    (venv / "stamp.json").write_text(json.dumps(spec, sort_keys=True) + "\n")
+
+
+def test_spec_names_what_decides_the_venv(venv):
+    spec = airflowenv.venv_spec(RecordingContext(SETTINGS), "3.12")
+    assert spec == {
+        "airflow_version": "3.3.2",
+        "python": "3.12",
+        "extras": ["a", "b"],
+        "constraints_sha256": None,
+        "providers": airflowenv.AIRFLOW_PROVIDERS,
+    }
+
+
+def test_the_stamped_spec_is_current_also_after_cleanup_removed_the_constraints(venv):
+    (venv / "build").mkdir()
+    (venv / "build" / "constraints.txt").write_text("apache-airflow==3.3.2\n")
+    ctx = RecordingContext(SETTINGS)
+    built = airflowenv.venv_spec(ctx, "3.12")
+    assert built["constraints_sha256"]
+    assert not airflowenv.venv_is_current(built)  # no stamp yet
+    stamp(venv, built)
+    assert airflowenv.venv_is_current(built)
+    (venv / "build" / "constraints.txt").unlink()
+    after_cleanup = airflowenv.venv_spec(ctx, "3.12")
+    assert airflowenv.venv_is_current(after_cleanup)
+    assert after_cleanup["constraints_sha256"] is None  # the caller's spec is left as it was
+    assert not airflowenv.venv_is_current(airflowenv.venv_spec(ctx, "3.13"))
+    (venv / "airflow").unlink()
+    assert not airflowenv.venv_is_current(built)
+
+
+@pytest.mark.parametrize("step", [install.install_build_packages, install.install_airflow])
+def test_a_step_works_out_the_python_and_the_spec_once(step, venv, monkeypatch):
+    calls = []
+
+    def wanted_python(ctx):
+        calls.append("wanted_python")
+        return airflowenv.PythonChoice("/usr/bin/python3", "3.12", True)
+
+    monkeypatch.setattr(install, "wanted_python", wanted_python)
+    ctx = RecordingContext(SETTINGS)
+    stamp(venv, airflowenv.venv_spec(ctx, "3.12"))
+    step(ctx)
+    assert calls == ["wanted_python"]
+    assert ctx.commands == []

@@ -1,0 +1,124 @@
+"""Whole programs in a dry run: every step runs or is described, nothing is run or written."""
+
+import json
+
+import provision
+import pytest
+from provfakes import RecordingContext, profile_facts
+from provisioning import firstboot, imagecheck, install, layout
+from provisioning.oskit import Apt, Dnf, Yum
+
+ADAPTERS = {
+    "debian": Apt({"ID": "debian", "VERSION_ID": "12", "VERSION_CODENAME": "bookworm"}),
+    "amazon-linux-2023": Dnf({}),
+    "amazon-linux-2": Yum({}),
+}
+SETTINGS = {
+    "airflow_version": "3.3.2",
+    "python_version": "auto",
+    "mysql_version": "8.4",
+    "extra_python_packages": [],
+    "constraints_url": "",
+    "constraints_file": "files/constraints.txt",
+    "extra_ca_bundle": "",
+    "os_mirror": "",
+    "uv_version": "0.13.9",
+    "uv_wheel_sha256": "0" * 64,
+    "mysql_signing_key_fingerprint": "BCA43417C3B485DD128EC6D4B7B3B788A8D3785C",
+}
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+    for name, _, _ in layout.RENDERED_FILES:
+        (files / name).write_text(f"# {name}\n")
+    (files / "constraints.txt").write_text("apache-airflow==3.3.2\n")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "provision.py").write_text("# the entry\n")
+    (tmp_path / "settings.json").write_text(json.dumps(SETTINGS))
+    return tmp_path
+
+
+def dry_context(os_name, bundle):
+    ctx = RecordingContext(SETTINGS, dry_run=True, os_name=os_name, adapter=ADAPTERS[os_name])
+    ctx.bundle = str(bundle)
+    return ctx
+
+
+@pytest.mark.parametrize("os_name", sorted(ADAPTERS))
+def test_install_dry_run_describes_every_change_and_makes_none(os_name, bundle, capsys):
+    ctx = dry_context(os_name, bundle)
+    assert install.main(ctx) == 0
+    out = capsys.readouterr().out
+    assert "!!!" not in out
+    assert ctx.commands == [] and ctx.written == {} and ctx.removed == []
+    assert [t["step"] for t in ctx.timings] == [step.__name__ for step in install.STEPS]
+    for wanted in (
+        "[dry-run] would install build-only packages",
+        "[dry-run] would download the uv 0.13.9 wheel",
+        "[dry-run] would drop anonymous users",
+        "[dry-run] would run `airflow db migrate`",
+        "[dry-run] would enable " + layout.AIRFLOW_TARGET,
+        "[dry-run] would write " + profile_facts(os_name).mysql_dropin,
+    ):
+        assert wanted in out
+
+
+@pytest.mark.parametrize("os_name", sorted(ADAPTERS))
+def test_cleanup_and_validate_dry_run_change_nothing(os_name, bundle, capsys):
+    ctx = dry_context(os_name, bundle)
+    steps = [*imagecheck.CLEANUP_STEPS, imagecheck.validate_image]
+    assert install.run_steps(ctx, steps, "cleanup") == 0
+    assert "!!!" not in capsys.readouterr().out
+    assert ctx.commands == [] and ctx.written == {} and ctx.removed == []
+
+
+def test_firstboot_dry_run_only_lists_its_steps(bundle, capsys):
+    ctx = dry_context("debian", bundle)
+    assert firstboot.main(ctx) == 0
+    out = capsys.readouterr().out
+    assert ctx.state is None  # no step ran
+    for step in firstboot.STEPS:
+        assert f"[dry-run] would run first-boot step {step.__name__}" in out
+
+
+def write_settings(bundle, **over):
+    settings = json.loads((bundle / "settings.json").read_text())
+    settings.update(over)
+    (bundle / "settings.json").write_text(json.dumps(settings))
+
+
+def test_start_checks_os_facts_against_the_detected_os(bundle, monkeypatch, capsys):
+    write_settings(bundle, os_facts=profile_facts("debian")._asdict())
+    monkeypatch.setattr(provision, "load_adapter", lambda: ADAPTERS["amazon-linux-2023"])
+    args = provision.argparse.Namespace(bundle=str(bundle), dry_run=False)
+    with pytest.raises(provision.StepFailed, match="settings are for apt but this host uses dnf"):
+        provision.build_context(args)
+    args.dry_run = True
+    ctx = provision.build_context(args)
+    assert "warning: settings are for apt but this host uses dnf" in capsys.readouterr().out
+    assert ctx.facts == profile_facts("debian")
+    monkeypatch.setattr(provision, "load_adapter", lambda: ADAPTERS["debian"])
+    args.dry_run = False
+    assert provision.build_context(args).os is ADAPTERS["debian"]
+
+
+def test_a_dry_run_on_another_os_uses_the_adapter_the_facts_name(bundle, monkeypatch):
+    def unsupported():
+        raise provision.UnsupportedOS("Ubuntu 24.04 is not supported")
+
+    write_settings(bundle, os_facts=profile_facts("amazon-linux-2")._asdict())
+    monkeypatch.setattr(provision, "load_adapter", unsupported)
+    args = provision.argparse.Namespace(bundle=str(bundle), dry_run=True)
+    assert provision.build_context(args).os.name == "yum"
+    args.dry_run = False
+    with pytest.raises(provision.UnsupportedOS):
+        provision.build_context(args)
+
+
+def test_settings_without_os_facts_do_not_start(bundle, capsys):
+    write_settings(bundle, package_manager="apt", mysql_service="mysql.service")  # the old keys
+    assert provision.main(["install", "--bundle", str(bundle), "--dry-run"]) == 2
+    assert "cannot start install: settings.json os_facts lacks package_manager" in capsys.readouterr().out
