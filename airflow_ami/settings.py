@@ -29,6 +29,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from .layout import layout
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKER_DIR = REPO_ROOT / "packer"
 
@@ -137,8 +139,6 @@ USERINFO_RE = re.compile(r"//[^/@\s]*@")
 SECRET_NAME_RE = re.compile(r"^/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 # AWS allows 50 tags on a resource; the pipeline adds its own airflow-ami:* tags and a Name.
 MAX_TAGS = 50
-# Ports the image itself uses (MySQL, its X protocol, Airflow's log servers).
-IMAGE_PORTS = {"MySQL": 3306, "MySQL X protocol": 33060, "task log server": 8793, "trigger log server": 8794}
 MAX_PARALLELISM = 1024
 FINGERPRINT_RE = re.compile(r"^[0-9A-F]{40}$")
 URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d+)?(/[^\s]*)?$")
@@ -222,7 +222,7 @@ def check_kms_key_id(value: str, s: Mapping[str, Any]) -> None:
 
 
 def check_api_port(value: int, _: Mapping[str, Any]) -> None:
-    _check(1024 <= value <= 65535 and value not in IMAGE_PORTS.values())
+    _check(1024 <= value <= 65535 and value not in layout.IMAGE_PORTS.values())
 
 
 def check_secret_name(value: str, _: Mapping[str, Any]) -> None:
@@ -678,7 +678,7 @@ class Settings:
         _as_int,
         check_api_port,
         "a port number 1024-65535 that the image does not use itself"
-        f" ({', '.join(f'{what} {port}' for what, port in IMAGE_PORTS.items())})",
+        f" ({', '.join(f'{what} {port}' for what, port in layout.IMAGE_PORTS.items())})",
         "Airflow API server port",
         reaches=(INSTANCE,),
     )

@@ -8,6 +8,10 @@ import subprocess
 from . import layout as L
 from .runner import sha256_file
 
+# Airflow 3.3's providers (mysql, fab, amazon, ...) need Python 3.11; `auto` takes the
+# system python3 from there on, else a uv-managed one.
+MIN_AUTO_PYTHON = (3, 11)
+
 AIRFLOW_PROVIDERS = ["apache-airflow-providers-fab", "mysqlclient"]
 
 # request: what uv is asked for (a path or a version); system: it is /usr/bin/python3
@@ -27,7 +31,7 @@ def system_python_ok(ctx):
             continue
         minor = python_minor(cand)
         major, mnr = (int(x) for x in minor.split("."))
-        if want == "auto" and (major, mnr) >= (3, 10):
+        if want == "auto" and (major, mnr) >= MIN_AUTO_PYTHON:
             return cand, minor
         if want == minor:
             return cand, minor

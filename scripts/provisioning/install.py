@@ -137,13 +137,13 @@ def start_mysql(ctx):
         ctx.act("(re)start %s" % unit, systemd.systemctl, ctx, "restart", unit)
 
 
-@real_run_only("check that MySQL answers on port 3306")
+@real_run_only("check that MySQL answers on port %d" % L.MYSQL_PORT)
 def check_mysql_port(ctx):
     wait_for_mysql(ctx)
     port = mysql_sql(ctx, "SELECT @@port, @@bind_address;", quiet=True).split()
     ctx.info("MySQL listening on %s:%s" % (port[1], port[0]))
-    if port[0] != "3306":
-        raise StepFailed("MySQL is on port %s, not 3306" % port[0])
+    if port[0] != str(L.MYSQL_PORT):
+        raise StepFailed("MySQL is on port %s, not %d" % (port[0], L.MYSQL_PORT))
 
 
 @real_run_only("drop anonymous users, remote root and the test database; root via socket")

@@ -27,6 +27,14 @@ VENV_SPEC_STAMP = VENV + "/.airflow-ami-spec.json"
 MYSQL_DATABASE = "airflow"
 MYSQL_USER = "airflow"
 SYSTEMD_DIR = "/etc/systemd/system"
+# Ports the image itself uses (the API's is a setting, api_port, which must avoid these).
+MYSQL_PORT = 3306
+IMAGE_PORTS = {
+    "MySQL": MYSQL_PORT,
+    "MySQL X protocol": 33060,
+    "task log server": 8793,
+    "trigger log server": 8794,
+}
 HEALTH_PATH = "/api/v2/monitor/health"
 # What /api/v2/monitor/health must report healthy for the instance to be healthy.
 HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")

@@ -198,7 +198,7 @@ class Dnf(_RpmAdapter):
 
 
 class Yum(_RpmAdapter):
-    """Amazon Linux 2: no amazon-linux-extras topic is needed, Python >= 3.10 comes
+    """Amazon Linux 2: no amazon-linux-extras topic is needed, Python >= 3.11 comes
     from uv and MySQL from Oracle's el7 repository."""
 
     name = "yum"

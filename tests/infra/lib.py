@@ -157,10 +157,17 @@ def listener_allow_list(api_port: int, mysql_unit: str) -> tuple[ListenerRule, .
         ListenerRule("sshd (socket-activated)", "tcp", 22, ("init.scope",), False),
         ListenerRule("Airflow API server", "tcp", api_port, ("airflow-api-server.service",), False),
         # loopback only
-        ListenerRule("MySQL", "tcp", 3306, mysql_units),
-        ListenerRule("MySQL X protocol", "tcp", 33060, mysql_units),
-        ListenerRule("Airflow task log server", "tcp", 8793, ("airflow-scheduler.service",)),
-        ListenerRule("Airflow triggerer log server", "tcp", 8794, ("airflow-triggerer.service",)),
+        ListenerRule("MySQL", "tcp", layout.IMAGE_PORTS["MySQL"], mysql_units),
+        ListenerRule("MySQL X protocol", "tcp", layout.IMAGE_PORTS["MySQL X protocol"], mysql_units),
+        ListenerRule(
+            "Airflow task log server", "tcp", layout.IMAGE_PORTS["task log server"], (layout.SCHEDULER_UNIT,)
+        ),
+        ListenerRule(
+            "Airflow triggerer log server",
+            "tcp",
+            layout.IMAGE_PORTS["trigger log server"],
+            ("airflow-triggerer.service",),
+        ),
         ListenerRule("systemd-resolved stub", "tcp", 53, ("systemd-resolved.service",)),
         ListenerRule("systemd-resolved stub", "udp", 53, ("systemd-resolved.service",)),
         ListenerRule("chrony command port", "udp", 323, ("chronyd.service", "chrony.service")),

@@ -6,7 +6,7 @@ from typing import Any
 
 from .lib import AIRFLOW_CLI, AIRFLOW_VENV_PYTHON, SETTINGS_PATH, Instance, expect, parse_version
 
-MIN_AUTO_PYTHON = (3, 10)
+MIN_AUTO_PYTHON = (3, 11)
 MIN_MYSQL = (8, 0)
 
 
@@ -27,7 +27,7 @@ def test_python_version(instance: Instance, settings: dict[str, Any]) -> None:
     found = parse_version(res.stdout) if res.rc == 0 else ()
     if asked == "auto":
         ok = found >= MIN_AUTO_PYTHON
-        want = "Python >= 3.10 in the Airflow venv (python_version auto)"
+        want = "Python >= 3.11 in the Airflow venv (python_version auto)"
     else:
         ok = found[:2] == parse_version(asked)[:2]
         want = f"Python {asked} in the Airflow venv (python_version in {SETTINGS_PATH})"

@@ -65,3 +65,20 @@ def test_a_step_works_out_the_python_and_the_spec_once(step, venv, monkeypatch):
     step(ctx)
     assert calls == ["wanted_python"]
     assert ctx.commands == []
+
+
+@pytest.mark.parametrize(
+    ("system", "asked", "chosen"),
+    [
+        ("3.10", "auto", ("3.12", False)),  # Airflow 3.3's providers need 3.11
+        ("3.11", "auto", ("/usr/bin/python3", True)),
+        ("3.14", "auto", ("/usr/bin/python3", True)),
+        ("3.7", "auto", ("3.12", False)),  # Amazon Linux 2
+        ("3.14", "3.12", ("3.12", False)),
+    ],
+)
+def test_auto_takes_the_system_python_from_3_11_on(monkeypatch, system, asked, chosen):
+    monkeypatch.setattr(airflowenv.os.path, "exists", lambda path: path == "/usr/bin/python3")
+    monkeypatch.setattr(airflowenv, "python_minor", lambda python: system)
+    choice = airflowenv.wanted_python(RecordingContext({"python_version": asked}))
+    assert (choice.request, choice.system) == chosen
