@@ -30,6 +30,42 @@ LOG_MAX_BYTES = 64 * 1024
 ROTATED_LOG = re.compile(r"(\.\d+|\.gz|\.xz|\.old|-\d{8})$")
 
 
+# What a booted machine keeps about itself that the next instance must not inherit:
+# DHCP leases, cloud-init's per-instance data and semaphores, the package
+# managers' transaction history, and download caches of the build's clients.
+INSTANCE_STATE_GLOBS = (
+    "/var/lib/dhcp/*.lease*",
+    "/var/lib/dhclient/*.lease*",
+    "/var/lib/NetworkManager/*.lease",
+    "/var/lib/cloud/instances/*",
+    "/var/lib/cloud/instance",
+    "/var/lib/cloud/data",
+    "/var/lib/cloud/sem",
+    "/var/lib/yum/history/*",
+    "/var/lib/dnf/history.sqlite*",
+    "/root/.cache",
+    "/home/*/.cache/pip",
+    "/home/*/.cache/uv",
+)
+# cloud-init (or the local cloud) names each instance; the image says only this.
+IMAGE_HOSTNAME = "localhost\n"
+HOSTNAME_FILE = "/etc/hostname"
+
+
+def instance_state_leftovers():
+    return sorted(p for pattern in INSTANCE_STATE_GLOBS for p in glob.glob(pattern))
+
+
+def hostname_problems():
+    if not os.path.exists(HOSTNAME_FILE):
+        return []
+    with open(HOSTNAME_FILE) as fh:
+        text = fh.read()
+    mode = os.stat(HOSTNAME_FILE).st_mode & 0o7777
+    found = [] if text == IMAGE_HOSTNAME else ["%s holds %r" % (HOSTNAME_FILE, text.strip())]
+    return found + ([] if mode == 0o644 else ["%s has mode %o" % (HOSTNAME_FILE, mode)])
+
+
 def home_dirs():
     homes = ["/root", *sorted(glob.glob("/home/*"))]
     return [h for h in homes if os.path.isdir(h)]
@@ -158,7 +194,10 @@ def checks(ctx):
             if os.path.isfile(p) and not os.path.islink(p) and os.path.getsize(p) > 0
         ],
     )
-    add("cloud-init cleaned", glob.glob("/var/lib/cloud/instances/*") + glob.glob("/var/lib/cloud/instance"))
+    add(
+        "no per-instance state (leases, cloud-init data, package history, caches)", instance_state_leftovers()
+    )
+    add("hostname is the image's", hostname_problems())
     add("package caches cleaned", package_cache_leftovers())
     add("logs cleaned", log_leftovers())
     add("no shell history", history_files())
@@ -254,12 +293,18 @@ def empty_machine_id(ctx):
 def clean_cloud_init(ctx):
     if not os.path.exists("/usr/bin/cloud-init"):
         ctx.info("no cloud-init on this image")
-        leftovers = glob.glob("/var/lib/cloud/instances/*") + glob.glob("/var/lib/cloud/instance")
-        for path in leftovers:
-            ctx.remove(path)
-        return None
+        return "skipped"
     ctx.act("cloud-init clean --logs --seed", ctx.run, ["cloud-init", "clean", "--logs", "--seed"])
     return None
+
+
+def remove_instance_state(ctx):
+    for path in instance_state_leftovers():
+        ctx.remove(path)
+
+
+def reset_hostname(ctx):
+    ctx.write_file(HOSTNAME_FILE, IMAGE_HOSTNAME, 0o644, "root", "root")
 
 
 def remove_shell_history(ctx):
@@ -355,6 +400,8 @@ CLEANUP_STEPS = [
     remove_authorized_keys,
     empty_machine_id,
     clean_cloud_init,
+    remove_instance_state,
+    reset_hostname,
     remove_shell_history,
     remove_aws_credentials,
     remove_temp_files,

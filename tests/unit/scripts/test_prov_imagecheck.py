@@ -2,7 +2,7 @@ import pytest
 from provfakes import RecordingContext
 from provisioning import imagecheck
 from provisioning.imagecheck import PACKER_SCRIPT, ROTATED_LOG
-from provisioning.runner import StepFailed
+from provisioning.runner import Context, StepFailed
 
 
 @pytest.mark.parametrize(
@@ -54,3 +54,44 @@ def test_validate_image_checks_once_and_fails_only_for_real(dry_run, monkeypatch
     out = capsys.readouterr().out
     assert "ok    ssh host keys removed" in out
     assert "FAIL  no shell history: /root/.bash_history" in out
+
+
+@pytest.fixture
+def used_machine(tmp_path, monkeypatch):
+    """A tree holding what a booted build instance leaves: leases, cloud-init data, history, caches."""
+    made = [
+        "var/lib/dhcp/dhclient.eth0.leases",
+        "var/lib/dhclient/dhclient--eth0.lease",
+        "var/lib/cloud/data/instance-id",
+        "var/lib/cloud/sem/config_scripts_user",
+        "var/lib/dnf/history.sqlite",
+        "var/lib/yum/history/2026-11-26/1/config-main",
+        "root/.cache/pip/http/x",
+        "root/.cache/uv/sdists/y",
+    ]
+    for rel in made:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    globs = tuple(str(tmp_path) + pattern for pattern in imagecheck.INSTANCE_STATE_GLOBS)
+    monkeypatch.setattr(imagecheck, "INSTANCE_STATE_GLOBS", globs)
+    hostname = tmp_path / "etc/hostname"
+    hostname.parent.mkdir()
+    hostname.write_text("ip-10-213-0-2\n")
+    hostname.chmod(0o755)
+    monkeypatch.setattr(imagecheck, "HOSTNAME_FILE", str(hostname))
+    return tmp_path
+
+
+def test_per_instance_state_and_the_hostname_are_found_and_cleaned(used_machine):
+    found = imagecheck.instance_state_leftovers()
+    assert len(found) == 7 and all(str(used_machine) in p for p in found)  # one /root/.cache
+    assert imagecheck.hostname_problems() == [
+        f"{used_machine}/etc/hostname holds 'ip-10-213-0-2'",
+        f"{used_machine}/etc/hostname has mode 755",
+    ]
+    ctx = Context({}, None, False)  # acts for real, on the temporary tree
+    imagecheck.remove_instance_state(ctx)
+    imagecheck.reset_hostname(ctx)
+    assert imagecheck.instance_state_leftovers() == []
+    assert imagecheck.hostname_problems() == []
+    assert ctx.changed
