@@ -281,10 +281,11 @@ def check_private_key_file(value: str, _: Mapping[str, Any]) -> None:
 
 
 def check_ca_bundle(value: str, _: Mapping[str, Any]) -> None:
-    _check(
-        value == ""
-        or (Path(value).is_file() and "BEGIN CERTIFICATE" in Path(value).read_text(errors="replace"))
-    )
+    if value == "":
+        return
+    text = Path(value).read_text(errors="replace") if Path(value).is_file() else ""
+    # Certificates only: a private key in it would be baked into every instance.
+    _check("BEGIN CERTIFICATE" in text and "PRIVATE KEY" not in text)
 
 
 def _one_of(*choices: str) -> Callable[[str, Mapping[str, Any]], None]:
@@ -668,7 +669,7 @@ class Settings:
         "",
         _as_str,
         check_ca_bundle,
-        "the path of an existing PEM file with certificates, or empty",
+        "the path of an existing PEM file with certificates and no private key, or empty",
         "extra CA certificates the instance trusts (builds behind a TLS proxy)",
         reaches=(INSTANCE,),
         instance_view=_extra_ca_view,

@@ -252,6 +252,12 @@ def test_files_must_exist(tmp_path: Path) -> None:
     ca.write_text("not a certificate")
     with pytest.raises(SettingsError, match="extra_ca_bundle"):
         load_settings(cli={"extra_ca_bundle": str(ca)})
+    cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    ca.write_text(cert + "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(SettingsError, match="no private key"):
+        load_settings(cli={"extra_ca_bundle": str(ca)})
+    ca.write_text(cert)
+    assert load_settings(cli={"extra_ca_bundle": str(ca)}).extra_ca_bundle == str(ca)
 
 
 def test_a_per_arch_value_is_taken_for_the_build_arch() -> None:
