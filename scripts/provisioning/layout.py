@@ -82,5 +82,6 @@ RENDERED_FILES = [
     ("webserver_config.py", AIRFLOW_HOME + "/webserver_config.py", 0o644),
     ("airflow.env", AIRFLOW_ENV, 0o644),
     ("airflow-cli.sh", AIRFLOW_CLI, 0o755),
+    ("sudoers-airflow-ami", "/etc/sudoers.d/airflow-ami", 0o440),
     ("mysql-airflow.cnf", MYSQL_DROPIN, 0o644),
 ] + [(unit, SYSTEMD_DIR + "/" + unit, 0o644) for unit in UNITS]

@@ -109,3 +109,14 @@ def test_health_path_served_without_auth(instance: Instance) -> None:
         status,
         journal("airflow-api-server.service"),
     )
+
+
+def test_sudo_finds_the_airflow_cli(instance: Instance, settings: dict[str, Any]) -> None:
+    # Through sudo's secure_path, as a person types it (not the suite's own root shell).
+    res = instance.host.run("sudo -n airflow version")
+    lines = [ln.strip() for ln in res.stdout.splitlines() if ln.strip()]
+    assert res.rc == 0 and lines and lines[-1] == settings["airflow_version"], expect(
+        f"`sudo airflow version` to print {settings['airflow_version']}",
+        f"exit {res.rc}: {(res.stderr or res.stdout).strip()[-300:]}",
+        "sudo -l (secure_path); /etc/sudoers.d/airflow-ami",
+    )

@@ -1,6 +1,9 @@
 """Render packer/files/*.j2 through the host renderer (Jinja2, StrictUndefined)."""
 
 import configparser
+import os
+import shutil
+import subprocess
 
 import jinja2
 import pytest
@@ -133,3 +136,18 @@ def test_missing_setting_fails_loudly():
     del values["api_port"]
     with pytest.raises(jinja2.UndefinedError):
         render_all(values)
+
+
+def test_the_sudoers_drop_in_puts_the_airflow_cli_on_sudos_path(tmp_path):
+    text = render_all(settings())["sudoers-airflow-ami"]
+    secure_path = [line for line in text.splitlines() if line.startswith("Defaults secure_path=")]
+    assert len(secure_path) == 1
+    assert os.path.dirname(layout.AIRFLOW_CLI) in secure_path[0].split("=", 1)[1].strip('"').split(":")
+    dest = dict((name, (path, mode)) for name, path, mode in layout.RENDERED_FILES)["sudoers-airflow-ami"]
+    assert dest == ("/etc/sudoers.d/airflow-ami", 0o440)
+    # sudo refuses to run at all with a broken drop-in: visudo must accept it.
+    path = tmp_path / "airflow-ami"
+    path.write_text(text)
+    visudo = shutil.which("visudo") or "/usr/sbin/visudo"
+    result = subprocess.run([visudo, "-c", "-f", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
