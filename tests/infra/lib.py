@@ -55,7 +55,8 @@ TEST_DAG_PREFIX = "airflow_ami_testinfra_"
 FANOUT_DAG = "airflow_ami_testinfra_fanout"
 XCOM_DAG = "airflow_ami_testinfra_xcom"
 INFLIGHT_DAG = "airflow_ami_testinfra_inflight"
-TEST_DAGS = (FANOUT_DAG, XCOM_DAG, INFLIGHT_DAG)
+OPERATORS_DAG = "airflow_ami_testinfra_operators"
+TEST_DAGS = (FANOUT_DAG, XCOM_DAG, INFLIGHT_DAG, OPERATORS_DAG)
 
 
 class InstanceError(AssertionError):

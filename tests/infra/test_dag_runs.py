@@ -11,6 +11,7 @@ from .lib import (
     AIRFLOW_CLI,
     AIRFLOW_ENV,
     FANOUT_DAG,
+    OPERATORS_DAG,
     XCOM_DAG,
     Instance,
     common_instant,
@@ -86,4 +87,25 @@ def test_xcom_8mib_round_trip(instance: Instance) -> None:
         "consume's result: length 8388608 and matching sha256",
         f"HTTP {status}: {str(value)[:300]}",
         where,
+    )
+
+
+@pytest.mark.timeout(900)
+def test_standard_operators_work(instance: Instance) -> None:
+    run_id = instance.trigger(OPERATORS_DAG)
+    run = instance.wait_run(OPERATORS_DAG, run_id)
+    states = {t["task_id"]: t["state"] for t in run["task_instances"] or []}
+    want = {
+        "bash": "success",
+        "choose": "success",
+        "in_virtualenv": "success",
+        "not_chosen": "skipped",
+        "in_external_python": "success",
+        "sensor": "success",
+    }
+    assert run["state"] == "success" and states == want, expect(
+        f"{OPERATORS_DAG} run success with task states {want}",
+        instance.run_summary(run),
+        f"the failed task's log under {instance.airflow_config('logging', 'base_log_folder')}; "
+        f"{journal('airflow-scheduler.service', 100)}",
     )
