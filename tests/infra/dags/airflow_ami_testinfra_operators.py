@@ -32,13 +32,13 @@ def airflow_ami_testinfra_operators() -> None:
 
     @task.virtualenv(task_id="in_virtualenv", requirements=[], system_site_packages=False)
     def in_virtualenv() -> str:
-        import sys
+        import sys  # noqa: PLC0415  (the function runs alone in another interpreter)
 
         return sys.prefix
 
     @task.external_python(task_id="in_external_python", python=sys.executable)
     def in_external_python() -> str:
-        import sys
+        import sys  # noqa: PLC0415  (the function runs alone in another interpreter)
 
         return sys.version
 
