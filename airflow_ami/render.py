@@ -6,12 +6,14 @@ fixed order, JSON is key-sorted, and nothing depends on time or host paths.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import yaml
 
 from . import packer
 from .builddir import BuildDir
@@ -23,6 +25,8 @@ FILES_DIR = PACKER_DIR / "files"
 # Rendered once per Airflow service of the layout, into that service's unit file.
 SERVICE_TEMPLATE = "airflow-service.service.j2"
 BUNDLE_REMOTE_DIR = "/tmp/airflow-ami-bundle"
+# Unit directives by the systemd release that introduced them.
+SYSTEMD_DIRECTIVES = yaml.safe_load((PACKER_DIR / "systemd.yaml").read_text())
 
 
 def notice(source: str) -> str:
@@ -80,6 +84,27 @@ def render_template(settings: Settings, packer_version: tuple[int, int, int]) ->
     )
 
 
+def unit_directives(
+    view: dict[str, Any], kind: str, section: str, service: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """(directive, value) of packer/systemd.yaml's `kind` / `section` that the OS's systemd knows.
+
+    Of one directive listed for several releases, those of the newest release the
+    OS has win.
+    """
+    version = view["os_facts"]["systemd_version"]
+    known = [
+        (name, value, since) for name, value, since in SYSTEMD_DIRECTIVES[kind][section] if since <= version
+    ]
+    newest = {name: max(since for n, _, since in known if n == name) for name, _, _ in known}
+    values = {
+        "logs": layout.AIRFLOW_LOGS,
+        "firstboot_writes": " ".join(layout.FIRSTBOOT_WRITES),
+        **(service or {}),
+    }
+    return [(name, value.format(**values)) for name, value, since in known if since == newest[name]]
+
+
 def instance_files(view: dict[str, Any], env: jinja2.Environment | None = None) -> dict[str, str]:
     """bundle/files/<name> -> text for the instance view of the settings (settings.json).
 
@@ -90,7 +115,12 @@ def instance_files(view: dict[str, Any], env: jinja2.Environment | None = None) 
     files = {}
     for source in sorted(p.name for p in FILES_DIR.glob("*.j2")):
         template = env.get_template(source)
-        context = {"settings": view, "layout": layout, "generated_notice": notice(f"packer/files/{source}")}
+        context = {
+            "settings": view,
+            "layout": layout,
+            "directives": functools.partial(unit_directives, view),
+            "generated_notice": notice(f"packer/files/{source}"),
+        }
         if source == SERVICE_TEMPLATE:
             for service in layout.AIRFLOW_SERVICES:
                 files[service["unit"]] = template.render(context, service=service)

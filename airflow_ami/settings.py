@@ -397,6 +397,8 @@ class OsFacts:
     mysql_dropin: str
     ca_anchor: str
     ca_bundle: str
+    # Decides which unit directives the image's units may use (packer/systemd.yaml).
+    systemd_version: int
 
 
 @dataclass(frozen=True)

@@ -452,7 +452,6 @@ def give_tasks_uv(ctx):
     which is on the services' PATH. Without it, the image's python3 may lack ensurepip."""
     with open(uv_bin(), "rb") as fh:
         ctx.write_file(L.TASK_UV, fh.read(), 0o755, "root", "root")
-    return None
 
 
 def remove_build_packages(ctx):

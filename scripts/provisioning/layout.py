@@ -42,33 +42,45 @@ HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
 
 # The long-running Airflow services: one unit each, all from the one template
 # packer/files/airflow-service.service.j2; `command` follows `airflow`, `why`
-# (optional) explains an unusual flag in the unit file.
+# (optional) explains an unusual flag in the unit file; `memory_high`/`memory_max`
+# bound the service's cgroup (share of the instance's memory; the scheduler's
+# holds the LocalExecutor's tasks).
 AIRFLOW_SERVICES = (
     {
         "unit": "airflow-scheduler.service",
         "description": "Airflow scheduler",
         "command": "scheduler --skip-serve-logs",
+        "memory_high": "70%",
+        "memory_max": "80%",
         "why": "Task logs stay on this host, where the api-server reads them: no log server on 0.0.0.0:8793.",
     },
     {
         "unit": "airflow-dag-processor.service",
         "description": "Airflow dag-processor",
         "command": "dag-processor",
+        "memory_high": "20%",
+        "memory_max": "25%",
     },
     {
         "unit": "airflow-api-server.service",
         "description": "Airflow api-server",
         "command": "api-server",
+        "memory_high": "30%",
+        "memory_max": "40%",
     },
     {
         "unit": "airflow-triggerer.service",
         "description": "Airflow triggerer",
         "command": "triggerer --skip-serve-logs",
+        "memory_high": "20%",
+        "memory_max": "25%",
         "why": "Trigger logs stay on this host for the api-server to read: no log server on 0.0.0.0:8794.",
     },
 )
 SERVICE_UNITS = tuple(s["unit"] for s in AIRFLOW_SERVICES)
 FIRSTBOOT_UNIT = "airflow-firstboot.service"
+# All that first boot writes (its sandbox makes the rest of the system read-only).
+FIRSTBOOT_WRITES = (ETC_AIRFLOW, STATE_DIR, AIRFLOW_HOME)
 AIRFLOW_TARGET = "airflow.target"
 UNITS = (FIRSTBOOT_UNIT, *SERVICE_UNITS, AIRFLOW_TARGET)
 API_SERVER_UNIT = "airflow-api-server.service"
