@@ -105,11 +105,22 @@ def install_rendered_file(ctx, name, dest, mode):
     return ctx.write_file(dest, data, mode, "root", "root")
 
 
+def mysql_dropins(ctx):
+    """{layout destination: path on this OS} of the MySQL drop-ins."""
+    return {
+        L.MYSQL_DROPIN: ctx.facts.mysql_dropin,
+        L.MYSQL_UNIT_DROPIN: "%s/%s.d/airflow-ami.conf" % (L.SYSTEMD_DIR, ctx.facts.mysql_unit),
+    }
+
+
 def write_mysql_dropin(ctx):
-    # the drop-in's own step, before MySQL first starts: a change means a restart
+    # the drop-ins' own step, before MySQL first starts: a change means a restart
+    paths = mysql_dropins(ctx)
     for name, dest, mode in L.RENDERED_FILES:
-        if dest == L.MYSQL_DROPIN and install_rendered_file(ctx, name, ctx.facts.mysql_dropin, mode):
+        if dest in paths and install_rendered_file(ctx, name, paths[dest], mode):
             ctx.state.restart_mysql = True
+            if dest == L.MYSQL_UNIT_DROPIN:
+                ctx.act("reload systemd's units", systemd.systemctl, ctx, "daemon-reload")
 
 
 def initialize_mysql_datadir(ctx):
@@ -499,7 +510,7 @@ def runtime_library_packages(ctx):
 def install_config_files(ctx):
     changed_units = False
     for name, dest, mode in L.RENDERED_FILES:
-        if dest == L.MYSQL_DROPIN:
+        if dest in (L.MYSQL_DROPIN, L.MYSQL_UNIT_DROPIN):
             continue  # written by write_mysql_dropin
         if install_rendered_file(ctx, name, dest, mode) and dest.startswith(L.SYSTEMD_DIR):
             changed_units = True

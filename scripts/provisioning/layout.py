@@ -88,8 +88,10 @@ SCHEDULER_UNIT = "airflow-scheduler.service"
 DAG_PROCESSOR_UNIT = "airflow-dag-processor.service"
 
 # bundle/files/<name> -> (destination, mode); MYSQL_DROPIN stands for the OS's MySQL
-# drop-in (os_facts.mysql_dropin in settings.json).
+# drop-in (os_facts.mysql_dropin in settings.json), MYSQL_UNIT_DROPIN for a drop-in
+# of MySQL's unit (os_facts.mysql_unit): both written before MySQL (re)starts.
 MYSQL_DROPIN = "mysql-dropin"
+MYSQL_UNIT_DROPIN = "mysql-unit-dropin"
 RENDERED_FILES = [
     ("airflow.cfg", AIRFLOW_CFG, 0o644),
     ("webserver_config.py", AIRFLOW_HOME + "/webserver_config.py", 0o644),
@@ -97,4 +99,5 @@ RENDERED_FILES = [
     ("airflow-cli.sh", AIRFLOW_CLI, 0o755),
     ("sudoers-airflow-ami", "/etc/sudoers.d/airflow-ami", 0o440),
     ("mysql-airflow.cnf", MYSQL_DROPIN, 0o644),
+    ("mysql-unit-airflow.conf", MYSQL_UNIT_DROPIN, 0o644),
 ] + [(unit, SYSTEMD_DIR + "/" + unit, 0o644) for unit in UNITS]

@@ -110,18 +110,28 @@ def test_the_mysql_dropin_goes_where_os_facts_say_and_a_change_restarts_mysql(os
     ctx = RecordingContext(os_name=os_name, state=install.InstallState())
     ctx.bundle = str(bundle)
     install.write_mysql_dropin(ctx)
-    assert ctx.written == {profile_facts(os_name).mysql_dropin: b"# mysql-airflow.cnf\n"}
+    facts = profile_facts(os_name)
+    assert ctx.written == {
+        facts.mysql_dropin: b"# mysql-airflow.cnf\n",
+        f"/etc/systemd/system/{facts.mysql_unit}.d/airflow-ami.conf": b"# mysql-unit-airflow.conf\n",
+    }
     assert ctx.state.restart_mysql
+    assert ctx.commands == [["systemctl", "daemon-reload"]]  # the unit's drop-in is new
+    ctx.commands.clear()
     answer_probes(ctx, monkeypatch, 0)  # enabled and running: restarted for the new drop-in
     install.start_mysql(ctx)
-    assert ctx.commands == [["systemctl", "restart", profile_facts(os_name).mysql_unit]]
+    assert ctx.commands == [["systemctl", "restart", facts.mysql_unit]]
 
 
 def test_config_files_and_units_are_installed_from_layout_then_systemd_reloads(bundle):
     ctx = RecordingContext()
     ctx.bundle = str(bundle)
     install.install_config_files(ctx)
-    expected = {dest for _, dest, _ in layout.RENDERED_FILES if dest != layout.MYSQL_DROPIN}
+    expected = {
+        dest
+        for _, dest, _ in layout.RENDERED_FILES
+        if dest not in (layout.MYSQL_DROPIN, layout.MYSQL_UNIT_DROPIN)
+    }
     assert set(ctx.written) == expected
     assert ctx.written[layout.AIRFLOW_CLI] == b"# airflow-cli.sh\n"
     assert ctx.commands == [["systemctl", "daemon-reload"]]

@@ -83,6 +83,11 @@ def test_mysql_dropin(os_name, jinja_opts):
     assert mysqld["port"] == "3306"
     assert mysqld["mysqlx"] == "OFF"
     assert "disable-log-bin" in mysqld
+    assert mysqld["innodb_flush_log_at_trx_commit"] == "1"
+    assert mysqld["innodb_doublewrite"] == "ON"
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string(render_all(settings(os_name), **jinja_opts)["mysql-unit-airflow.conf"])
+    assert int(unit["Service"]["OOMScoreAdjust"]) < 0
 
 
 @pytest.mark.parametrize(
