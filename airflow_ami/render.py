@@ -22,8 +22,14 @@ from .settings import CONSTRAINTS_IN_BUNDLE, EXTRA_CA_IN_BUNDLE, MANIFEST, PACKE
 
 TEMPLATE = "airflow.pkr.hcl.j2"
 FILES_DIR = PACKER_DIR / "files"
-# Rendered once per Airflow service of the layout, into that service's unit file.
-SERVICE_TEMPLATE = "airflow-service.service.j2"
+# Rendered once per entry of a layout table, into the file the entry names:
+# template -> (the entry's name in the template, the table, the key naming the file).
+PER_ENTRY_TEMPLATES = {
+    "airflow-service.service.j2": ("service", layout.AIRFLOW_SERVICES, "unit"),
+    "airflow-housekeeping.timer.j2": ("job", layout.HOUSEKEEPING, "timer"),
+}
+# A housekeeping service's own template gets its entry as `job`.
+JOBS = {job["unit"]: job for job in layout.HOUSEKEEPING}
 BUNDLE_REMOTE_DIR = "/tmp/airflow-ami-bundle"
 # Unit directives by the systemd release that introduced them.
 SYSTEMD_DIRECTIVES = yaml.safe_load((PACKER_DIR / "systemd.yaml").read_text())
@@ -109,7 +115,8 @@ def instance_files(view: dict[str, Any], env: jinja2.Environment | None = None) 
     """bundle/files/<name> -> text for the instance view of the settings (settings.json).
 
     Templates get `settings` (that view), `layout` (the instance's paths and
-    units) and `generated_notice`; the service template also `service`.
+    units), `directives` (unit_directives for that view) and `generated_notice`;
+    per-entry templates and housekeeping services also their layout entry.
     """
     env = env or environment(FILES_DIR)
     files = {}
@@ -121,11 +128,13 @@ def instance_files(view: dict[str, Any], env: jinja2.Environment | None = None) 
             "directives": functools.partial(unit_directives, view),
             "generated_notice": notice(f"packer/files/{source}"),
         }
-        if source == SERVICE_TEMPLATE:
-            for service in layout.AIRFLOW_SERVICES:
-                files[service["unit"]] = template.render(context, service=service)
+        if source in PER_ENTRY_TEMPLATES:
+            as_name, table, key = PER_ENTRY_TEMPLATES[source]
+            for entry in table:
+                files[entry[key]] = template.render(context, **{as_name: entry})
         else:
-            files[source.removesuffix(".j2")] = template.render(context)
+            name = source.removesuffix(".j2")
+            files[name] = template.render(context, **({"job": JOBS[name]} if name in JOBS else {}))
     return files
 
 

@@ -710,6 +710,22 @@ class Settings:
         "name of the stored admin password",
         reaches=(INSTANCE,),
     )
+    log_retention_days: int = setting(
+        30,
+        _as_int,
+        _between(1, 3650),
+        "a number of days from 1 to 3650",
+        "task and dag-processor logs older than this are pruned (daily timer)",
+        reaches=(INSTANCE,),
+    )
+    db_retention_days: int = setting(
+        90,
+        _as_int,
+        _between(1, 3650),
+        "a number of days from 1 to 3650",
+        "`airflow db clean` removes metadata (runs, task instances, logs) older than this (daily timer)",
+        reaches=(INSTANCE,),
+    )
     uv_version: str = setting(
         "0.13.9",
         _as_str,

@@ -82,7 +82,29 @@ FIRSTBOOT_UNIT = "airflow-firstboot.service"
 # All that first boot writes (its sandbox makes the rest of the system read-only).
 FIRSTBOOT_WRITES = (ETC_AIRFLOW, STATE_DIR, AIRFLOW_HOME)
 AIRFLOW_TARGET = "airflow.target"
-UNITS = (FIRSTBOOT_UNIT, *SERVICE_UNITS, AIRFLOW_TARGET)
+# Housekeeping that keeps the disk bounded, each a oneshot service run by a timer
+# (the timers from packer/files/airflow-housekeeping.timer.j2, one per entry).
+HOUSEKEEPING = (
+    {
+        "unit": "airflow-log-prune.service",
+        "timer": "airflow-log-prune.timer",
+        "description": "prune Airflow task and dag-processor logs older than log_retention_days",
+        "memory_high": "10%",
+        "memory_max": "20%",
+    },
+    {
+        "unit": "airflow-db-clean.service",
+        "timer": "airflow-db-clean.timer",
+        "description": "airflow db clean: metadata older than db_retention_days",
+        "memory_high": "25%",
+        "memory_max": "30%",
+    },
+)
+TIMERS = tuple(job["timer"] for job in HOUSEKEEPING)
+# Enabled at bake time; UNIT_FILES are all the unit files the image installs.
+UNITS = (FIRSTBOOT_UNIT, *SERVICE_UNITS, AIRFLOW_TARGET, *TIMERS)
+UNIT_FILES = (*UNITS, *(job["unit"] for job in HOUSEKEEPING))
+JOURNALD_DROPIN = "/etc/systemd/journald.conf.d/airflow-ami.conf"
 API_SERVER_UNIT = "airflow-api-server.service"
 SCHEDULER_UNIT = "airflow-scheduler.service"
 DAG_PROCESSOR_UNIT = "airflow-dag-processor.service"
@@ -100,4 +122,5 @@ RENDERED_FILES = [
     ("sudoers-airflow-ami", "/etc/sudoers.d/airflow-ami", 0o440),
     ("mysql-airflow.cnf", MYSQL_DROPIN, 0o644),
     ("mysql-unit-airflow.conf", MYSQL_UNIT_DROPIN, 0o644),
-] + [(unit, SYSTEMD_DIR + "/" + unit, 0o644) for unit in UNITS]
+    ("journald-airflow-ami.conf", JOURNALD_DROPIN, 0o644),
+] + [(unit, SYSTEMD_DIR + "/" + unit, 0o644) for unit in UNIT_FILES]

@@ -15,6 +15,7 @@ from .lib import (
     Instance,
     expect,
     journal,
+    layout,
 )
 
 # Logical names, so that `-k scheduler` selects the scheduler's checks.
@@ -134,3 +135,45 @@ def test_firstboot_ran_exactly_once(instance: Instance) -> None:
             f"boots seen: {boots}",
             look,
         )
+
+
+@pytest.mark.parametrize("timer", layout.TIMERS)
+def test_housekeeping_timer_enabled_and_waiting(instance: Instance, timer: str) -> None:
+    state = instance.is_enabled(timer)
+    props = instance.unit_props(timer, "ActiveState")
+    assert state == "enabled" and props.get("ActiveState") == "active", expect(
+        f"{timer} enabled and active (it keeps the disk bounded)",
+        f"is-enabled {state}, ActiveState={props.get('ActiveState')}",
+        f"systemctl list-timers; systemctl status {timer}",
+    )
+
+
+def test_log_prune_removes_logs_past_the_retention(instance: Instance, settings: dict[str, Any]) -> None:
+    days = int(settings["log_retention_days"])
+    old = f"{layout.AIRFLOW_LOGS}/airflow_ami_testinfra_prune/old.log"
+    new = f"{layout.AIRFLOW_LOGS}/airflow_ami_testinfra_prune/new.log"
+    instance.check(
+        f"install -d -o airflow -g airflow {layout.AIRFLOW_LOGS}/airflow_ami_testinfra_prune"
+        f" && install -o airflow -g airflow /dev/null {old} && install -o airflow -g airflow /dev/null {new}"
+        f" && touch -d '{days + 5} days ago' {old}"
+    )
+    unit = "airflow-log-prune.service"
+    res = instance.sh(f"systemctl start {unit}")
+    left = instance.sh(f"ls {old} {new} 2>/dev/null").stdout.split()
+    instance.sh(f"rm -rf {layout.AIRFLOW_LOGS}/airflow_ami_testinfra_prune")
+    assert res.rc == 0 and left == [new], expect(
+        f"{unit} to delete a log {days + 5} days old and keep a new one (log_retention_days={days})",
+        f"start exit {res.rc} {res.stderr.strip()[-300:]}; left {left}",
+        journal(unit),
+    )
+
+
+def test_db_clean_runs(instance: Instance) -> None:
+    unit = "airflow-db-clean.service"
+    res = instance.sh(f"systemctl start {unit}")
+    result = instance.unit_props(unit, "Result").get("Result")
+    assert res.rc == 0 and result == "success", expect(
+        f"{unit} to run `airflow db clean` successfully",
+        f"start exit {res.rc}, Result={result}",
+        journal(unit),
+    )

@@ -169,6 +169,8 @@ BAD_VALUES = [
     ("build_name", "Has Space", {}),
     ("dry_run", "perhaps", {}),
     ("uv_version", "latest", {}),
+    ("log_retention_days", "0", {}),
+    ("db_retention_days", "forever", {}),
     ("uv_wheel_sha256", "D7F459FE", {}),
     ("mysql_signing_key_fingerprint", "a8d3785c", {}),
 ]

@@ -21,10 +21,16 @@ def answer_probes(ctx, monkeypatch, rc):
 
 
 def test_airflow_units_come_from_layout_alone():
-    assert set(layout.UNITS) == {layout.FIRSTBOOT_UNIT, *layout.SERVICE_UNITS, layout.AIRFLOW_TARGET}
+    assert set(layout.UNITS) == {
+        layout.FIRSTBOOT_UNIT,
+        *layout.SERVICE_UNITS,
+        layout.AIRFLOW_TARGET,
+        *(job["timer"] for job in layout.HOUSEKEEPING),
+    }
     assert set(layout.SERVICE_UNITS) == {s["unit"] for s in layout.AIRFLOW_SERVICES}
+    assert set(layout.UNIT_FILES) == {*layout.UNITS, *(job["unit"] for job in layout.HOUSEKEEPING)}
     assert {dest for _, dest, _ in layout.RENDERED_FILES} >= {
-        layout.SYSTEMD_DIR + "/" + unit for unit in layout.UNITS
+        layout.SYSTEMD_DIR + "/" + unit for unit in layout.UNIT_FILES
     }
 
 

@@ -1,9 +1,12 @@
 """Render packer/files/*.j2 through the host renderer (Jinja2, StrictUndefined)."""
 
 import configparser
+import datetime
 import os
+import shlex
 import shutil
 import subprocess
+import time
 
 import jinja2
 import pytest
@@ -224,3 +227,41 @@ def test_amazon_linux_2_units_get_only_what_systemd_219_knows():
         and "ReadWritePaths=/etc/airflow /var/lib/airflow-ami /opt/airflow" in first
     )
     assert "Restart=on-failure" not in files["airflow-firstboot.service"].splitlines()  # a oneshot on 219
+
+
+def exec_starts(unit_text):
+    return [line.split("=", 1)[1] for line in unit_text.splitlines() if line.startswith("ExecStart=")]
+
+
+def test_log_prune_removes_what_is_older_than_the_retention_and_empty_dirs(tmp_path):
+    unit = render_all(settings(log_retention_days=30))["airflow-log-prune.service"]
+    logs = tmp_path / "logs"
+    old = logs / "dag_id=x/run_id=old/task_id=t/attempt=1.log"
+    new = logs / "dag_id=x/run_id=new/task_id=t/attempt=1.log"
+    for path in (old, new):
+        path.parent.mkdir(parents=True)
+        path.write_text("log")
+    forty_days_ago = time.time() - 40 * 86400
+    os.utime(old, (forty_days_ago, forty_days_ago))
+    for command in exec_starts(unit):
+        subprocess.run(command.replace(layout.AIRFLOW_LOGS, str(logs)).split(), check=True)
+    assert new.exists() and not old.exists()
+    assert not (logs / "dag_id=x/run_id=old").exists()
+
+
+def test_db_clean_cuts_off_at_the_retention(tmp_path):
+    unit = render_all(settings(db_retention_days=90))["airflow-db-clean.service"]
+    (command,) = exec_starts(unit)
+    # systemd turns %% into %; `echo` stands in for airflow.
+    shell = command.replace("%%", "%").replace(f"exec {layout.AIRFLOW_BIN}", "exec echo")
+    out = subprocess.run(shlex.split(shell), capture_output=True, text=True, check=True).stdout.split()
+    assert out[:4] == ["db", "clean", "--yes", "--skip-archive"] and out[4] == "--clean-before-timestamp"
+    cutoff = datetime.datetime.fromisoformat(out[5])
+    expected = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=90)
+    assert abs((cutoff - expected).total_seconds()) < 120
+
+
+def test_journald_is_capped():
+    journal = configparser.ConfigParser()
+    journal.read_string(render_all(settings())["journald-airflow-ami.conf"])
+    assert journal["Journal"]["SystemMaxUse"] and journal["Journal"]["MaxRetentionSec"]
