@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .lib import (
@@ -9,6 +10,7 @@ from .lib import (
     AIRFLOW_CLI,
     AIRFLOW_ENV,
     AIRFLOW_UNITS,
+    FANOUT_DAG,
     HEALTH_PATH,
     SECRETS_ENV,
     SETTINGS_PATH,
@@ -119,4 +121,27 @@ def test_sudo_finds_the_airflow_cli(instance: Instance, settings: dict[str, Any]
         f"`sudo airflow version` to print {settings['airflow_version']}",
         f"exit {res.rc}: {(res.stderr or res.stdout).strip()[-300:]}",
         "sudo -l (secure_path); /etc/sudoers.d/airflow-ami",
+    )
+
+
+def test_cli_output_for_machines_is_only_the_value(instance: Instance) -> None:
+    res = instance.airflow("config get-value core executor")
+    assert res.rc == 0 and res.stdout == "LocalExecutor\n", expect(
+        "`airflow config get-value core executor` to print exactly 'LocalExecutor' on stdout",
+        f"exit {res.rc}, stdout {res.stdout[-500:]!r}",
+        f"PYTHONWARNINGS in {AIRFLOW_CLI}; warnings belong on stderr or nowhere",
+    )
+
+
+def test_cli_json_output_parses(instance: Instance) -> None:
+    instance.ensure_dags()
+    res = instance.airflow(f"dags list-runs {FANOUT_DAG} -o json")
+    try:
+        runs = json.loads(res.stdout)
+    except ValueError as exc:
+        runs = exc
+    assert res.rc == 0 and isinstance(runs, list), expect(
+        f"`airflow dags list-runs {FANOUT_DAG} -o json` to print JSON and nothing else on stdout",
+        f"exit {res.rc}: {runs!r}; stdout starts {res.stdout[:300]!r}",
+        f"PYTHONWARNINGS in {AIRFLOW_CLI}",
     )
