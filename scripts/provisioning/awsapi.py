@@ -4,6 +4,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -17,10 +18,18 @@ class NoMetadata(Exception):
 class Imds(object):
     """IMDSv2 client: a token from PUT /latest/api/token, then GETs with the token."""
 
-    def __init__(self, base=IMDS, timeout=2.0, attempts=3):
+    def __init__(
+        self, base=IMDS, timeout=2.0, attempts=3, *, patience=0.0, sleep=time.sleep, clock=time.monotonic
+    ):
+        """``attempts`` quick tries; with ``patience`` (seconds), keep trying with
+        exponential backoff until that much time has passed (a slow metadata service
+        at boot is not a missing one)."""
         self.base = base
         self.timeout = timeout
         self.attempts = attempts
+        self.patience = patience
+        self._sleep = sleep
+        self._clock = clock
         self._token = None
 
     def _open(self, req):
@@ -31,7 +40,11 @@ class Imds(object):
     def token(self):
         if self._token is None:
             last = None
-            for _ in range(self.attempts):
+            deadline = self._clock() + self.patience
+            delay = 0.5
+            tries = 0
+            while True:
+                tries += 1
                 req = urllib.request.Request(
                     self.base + "/latest/api/token",
                     method="PUT",
@@ -43,8 +56,15 @@ class Imds(object):
                         break
                 except (urllib.error.URLError, OSError) as exc:
                     last = exc
+                if tries >= self.attempts and self._clock() >= deadline:
+                    break
+                if tries >= self.attempts:
+                    self._sleep(min(delay, max(0.0, deadline - self._clock())))
+                    delay *= 2
             if self._token is None:
-                raise NoMetadata("no IMDSv2 token from %s: %s" % (self.base, last)) from None
+                raise NoMetadata(
+                    "no IMDSv2 token from %s after %d tries: %s" % (self.base, tries, last)
+                ) from None
         return self._token
 
     def get(self, path):

@@ -1,13 +1,23 @@
 """First boot of an instance (airflow-firstboot.service): per-instance secrets.
 
-Runs once per instance: the record /var/lib/airflow-ami/firstboot.json holds the
-instance id it was made for; a different id (an image made from a booted
-instance) or no record makes it run again.
+It runs at every boot and decides from the record (/var/lib/airflow-ami/
+firstboot.json, written last) and the secrets already on disk:
+
+- done: the record is for this instance and every secret is there: nothing to do.
+- complete: no record yet (a fresh image, or a first boot killed halfway):
+  secrets that exist are kept, only missing ones are made.
+- rotate: the record is for another instance (an image made from a used one):
+  new secrets, the new fernet key in front of the old one until
+  `airflow rotate-fernet-key` has re-encrypted every value.
+
+Once made, secrets are never thrown away: without an answer from IMDS (retried
+for about a minute) the identity is unknown, not new, and what exists is kept.
 """
 
 import json
 import os
 import time
+from urllib.parse import unquote, urlsplit
 
 from . import layout as L
 from .airflowenv import airflow_env
@@ -71,18 +81,45 @@ with create_session() as session:
 """
 
 
+# How long a boot waits for the metadata service before calling the identity unknown.
+IMDS_PATIENCE = 60
+# secrets.env: the names of the secrets in it, by environment variable.
+SECRET_VARIABLES = {
+    "fernet_key": "AIRFLOW__CORE__FERNET_KEY",
+    "jwt_secret": "AIRFLOW__API_AUTH__JWT_SECRET",
+    "api_secret_key": "AIRFLOW__API__SECRET_KEY",
+}
+DB_URL_VARIABLE = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+SECRET_MAKERS = {
+    "db_password": lambda: alphanumeric(32),
+    "fernet_key": fernet_key,
+    "jwt_secret": lambda: alphanumeric(64),
+    "api_secret_key": lambda: alphanumeric(64),
+    "admin_password": lambda: alphanumeric(24),
+}
+
+
 class FirstbootState(object):
     """What a first-boot step leaves for a later one."""
 
     def __init__(self):
-        # read_instance_identity: the IMDSv2 client (None without metadata) and what it said
+        # read_instance_identity: the IMDSv2 client (None without metadata) and what it
+        # said; identity_known is False when IMDS never answered
         self.imds = None
         self.instance_id = None
         self.region = None
         self.imds_version = "none"
+        self.identity_known = False
+        # read_existing_secrets: secrets already on disk by name, fernet keys beyond the
+        # first (a rotation not yet finished), and the last record
+        self.existing = {}
+        self.old_fernet_keys = []
+        self.record = None
+        # decide_what_to_do: "complete" or "rotate" ("done" stops the run)
+        self.mode = None
         # size_parallelism: the [core] parallelism written to airflow.cfg
         self.parallelism = None
-        # generate_secrets: the new per-instance secrets by name
+        # generate_secrets: the secrets this boot uses, by name
         self.generated = {}
 
 
@@ -95,39 +132,77 @@ def machine_id():
 
 
 def read_instance_identity(ctx):
-    """Instance id and region from IMDSv2; without IMDS, the machine-id and settings."""
+    """Instance id and region from IMDSv2, waiting about a minute for it to answer."""
     state = ctx.state
-    imds = Imds()
+    imds = Imds(patience=IMDS_PATIENCE)
     try:
         doc = json.loads(imds.get("dynamic/instance-identity/document") or "{}")
         state.instance_id = doc.get("instanceId") or imds.get("meta-data/instance-id")
         state.region = doc.get("region") or ctx.settings.get("region")
     except (NoMetadata, ValueError) as exc:
-        state.instance_id = "machine-" + machine_id()
         state.region = ctx.settings.get("region") or "us-east-1"
-        ctx.info(
-            "no instance metadata (%s): using %s, region %s from settings"
-            % (exc, state.instance_id, state.region)
-        )
+        ctx.info("no instance metadata (%s): the identity is unknown" % exc)
         return
-    state.imds, state.imds_version = imds, "v2"
+    state.imds, state.imds_version, state.identity_known = imds, "v2", True
     ctx.info("instance %s in %s (IMDSv2)" % (state.instance_id, state.region))
 
 
-def check_first_boot_pending(ctx):
-    """Stop here when the record says first boot already ran for this instance."""
-    if os.path.exists(L.FIRSTBOOT_MARKER):
-        with open(L.FIRSTBOOT_MARKER) as fh:
-            try:
-                record = json.load(fh)
-            except ValueError:
-                record = {}
-        if record.get("instance_id") == ctx.state.instance_id and os.path.exists(L.SECRETS_ENV):
-            ctx.info("first boot already done for %s at %s" % (ctx.state.instance_id, record.get("time")))
-            return "stop"
-        ctx.info(
-            "record is for %s, this is %s: running again" % (record.get("instance_id"), ctx.state.instance_id)
+def read_existing_secrets(ctx):
+    """Secrets already on disk (kept, whatever else happens) and the last record."""
+    state = ctx.state
+    env = read_env_file(L.SECRETS_ENV) if os.path.exists(L.SECRETS_ENV) else {}
+    for name, variable in SECRET_VARIABLES.items():
+        if env.get(variable):
+            state.existing[name] = ctx.add_secret(env[variable])
+    if state.existing.get("fernet_key"):
+        keys = state.existing["fernet_key"].split(",")
+        state.existing["fernet_key"], state.old_fernet_keys = keys[0], keys[1:]
+        for key in keys:
+            ctx.add_secret(key)
+    password = urlsplit(env.get(DB_URL_VARIABLE, "")).password
+    if password:
+        state.existing["db_password"] = ctx.add_secret(unquote(password))
+    if os.path.exists(L.ADMIN_PASSWORD_FILE):
+        with open(L.ADMIN_PASSWORD_FILE) as fh:
+            admin = fh.read().strip()
+        if admin:
+            state.existing["admin_password"] = ctx.add_secret(admin)
+    state.record = read_record()
+    ctx.info(
+        "on disk: %s; record for %s"
+        % (
+            ", ".join(sorted(state.existing)) or "no secrets",
+            (state.record or {}).get("instance_id", "nobody"),
         )
+    )
+
+
+def read_record():
+    try:
+        with open(L.FIRSTBOOT_MARKER) as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def decide_what_to_do(ctx):
+    """done, complete (keep what exists, make what is missing) or rotate (a new identity)."""
+    state = ctx.state
+    recorded = (state.record or {}).get("instance_id")
+    if not state.identity_known:
+        # IMDS silent: the instance is not new, it just cannot say who it is.
+        state.instance_id = recorded or "machine-" + machine_id()
+    complete = set(state.existing) == set(SECRET_MAKERS) and not state.old_fernet_keys
+    if recorded == state.instance_id and complete:
+        ctx.info("first boot already done for %s at %s" % (recorded, state.record.get("time")))
+        return "stop"
+    if recorded and recorded != state.instance_id and state.existing:
+        state.mode = "rotate"
+        ctx.info("the record is for %s, this is %s: rotating every secret" % (recorded, state.instance_id))
+    else:
+        state.mode = "complete"
+        ctx.info("completing first boot for %s, keeping the secrets on disk" % state.instance_id)
     return None
 
 
@@ -147,15 +222,18 @@ def size_parallelism(ctx):
 
 
 def generate_secrets(ctx):
-    """Make the DB password, fernet key, JWT secret, API secret key, admin password."""
-    ctx.state.generated = {
-        "db_password": ctx.add_secret(alphanumeric(32)),
-        "fernet_key": ctx.add_secret(fernet_key()),
-        "jwt_secret": ctx.add_secret(alphanumeric(64)),
-        "api_secret_key": ctx.add_secret(alphanumeric(64)),
-        "admin_password": ctx.add_secret(alphanumeric(24)),
-    }
-    ctx.would("generate DB password, fernet key, JWT secret, API secret key, admin password")
+    """Make what is missing (complete) or all anew (rotate, the old fernet key kept behind)."""
+    state = ctx.state
+    keep = {} if state.mode == "rotate" else state.existing
+    made = [name for name in SECRET_MAKERS if name not in keep]
+    state.generated = dict(keep)
+    for name in made:
+        state.generated[name] = ctx.add_secret(SECRET_MAKERS[name]())
+    if state.mode == "rotate" and "fernet_key" in state.existing:
+        # Values encrypted with the old key stay readable until rotate-fernet-key is done.
+        state.old_fernet_keys = [state.existing["fernet_key"], *state.old_fernet_keys]
+    if made:
+        ctx.would("generate %s" % ", ".join(made))
 
 
 def rekey_mysql_user(ctx):
@@ -185,10 +263,13 @@ def write_secrets_env(ctx):
     content = "".join(
         [
             "# Generated at first boot by airflow-firstboot.service; root only.\n",
-            env_file_line("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", url),
-            env_file_line("AIRFLOW__CORE__FERNET_KEY", ctx.state.generated["fernet_key"]),
-            env_file_line("AIRFLOW__API_AUTH__JWT_SECRET", ctx.state.generated["jwt_secret"]),
-            env_file_line("AIRFLOW__API__SECRET_KEY", ctx.state.generated["api_secret_key"]),
+            env_file_line(DB_URL_VARIABLE, url),
+            env_file_line(
+                SECRET_VARIABLES["fernet_key"],
+                ",".join([ctx.state.generated["fernet_key"], *ctx.state.old_fernet_keys]),
+            ),
+            env_file_line(SECRET_VARIABLES["jwt_secret"], ctx.state.generated["jwt_secret"]),
+            env_file_line(SECRET_VARIABLES["api_secret_key"], ctx.state.generated["api_secret_key"]),
         ]
     )
     ctx.write_file(L.SECRETS_ENV, content, 0o600, "root", "root", secret=True)
@@ -224,6 +305,23 @@ def update_airflow_database(ctx):
     for line in out.splitlines():
         if line.startswith(("schema", "created", "reset", "aws_default")):
             ctx.info(line)
+
+
+def reencrypt_with_the_new_fernet_key(ctx):
+    """With old fernet keys behind the new one: re-encrypt every value, then drop them."""
+    if not ctx.state.old_fernet_keys:
+        return "skipped"
+    ctx.act(
+        "re-encrypt connections, variables and triggers with the new fernet key",
+        ctx.run,
+        [L.AIRFLOW_BIN, "rotate-fernet-key"],
+        env=service_env(ctx),
+        user=L.AIRFLOW_USER,
+        cwd=L.AIRFLOW_HOME,
+    )
+    ctx.state.old_fernet_keys = []
+    write_secrets_env(ctx)
+    return None
 
 
 def write_admin_password_file(ctx):
@@ -288,6 +386,7 @@ def write_firstboot_record(ctx):
         "instance_id": ctx.state.instance_id,
         "region": ctx.state.region,
         "imds_version": ctx.state.imds_version,
+        "mode": ctx.state.mode,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mysql_server_uuid": uuid,
         "parallelism": ctx.state.parallelism,
@@ -299,15 +398,19 @@ def write_firstboot_record(ctx):
     )
 
 
+# Written for a first boot killed at any step: each step can run again, secrets are
+# kept from the first write on, and the record (what says "done") is written last.
 STEPS = [
     read_instance_identity,
-    check_first_boot_pending,
+    read_existing_secrets,
+    decide_what_to_do,
     size_parallelism,
     generate_secrets,
     rekey_mysql_user,
     write_secrets_env,
-    update_airflow_database,
     write_admin_password_file,
+    update_airflow_database,
+    reencrypt_with_the_new_fernet_key,
     store_admin_password,
     write_firstboot_record,
 ]

@@ -180,6 +180,7 @@ class Context(object):
                 fh.flush()
                 os.fsync(fh.fileno())
             os.rename(tmp, path)
+            fsync_directory(directory)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -211,6 +212,15 @@ class Context(object):
         else:
             os.unlink(path)
         return True
+
+
+def fsync_directory(directory):
+    """Make a rename in ``directory`` durable: a power cut after it keeps the new file."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _ids(owner, group):

@@ -77,3 +77,20 @@ def test_no_metadata_service_raises_quickly():
     client = Imds(base="http://127.0.0.1:9", timeout=0.5, attempts=1)
     with pytest.raises(NoMetadata):
         client.get("meta-data/instance-id")
+
+
+def test_a_slow_metadata_service_is_waited_for_with_backoff():
+    now = [0.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+
+    client = Imds(
+        base="http://127.0.0.1:9", timeout=0.1, attempts=1, patience=60, sleep=sleep, clock=lambda: now[0]
+    )
+    with pytest.raises(NoMetadata, match="after 8 tries"):
+        client.token()
+    assert slept[:4] == [0.5, 1.0, 2.0, 4.0]  # doubling
+    assert 60 <= sum(slept) <= 61  # about a minute in all, then "no metadata"

@@ -36,6 +36,11 @@ def test_firstboot_state_defaults():
         "instance_id": None,
         "region": None,
         "imds_version": "none",
+        "identity_known": False,
+        "existing": {},
+        "old_fernet_keys": [],
+        "record": None,
+        "mode": None,
         "parallelism": None,
         "generated": {},
     }
@@ -61,6 +66,9 @@ def test_each_program_gives_its_steps_a_fresh_state(monkeypatch):
 
 def test_identity_without_metadata_comes_from_machine_id_and_settings(monkeypatch):
     class NoImds:
+        def __init__(self, **options):
+            assert options["patience"] >= 60  # a slow IMDS at boot is waited for
+
         def get(self, path):
             raise NoMetadata("no IMDS here")
 
@@ -68,5 +76,7 @@ def test_identity_without_metadata_comes_from_machine_id_and_settings(monkeypatc
     monkeypatch.setattr(firstboot, "machine_id", lambda: "abc123")
     ctx = RecordingContext({"region": "eu-north-1"}, state=firstboot.FirstbootState())
     firstboot.read_instance_identity(ctx)
+    assert not ctx.state.identity_known
+    assert firstboot.decide_what_to_do(ctx) is None  # no record: a first boot without IMDS
     assert (ctx.state.instance_id, ctx.state.region) == ("machine-abc123", "eu-north-1")
     assert (ctx.state.imds, ctx.state.imds_version) == (None, "none")
