@@ -30,6 +30,7 @@ from .instance import (
     INSTANCE_TYPE,
     boot_instance,
     destroy_instance,
+    set_metadata_service,
     shutdown_instance,
     wait_for_ssh,
 )
@@ -284,6 +285,45 @@ class LocalCloud:
 
     def teardown(self, settings: Settings) -> list[str]:
         return teardown_local()
+
+    def image_from_instance(self, settings: Settings, instance_id: str, name: str) -> str:
+        """CreateImage of a used instance: it powers off and its disk becomes a new AMI.
+
+        The local cloud keeps one disk per instance, so the instance is gone
+        afterwards (terminated); launch the AMI to get it back.
+        """
+        require_root()
+        cache = cache_dir()
+        with interrupts_as_exceptions():
+            record = _record(cache, instance_id)
+            port, _ = ensure_moto(cache, settings.region)
+            ec2 = ec2_client(port, settings.region)
+            shutdown_instance(record)
+            ami_id = str(ec2.create_image(InstanceId=instance_id, Name=name)["ImageId"])
+            meta = {
+                "name": name,
+                "region": settings.region,
+                "source_ami": record["ami_id"],
+                "built": time.time(),
+            }
+            capture_image(cache, record, ami_id, meta)
+            destroy_instance(cache, record)
+            ec2.terminate_instances(InstanceIds=[instance_id])
+        return ami_id
+
+    def metadata_service(self, instance_id: str, running: bool) -> None:
+        """Take an instance's IMDS down or bring it back (an outage, rehearsed)."""
+        require_root()
+        cache = cache_dir()
+        set_metadata_service(cache, _record(cache, instance_id), running)
+
+
+def _record(cache: Path, instance_id: str) -> dict[str, Any]:
+    with locked_state(cache) as state:
+        record = state["instances"].get(instance_id)
+    if record is None:
+        raise LocalCloudError(f"no local instance {instance_id}: see `./bake instances --cloud local`")
+    return dict(record)
 
 
 def _instance(record: dict[str, Any], region: str) -> Instance:

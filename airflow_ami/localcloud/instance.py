@@ -244,6 +244,18 @@ def _update_record(cache: Path, record: dict[str, Any]) -> None:
         state["instances"][record["instance_id"]] = record
 
 
+def set_metadata_service(cache: Path, record: dict[str, Any], running: bool) -> None:
+    """Stop or (re)start one instance's metadata service: rehearses an IMDS outage."""
+    if record.get("imds_pid"):
+        stop_process(record["imds_pid"])
+        record["imds_pid"] = None
+    if running:
+        home = Path(record["home"])
+        slot = Slot(record["slot"])
+        record["imds_pid"] = start_imds(slot, home / "imds.json", home / "imds.log", record["instance_id"])
+    _update_record(cache, record)
+
+
 def ssh_command(record: dict[str, Any], *remote: str) -> list[str]:
     return [
         "ssh",

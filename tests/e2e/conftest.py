@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +64,21 @@ def bake(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
     )
     print(f"$ ./bake {' '.join(args)}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def identity(host: Any, timeout: float = 300) -> dict[str, str]:
+    """What must be unique per instance: machine-id, MySQL server UUID, a digest per secret."""
+    deadline = time.monotonic() + timeout
+    while host.run("sudo -n systemctl is-active airflow-firstboot.service").stdout.strip() != "active":
+        assert time.monotonic() < deadline, "first boot did not finish; journalctl -u airflow-firstboot"
+        time.sleep(3)
+    # Digests only: secret values never leave the instance.
+    digests = host.check_output(
+        'sudo -n sh -c \'grep -v "^#" /etc/airflow/secrets.env | while IFS== read -r key value; do '
+        'printf "%s %s\\n" "$key" "$(printf %s "$value" | sha256sum | cut -c1-64)"; '
+        'done; printf "admin-password %s\\n" $(sha256sum < /etc/airflow/admin-password | cut -c1-64)\''
+    )
+    found = {f"secret {line.split()[0]}": line.split()[1] for line in digests.splitlines() if line.strip()}
+    found["machine-id"] = host.file("/etc/machine-id").content_string.strip()
+    found["mysql server_uuid"] = host.check_output("sudo -n mysql -NBe 'SELECT @@server_uuid'")
+    return found

@@ -18,7 +18,7 @@ from airflow_ami.settings import load_settings
 from airflow_ami.verify import ssh_config
 from tests.infra import breakage
 
-from .conftest import REPO, bake, our_leftovers
+from .conftest import REPO, bake, identity, our_leftovers
 
 # The local cloud's default build (packer/clouds/local.yaml: debian, x86_64).
 BUILD = REPO / "build" / "debian-x86_64-local"
@@ -104,24 +104,6 @@ def test_a_broken_instance_fails_verification_naming_the_cause(
     host, spec, config = instance_host
     result = breakage.check_case(case, host, spec, ssh_config=config)
     assert result.ok, result.explain()
-
-
-def identity(host: Any, timeout: float = 300) -> dict[str, str]:
-    """What must be unique per instance: machine-id, MySQL server UUID, a digest per secret."""
-    deadline = time.monotonic() + timeout
-    while host.run("sudo -n systemctl is-active airflow-firstboot.service").stdout.strip() != "active":
-        assert time.monotonic() < deadline, "first boot did not finish; journalctl -u airflow-firstboot"
-        time.sleep(3)
-    # Digests only: secret values never leave the instance.
-    digests = host.check_output(
-        'sudo -n sh -c \'grep -v "^#" /etc/airflow/secrets.env | while IFS== read -r key value; do '
-        'printf "%s %s\\n" "$key" "$(printf %s "$value" | sha256sum | cut -c1-64)"; '
-        'done; printf "admin-password %s\\n" $(sha256sum < /etc/airflow/admin-password | cut -c1-64)\''
-    )
-    found = {f"secret {line.split()[0]}": line.split()[1] for line in digests.splitlines() if line.strip()}
-    found["machine-id"] = host.file("/etc/machine-id").content_string.strip()
-    found["mysql server_uuid"] = host.check_output("sudo -n mysql -NBe 'SELECT @@server_uuid'")
-    return found
 
 
 def test_two_instances_of_one_image_share_no_secret_or_identity(instance_host: tuple[Any, str, str]) -> None:
