@@ -17,10 +17,10 @@ import pytest
 import testinfra
 
 from airflow_ami.clouds import Instance
+from airflow_ami.layout import layout
 from airflow_ami.localcloud import LocalCloud
 from airflow_ami.settings import load_settings
 from airflow_ami.verify import ssh_config
-from airflow_ami.layout import layout
 from tests.infra.lib import Instance as Host
 
 from .conftest import REPO, identity, our_leftovers
