@@ -113,3 +113,12 @@ def _leave_instances_as_found() -> Iterator[None]:
     _INSTANCES.clear()
     if problems:
         pytest.fail("the suite could not undo its changes: " + "; ".join(problems))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from .test_sandbox import EXPOSURES  # noqa: PLC0415  (filled while the tests ran)
+
+    if EXPOSURES:
+        terminalreporter.section("systemd exposure (systemd-analyze security; OK <= 4.9)")
+        for unit, (exposure, rating) in sorted(EXPOSURES.items()):
+            terminalreporter.write_line(f"{unit:<36} {exposure:4.1f} {rating}")
