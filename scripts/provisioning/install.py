@@ -456,15 +456,6 @@ def install_into_venv(ctx, argv, spec):
     ctx.write_file(L.VENV_SPEC_STAMP, json.dumps(spec, sort_keys=True) + "\n")
 
 
-@real_run_only("copy the build's uv into the venv's bin for @task.virtualenv")
-def give_tasks_uv(ctx):
-    """@task.virtualenv makes its environments with uv (venv_install_method = uv in
-    airflow.cfg): the pinned, hash-checked uv of the build goes into the venv's bin,
-    which is on the services' PATH. Without it, the image's python3 may lack ensurepip."""
-    with open(uv_bin(), "rb") as fh:
-        ctx.write_file(L.TASK_UV, fh.read(), 0o755, "root", "root")
-
-
 def remove_build_packages(ctx):
     if not os.path.isfile(L.BUILD_PACKAGES_RECORD):
         ctx.info("no build-only packages recorded")
@@ -607,7 +598,6 @@ STEPS = [
     install_python_for_airflow,
     create_airflow_venv,
     install_airflow,
-    give_tasks_uv,
     remove_build_packages,
     install_config_files,
     install_provisioning_code,

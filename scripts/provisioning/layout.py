@@ -9,7 +9,6 @@ no imports of other provisioning modules, so each of them can load it alone.
 AIRFLOW_HOME = "/opt/airflow"
 VENV = AIRFLOW_HOME + "/venv"
 AIRFLOW_BIN = VENV + "/bin/airflow"
-TASK_UV = VENV + "/bin/uv"  # what @task.virtualenv creates environments with
 AIRFLOW_CFG = AIRFLOW_HOME + "/airflow.cfg"
 AIRFLOW_LOGS = AIRFLOW_HOME + "/logs"
 AIRFLOW_USER = "airflow"
