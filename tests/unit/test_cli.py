@@ -100,3 +100,25 @@ def test_rendering_amazon_linux_2_warns_once_about_its_end_of_support() -> None:
     )
     assert quiet.returncode == 0 and quiet.stderr == ""
     shutil.rmtree(Path("build", "test-eol-warning"))
+
+
+def test_arguments_after_dashes_keep_their_spaces() -> None:
+    # `-k "a or b"` must reach pytest as one argument, as the README shows for `-m "not slow"`.
+    result = subprocess.run(
+        [
+            "./bake",
+            "test",
+            "--",
+            "--collect-only",
+            "-q",
+            "tests/unit/test_settings.py",
+            "-k",
+            "test_defaults_come_from_the_amazon_linux_2_profile or test_cli_beats_config_beats_profile",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    collected = [line for line in result.stdout.splitlines() if "::" in line]
+    assert len(collected) == 2, result.stdout
