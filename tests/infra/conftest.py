@@ -116,8 +116,14 @@ def _leave_instances_as_found() -> Iterator[None]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    from .test_sandbox import EXPOSURES  # noqa: PLC0415  (filled while the tests ran)
+    # Filled while the tests ran.
+    from .test_resilience import RECOVERY  # noqa: PLC0415
+    from .test_sandbox import EXPOSURES  # noqa: PLC0415
 
+    if RECOVERY:
+        terminalreporter.section("Airflow healthy again after a MySQL fault")
+        for fault, seconds in RECOVERY.items():
+            terminalreporter.write_line(f"{fault:<48} {seconds:6.1f} s")
     if EXPOSURES:
         terminalreporter.section("systemd exposure (systemd-analyze security; OK <= 4.9)")
         for unit, (exposure, rating) in sorted(EXPOSURES.items()):

@@ -155,3 +155,77 @@ def test_reboot_comes_back_healthy(instance: Instance) -> None:
         instance.run_summary(run),
         journal("airflow-scheduler.service", 100),
     )
+
+
+# fault -> seconds until Airflow was healthy again: printed at the end of the session.
+RECOVERY: dict[str, float] = {}
+
+
+def main_pids(instance: Instance) -> dict[str, int]:
+    return {unit: main_pid(instance, unit) for unit in AIRFLOW_UNITS}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_mysql_restart_leaves_airflow_running(instance: Instance) -> None:
+    """A package upgrade restarts MySQL: Airflow's services ride it out, none is restarted."""
+    state = instance.wait_healthy(instance.recovery_timeout)
+    assert state["healthy"], instance.health_message(state, "healthy before restarting MySQL")
+    before = main_pids(instance)
+    start = time.monotonic()
+    instance.check(f"systemctl restart {instance.mysql_unit}")
+    state = instance.wait_healthy(instance.recovery_timeout)
+    RECOVERY[f"systemctl restart {instance.mysql_unit}"] = time.monotonic() - start
+    assert state["healthy"], instance.health_message(
+        state, "healthy again after `systemctl restart` of MySQL"
+    )
+    restarted = {u: (pid, main_pid(instance, u)) for u, pid in before.items() if main_pid(instance, u) != pid}
+    assert not restarted, expect(
+        f"no Airflow service restarted with {instance.mysql_unit} (Wants=, not Requires=)",
+        f"restarted (old, new main pid): {restarted}",
+        "systemctl cat airflow-scheduler.service ([Unit] Requires=/Wants=)",
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_mysql_stopped_for_30s_then_started_airflow_comes_back_alone(instance: Instance) -> None:
+    state = instance.wait_healthy(instance.recovery_timeout)
+    assert state["healthy"], instance.health_message(state, "healthy before stopping MySQL")
+    instance.check(f"systemctl stop {instance.mysql_unit}")
+    time.sleep(30)
+    start = time.monotonic()
+    instance.check(f"systemctl start {instance.mysql_unit}")
+    state = instance.wait_healthy(instance.recovery_timeout)
+    RECOVERY[f"{instance.mysql_unit} stopped 30 s, then started"] = time.monotonic() - start
+    assert state["healthy"], instance.health_message(state, "healthy again, with no manual step")
+    states = wait_units_active(instance, time.monotonic() + instance.recovery_timeout)
+    down = {u: s for u, s in states.items() if s != "active"}
+    assert not down, expect("every unit active again by itself", down, "; ".join(journal(u) for u in down))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_run_in_flight_survives_a_mysql_restart(instance: Instance) -> None:
+    state = instance.wait_healthy(instance.recovery_timeout)
+    assert state["healthy"], instance.health_message(state, "healthy before the run")
+    run_id = instance.trigger(INFLIGHT_DAG)
+    tis_path = f"/api/v2/dags/{INFLIGHT_DAG}/dagRuns/{run_id}/taskInstances"
+    deadline = time.monotonic() + 300
+    running: list[str] = []
+    while time.monotonic() < deadline and not running:
+        time.sleep(2)
+        status, body = instance.api("GET", tis_path)
+        running = [
+            t["task_id"] for t in (body or {}).get("task_instances", []) if t.get("state") == "running"
+        ]
+    assert running, expect(
+        f"a task of {INFLIGHT_DAG} running within 300 s", running, journal("airflow-scheduler")
+    )
+    instance.check(f"systemctl restart {instance.mysql_unit}")
+    run = instance.wait_run(INFLIGHT_DAG, run_id, max(instance.run_timeout, 1500.0))
+    assert run["state"] == "success", expect(
+        f"{INFLIGHT_DAG} run {run_id} (task {running} running when MySQL restarted) to succeed",
+        instance.run_summary(run),
+        f"{journal('airflow-scheduler.service', 200)}; {journal(instance.mysql_unit)}",
+    )
