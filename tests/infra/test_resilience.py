@@ -52,6 +52,26 @@ def sigkill_and_wait_restart(instance: Instance, unit: str, deadline: float) -> 
     )
 
 
+def start_inflight_run(instance: Instance) -> tuple[str, list[str]]:
+    """Trigger the in-flight DAG and wait until one of its tasks runs: (run id, running tasks)."""
+    run_id = instance.trigger(INFLIGHT_DAG)
+    tis_path = f"/api/v2/dags/{INFLIGHT_DAG}/dagRuns/{run_id}/taskInstances"
+    deadline = time.monotonic() + 300
+    running: list[str] = []
+    body: object = None
+    while time.monotonic() < deadline and not running:
+        time.sleep(2)
+        status, body = instance.api("GET", tis_path)
+        tis = (body or {}).get("task_instances", []) if status == 200 else []
+        running = [t["task_id"] for t in tis if t.get("state") == "running"]
+    assert running, expect(
+        f"a task of {INFLIGHT_DAG} run {run_id} running within 300 s",
+        str(body)[:500],
+        journal("airflow-scheduler.service", 100),
+    )
+    return run_id, running
+
+
 def wait_units_active(instance: Instance, deadline: float) -> dict[str, str]:
     units = (instance.mysql_unit, *AIRFLOW_UNITS)
     states: dict[str, str] = {}
@@ -91,21 +111,7 @@ def test_run_in_flight_survives_scheduler_kill(instance: Instance) -> None:
     unit = "airflow-scheduler.service"
     state = instance.wait_healthy(instance.recovery_timeout)
     assert state["healthy"], instance.health_message(state, "healthy before the run")
-    run_id = instance.trigger(INFLIGHT_DAG)
-    tis_path = f"/api/v2/dags/{INFLIGHT_DAG}/dagRuns/{run_id}/taskInstances"
-    deadline = time.monotonic() + 300
-    running: list[str] = []
-    body: object = None
-    while time.monotonic() < deadline and not running:
-        time.sleep(2)
-        status, body = instance.api("GET", tis_path)
-        tis = (body or {}).get("task_instances", []) if status == 200 else []
-        running = [t["task_id"] for t in tis if t.get("state") == "running"]
-    assert running, expect(
-        f"a task of {INFLIGHT_DAG} run {run_id} running within 300 s",
-        str(body)[:500],
-        journal(unit, 100),
-    )
+    run_id, running = start_inflight_run(instance)
     sigkill_and_wait_restart(instance, unit, time.monotonic() + instance.recovery_timeout)
     # A task killed with its scheduler is failed by heartbeat timeout and retried.
     run = instance.wait_run(INFLIGHT_DAG, run_id, max(instance.run_timeout, 1500.0))
@@ -209,19 +215,7 @@ def test_mysql_stopped_for_30s_then_started_airflow_comes_back_alone(instance: I
 def test_run_in_flight_survives_a_mysql_restart(instance: Instance) -> None:
     state = instance.wait_healthy(instance.recovery_timeout)
     assert state["healthy"], instance.health_message(state, "healthy before the run")
-    run_id = instance.trigger(INFLIGHT_DAG)
-    tis_path = f"/api/v2/dags/{INFLIGHT_DAG}/dagRuns/{run_id}/taskInstances"
-    deadline = time.monotonic() + 300
-    running: list[str] = []
-    while time.monotonic() < deadline and not running:
-        time.sleep(2)
-        status, body = instance.api("GET", tis_path)
-        running = [
-            t["task_id"] for t in (body or {}).get("task_instances", []) if t.get("state") == "running"
-        ]
-    assert running, expect(
-        f"a task of {INFLIGHT_DAG} running within 300 s", running, journal("airflow-scheduler")
-    )
+    run_id, running = start_inflight_run(instance)
     instance.check(f"systemctl restart {instance.mysql_unit}")
     run = instance.wait_run(INFLIGHT_DAG, run_id, max(instance.run_timeout, 1500.0))
     assert run["state"] == "success", expect(
