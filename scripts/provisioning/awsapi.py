@@ -7,6 +7,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 
 IMDS = "http://169.254.169.254"
 
@@ -101,17 +102,14 @@ def _hmac(key, msg):
     return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
 
-def sigv4_headers(method, url_host, path, body, *, region, service, creds, target, now=None):
-    """Headers for an AWS JSON 1.1 request signed with Signature Version 4 (pure)."""
+def sigv4_headers(method, url_host, path, body, *, region, service, creds, extra, now=None):
+    """Headers of a request signed with Signature Version 4 (pure); ``extra``: the
+    service's own headers (signed too)."""
     now = now or datetime.datetime.utcnow()
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     date = now.strftime("%Y%m%d")
-    headers = {
-        "content-type": "application/x-amz-json-1.1",
-        "host": url_host,
-        "x-amz-date": amz_date,
-        "x-amz-target": target,
-    }
+    headers = dict(extra, host=url_host)
+    headers["x-amz-date"] = amz_date
     if creds.get("token"):
         headers["x-amz-security-token"] = creds["token"]
     signed = sorted(headers)
@@ -144,8 +142,9 @@ def call(service, target, payload, region, creds, *, endpoint=None, timeout=15):
     endpoint = (endpoint or "https://%s.%s.amazonaws.com" % (service, region)).rstrip("/")
     host = endpoint.split("://", 1)[1]
     body = json.dumps(payload).encode()
+    json_headers = {"content-type": "application/x-amz-json-1.1", "x-amz-target": target}
     headers = sigv4_headers(
-        "POST", host, "/", body, region=region, service=service, creds=creds, target=target
+        "POST", host, "/", body, region=region, service=service, creds=creds, extra=json_headers
     )
     req = urllib.request.Request(endpoint + "/", data=body, method="POST", headers=headers)
     try:
@@ -188,3 +187,23 @@ def put_secretsmanager_secret(name, value, region, creds, endpoint=None):
         creds,
         endpoint=endpoint,
     )
+
+
+def put_s3_object(bucket, key, data, region, creds, *, endpoint=None, timeout=300):
+    """PUT one object (path-style addressing, which every endpoint, moto's too, accepts)."""
+    endpoint = (endpoint or "https://s3.%s.amazonaws.com" % region).rstrip("/")
+    host = endpoint.split("://", 1)[1]
+    path = "/%s/%s" % (quote(bucket, safe=""), quote(key, safe="/"))
+    # An explicit type: urllib would otherwise send the body as a form, which S3 servers may parse.
+    extra = {
+        "content-type": "application/octet-stream",
+        "x-amz-content-sha256": hashlib.sha256(data).hexdigest(),
+    }
+    headers = sigv4_headers("PUT", host, path, data, region=region, service="s3", creds=creds, extra=extra)
+    req = urllib.request.Request(endpoint + path, data=data, method="PUT", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:300]
+        raise OSError("s3 PUT s3://%s/%s: HTTP %d %s" % (bucket, key, exc.code, detail)) from exc

@@ -6,7 +6,7 @@ import socket
 import boto3
 import moto.server as moto_server
 import pytest
-from provisioning.awsapi import put_secretsmanager_secret, put_ssm_parameter
+from provisioning.awsapi import put_s3_object, put_secretsmanager_secret, put_ssm_parameter
 
 CREDS = {"access_key": "AKIDTESTTESTTEST", "secret_key": "secret", "token": None}
 
@@ -47,3 +47,20 @@ def test_secretsmanager_creates_then_updates(endpoint):
     put_secretsmanager_secret("airflow/admin", "Second2Password", "eu-west-1", CREDS, endpoint)
     got = client("secretsmanager", endpoint).get_secret_value(SecretId="airflow/admin")
     assert got["SecretString"] == "Second2Password"
+
+
+def test_an_s3_object_is_put_and_read_back(endpoint):
+    s3 = client("s3", endpoint)
+    s3.create_bucket(Bucket="airflow-backups", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    put_s3_object(
+        "airflow-backups",
+        "i-1/airflow-20261126T000000Z.sql.gz",
+        b"dump",
+        "eu-west-1",
+        CREDS,
+        endpoint=endpoint,
+    )
+    got = s3.get_object(Bucket="airflow-backups", Key="i-1/airflow-20261126T000000Z.sql.gz")["Body"].read()
+    assert got == b"dump"
+    with pytest.raises(OSError, match="HTTP 404"):
+        put_s3_object("no-such-bucket", "k", b"x", "eu-west-1", CREDS, endpoint=endpoint)

@@ -33,7 +33,7 @@ def test_sigv4_matches_botocore():
         region="eu-west-1",
         service="ssm",
         creds=creds,
-        target="AmazonSSM.PutParameter",
+        extra={"content-type": "application/x-amz-json-1.1", "x-amz-target": "AmazonSSM.PutParameter"},
         now=now,
     )
     theirs = req.headers["Authorization"]
@@ -47,7 +47,7 @@ def test_sigv4_matches_botocore():
 def test_sigv4_signature_depends_on_body_and_secret():
     now = datetime.datetime(2026, 1, 2, 3, 4, 5)
     creds = {"access_key": "AK", "secret_key": "s1"}
-    kw = {"region": "us-east-1", "service": "ssm", "target": "T", "now": now}
+    kw = {"region": "us-east-1", "service": "ssm", "extra": {"x-amz-target": "T"}, "now": now}
     a = sigv4_headers("POST", "h", "/", b"{}", creds=creds, **kw)["authorization"]
     b = sigv4_headers("POST", "h", "/", b"{ }", creds=creds, **kw)["authorization"]
     c = sigv4_headers("POST", "h", "/", b"{}", creds=dict(creds, secret_key="s2"), **kw)["authorization"]
