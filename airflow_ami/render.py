@@ -104,7 +104,7 @@ def unit_directives(
     ]
     newest = {name: max(since for n, _, since in known if n == name) for name, _, _ in known}
     values = {
-        "logs": layout.AIRFLOW_LOGS,
+        "writes": layout.AIRFLOW_LOGS,
         "firstboot_writes": " ".join(layout.FIRSTBOOT_WRITES),
         **(service or {}),
     }

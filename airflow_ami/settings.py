@@ -726,6 +726,22 @@ class Settings:
         "`airflow db clean` removes metadata (runs, task instances, logs) older than this (daily timer)",
         reaches=(INSTANCE,),
     )
+    backup_retention_days: int = setting(
+        7,
+        _as_int,
+        _between(1, 3650),
+        "a number of days from 1 to 3650",
+        "daily database dumps in /var/backups/airflow older than this are pruned (the newest is kept)",
+        reaches=(INSTANCE,),
+    )
+    backup_s3_uri: str = setting(
+        "",
+        _as_str,
+        _matches(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?)?$"),
+        "s3://BUCKET[/PREFIX] (a valid bucket name), or empty for local dumps only",
+        "where the daily dump is also put, with the instance role's credentials",
+        reaches=(INSTANCE,),
+    )
     uv_version: str = setting(
         "0.13.9",
         _as_str,

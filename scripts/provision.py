@@ -5,6 +5,8 @@
   provision.py cleanup        --bundle DIR [--dry-run]   image hygiene, then validate
   provision.py validate-image --bundle DIR [--dry-run]   assert the hygiene rules
   provision.py firstboot      [--dry-run]                per-instance secrets (first boot)
+  provision.py backup                                    dump the metadata database (airflow-db-backup)
+  provision.py restore        [--from DUMP]              replace the database by a dump (default: newest)
 
 --dry-run logs every step and what it would do, and changes nothing.
 """
@@ -15,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from provisioning import firstboot, imagecheck, install, layout
+from provisioning import backup, firstboot, imagecheck, install, layout
 from provisioning.osdetect import UnsupportedOS
 from provisioning.oskit import ADAPTERS, OsFacts, adapter_named, load_adapter
 from provisioning.runner import Context, StepFailed, load_settings, log, run_steps
@@ -54,7 +56,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="provision.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["install", "cleanup", "validate-image", "firstboot"])
+    parser.add_argument(
+        "command", choices=["install", "cleanup", "validate-image", "firstboot", "backup", "restore"]
+    )
+    parser.add_argument("--from", dest="dump", help="restore: the dump to load (default: the newest)")
     parser.add_argument("--bundle", help="the uploaded bundle (settings.json, scripts, files)")
     parser.add_argument(
         "--dry-run", action="store_true", help="log each step and what it would do; change nothing"
@@ -65,7 +70,7 @@ def main(argv=None):
         help="install: fail if any step changed something (proves a repeated run is a no-op)",
     )
     args = parser.parse_args(argv)
-    if args.command != "firstboot" and not args.bundle:
+    if args.command in ("install", "cleanup", "validate-image") and not args.bundle:
         parser.error("--bundle is required for %s" % args.command)
     try:
         ctx = build_context(args)
@@ -82,6 +87,14 @@ def main(argv=None):
         return status
     if args.command == "firstboot":
         return firstboot.main(ctx)
+    if args.command == "backup":
+        return backup.main(ctx)
+    if args.command == "restore":
+        try:
+            return backup.restore(ctx, args.dump)
+        except StepFailed as exc:
+            log("!!! restore: %s" % exc)
+            return 1
     if args.command == "cleanup":
         return run_steps(ctx, [*imagecheck.CLEANUP_STEPS, imagecheck.validate_image], "cleanup")
     return run_steps(ctx, [imagecheck.validate_image], "validate-image")

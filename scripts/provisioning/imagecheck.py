@@ -46,6 +46,7 @@ INSTANCE_STATE_GLOBS = (
     "/root/.cache",
     "/home/*/.cache/pip",
     "/home/*/.cache/uv",
+    L.BACKUP_DIR + "/*",
 )
 # cloud-init (or the local cloud) names each instance; the image says only this.
 IMAGE_HOSTNAME = "localhost\n"

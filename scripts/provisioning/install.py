@@ -261,6 +261,7 @@ def create_airflow_directories(ctx):
     ctx.ensure_dir(L.ETC_AIRFLOW, 0o755, "root", "root")
     ctx.ensure_dir(L.STATE_DIR, 0o700, "root", "root")
     ctx.ensure_dir(L.BUILD_DIR, 0o700, "root", "root")
+    ctx.ensure_dir(L.BACKUP_DIR, 0o700, L.AIRFLOW_USER, L.AIRFLOW_USER)
 
 
 def install_uv(ctx):

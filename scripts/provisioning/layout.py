@@ -24,6 +24,9 @@ FIRSTBOOT_MARKER = STATE_DIR + "/firstboot.json"
 BUILD_DIR = STATE_DIR + "/build"  # uv, its cache, constraints: removed by cleanup
 BUILD_PACKAGES_RECORD = STATE_DIR + "/build-packages.json"
 VENV_SPEC_STAMP = VENV + "/.airflow-ami-spec.json"
+BACKUP_DIR = "/var/backups/airflow"  # airflow-db-backup.service's dumps (0700 airflow)
+BACKUP_CLI = "/usr/local/sbin/airflow-ami-backup"
+BACKUP_UNIT = "airflow-db-backup.service"
 MYSQL_DATABASE = "airflow"
 MYSQL_USER = "airflow"
 SYSTEMD_DIR = "/etc/systemd/system"
@@ -92,6 +95,14 @@ HOUSEKEEPING = (
         "memory_max": "20%",
     },
     {
+        "unit": BACKUP_UNIT,
+        "timer": "airflow-db-backup.timer",
+        "description": "dump the metadata database (and copy it to backup_s3_uri)",
+        "memory_high": "20%",
+        "memory_max": "30%",
+        "writes": BACKUP_DIR,
+    },
+    {
         "unit": "airflow-db-clean.service",
         "timer": "airflow-db-clean.timer",
         "description": "airflow db clean: metadata older than db_retention_days",
@@ -119,6 +130,7 @@ RENDERED_FILES = [
     ("airflow.env", AIRFLOW_ENV, 0o644),
     ("airflow-cli.sh", AIRFLOW_CLI, 0o755),
     ("sudoers-airflow-ami", "/etc/sudoers.d/airflow-ami", 0o440),
+    ("airflow-ami-backup.sh", BACKUP_CLI, 0o755),
     ("mysql-airflow.cnf", MYSQL_DROPIN, 0o644),
     ("mysql-unit-airflow.conf", MYSQL_UNIT_DROPIN, 0o644),
     ("journald-airflow-ami.conf", JOURNALD_DROPIN, 0o644),

@@ -1,0 +1,177 @@
+"""`provision.py backup` (airflow-db-backup.service, daily) and `provision.py restore`.
+
+backup: a consistent dump of the metadata database (mysqldump
+--single-transaction: one snapshot, no locks held against Airflow), gzipped into
+BACKUP_DIR, older dumps pruned past backup_retention_days, and a copy put to
+backup_s3_uri with the instance role's credentials when that is set. It runs as
+the airflow user with the database URL systemd hands it from secrets.env.
+
+restore: as root, Airflow stopped, the database replaced by a dump (the newest
+unless one is named), Airflow started again.
+"""
+
+import glob
+import gzip
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from urllib.parse import unquote, urlsplit
+
+from . import layout as L
+from . import systemd
+from .awsapi import Imds, NoMetadata, put_s3_object
+from .mysqlctl import wait_for_mysql
+from .runner import StepFailed, fsync_directory, run_steps
+
+DUMP_PREFIX = "airflow-"
+DUMP_SUFFIX = ".sql.gz"
+DB_URL_VARIABLE = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+
+
+class BackupState(object):
+    """What a backup step leaves for a later one."""
+
+    def __init__(self):
+        # dump_database: the dump it wrote
+        self.dump = None
+
+
+def dumps():
+    """The dumps in BACKUP_DIR, oldest first (their names sort by time)."""
+    return sorted(glob.glob(os.path.join(L.BACKUP_DIR, DUMP_PREFIX + "*" + DUMP_SUFFIX)))
+
+
+def client_options(url):
+    """mysql/mysqldump option file text for the airflow user of the database URL."""
+    parts = urlsplit(url)
+    socket = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("unix_socket")
+    lines = [
+        "[client]",
+        "user=%s" % unquote(parts.username or ""),
+        "password=%s" % unquote(parts.password or ""),
+    ]
+    if socket:
+        lines.append("socket=%s" % unquote(socket))
+    return "\n".join(lines) + "\n"
+
+
+def dump_database(ctx):
+    url = os.environ.get(DB_URL_VARIABLE) or ctx.env.get(DB_URL_VARIABLE)
+    if not url:
+        raise StepFailed("%s is not set: run this through airflow-db-backup.service" % DB_URL_VARIABLE)
+    ctx.add_secret(url)
+    ctx.add_secret(unquote(urlsplit(url).password or ""))
+    for stale in glob.glob(os.path.join(L.BACKUP_DIR, "*.partial")):
+        ctx.remove(stale)  # a dump that was killed halfway
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = os.path.join(L.BACKUP_DIR, DUMP_PREFIX + stamp + DUMP_SUFFIX)
+    # The password goes through a private option file, never an argument.
+    with tempfile.NamedTemporaryFile("w", prefix="airflow-backup-", suffix=".cnf") as options:
+        os.chmod(options.name, 0o600)
+        options.write(client_options(url))
+        options.flush()
+        argv = [
+            "mysqldump",
+            "--defaults-extra-file=" + options.name,
+            "--single-transaction",
+            "--quick",
+            "--no-tablespaces",
+            "--databases",
+            L.MYSQL_DATABASE,
+        ]
+        ctx.info("$ " + " ".join(argv[:1] + argv[2:]) + " | gzip > " + target)
+        partial = target + ".partial"
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with gzip.open(partial, "wb") as out:
+            shutil.copyfileobj(proc.stdout, out)
+        errors = proc.stderr.read().decode("utf-8", "replace")
+        if proc.wait() != 0:
+            os.unlink(partial)
+            raise StepFailed("mysqldump exited %d: %s" % (proc.returncode, ctx.redact(errors.strip())[-500:]))
+    with open(partial, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.rename(partial, target)
+    fsync_directory(L.BACKUP_DIR)
+    ctx.state.dump = target
+    ctx.would("dump %s (%d bytes)" % (target, os.path.getsize(target)))
+
+
+def prune_old_backups(ctx):
+    keep_days = int(ctx.settings.get("backup_retention_days", 7))
+    cutoff = time.time() - keep_days * 86400
+    old = [path for path in dumps()[:-1] if os.path.getmtime(path) < cutoff]  # never the newest
+    for path in old:
+        ctx.remove(path)
+    if not old:
+        ctx.info("no dump older than %d days" % keep_days)
+
+
+def upload_to_s3(ctx):
+    uri = ctx.settings.get("backup_s3_uri")
+    if not uri:
+        ctx.info("backup_s3_uri not set: dumps stay in %s" % L.BACKUP_DIR)
+        return "skipped"
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    imds = Imds()
+    try:
+        creds = imds.role_credentials()
+        region = imds.get("placement/region") or ctx.settings.get("region")
+    except NoMetadata as exc:
+        raise StepFailed("no instance metadata for S3 credentials: %s" % exc) from None
+    if not creds:
+        raise StepFailed("the instance has no IAM role: it cannot put to %s" % uri)
+    ctx.add_secret(creds["secret_key"])
+    key = "/".join(p for p in (prefix.strip("/"), os.path.basename(ctx.state.dump)) if p)
+    with open(ctx.state.dump, "rb") as fh:
+        data = fh.read()
+    ctx.act(
+        "put the dump to s3://%s/%s" % (bucket, key),
+        put_s3_object,
+        bucket,
+        key,
+        data,
+        region,
+        creds,
+        endpoint=ctx.settings.get("aws_endpoint_url") or None,
+    )
+    return None
+
+
+def main(ctx):
+    os.umask(0o077)  # a dump holds every row of the metadata database
+    ctx.state = BackupState()
+    return run_steps(ctx, [dump_database, prune_old_backups, upload_to_s3], "backup")
+
+
+def restore(ctx, path=None):
+    """Replace the metadata database by a dump (default: the newest), Airflow stopped meanwhile."""
+    path = path or (dumps() or [None])[-1]
+    if not path or not os.path.isfile(path):
+        raise StepFailed("no dump to restore: none in %s (run airflow-ami-backup now)" % L.BACKUP_DIR)
+    if os.geteuid() != 0:
+        raise StepFailed("restore must run as root (sudo airflow-ami-backup restore)")
+
+    def stop_airflow(ctx):
+        for unit in (L.AIRFLOW_TARGET, *L.SERVICE_UNITS):
+            systemd.stop(ctx, unit)
+
+    def load_dump(ctx):
+        wait_for_mysql(ctx)
+        argv = ["mysql", "--protocol=socket", "-S", ctx.facts.mysql_socket, "-u", "root"]
+        ctx.info("$ gunzip < %s | %s" % (path, " ".join(argv)))
+        ctx.act("drop the airflow database", ctx.run, argv, input_text="DROP DATABASE IF EXISTS airflow;\n")
+        with gzip.open(path, "rb") as dump:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            shutil.copyfileobj(dump, proc.stdin)
+            proc.stdin.close()
+            errors = proc.stderr.read().decode("utf-8", "replace")
+        if proc.wait() != 0:
+            raise StepFailed("loading %s failed: %s" % (path, errors.strip()[-500:]))
+        ctx.would("load %s" % path)
+
+    def start_airflow(ctx):
+        ctx.act("start %s" % L.AIRFLOW_TARGET, systemd.systemctl, ctx, "start", L.AIRFLOW_TARGET)
+
+    return run_steps(ctx, [stop_airflow, load_dump, start_airflow], "restore")

@@ -1,0 +1,40 @@
+"""Backups (slow: restoring stops Airflow): a dump, a DAG run dropped, a restore, the run is back."""
+
+from __future__ import annotations
+
+import pytest
+
+from .lib import FANOUT_DAG, Instance, expect, journal, layout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_restored_dump_brings_a_dropped_dag_run_back(instance: Instance) -> None:
+    run_id = instance.trigger(FANOUT_DAG, {"n": 2, "seconds": 1})
+    run = instance.wait_run(FANOUT_DAG, run_id)
+    assert run["state"] == "success", instance.run_summary(run)
+    dumped = instance.sh(f"{layout.BACKUP_CLI} now")
+    assert dumped.rc == 0 and dumped.stdout.strip().endswith(".sql.gz"), expect(
+        f"`{layout.BACKUP_CLI} now` to write a dump to {layout.BACKUP_DIR}",
+        f"exit {dumped.rc}: {(dumped.stdout + dumped.stderr).strip()[-500:]}",
+        journal(layout.BACKUP_UNIT),
+    )
+    mode = instance.check(f"stat -c '%a %U' {layout.BACKUP_DIR}/{dumped.stdout.strip().splitlines()[-1]}")
+    assert mode.split() == ["600", "airflow"], expect("the dump private to airflow (0600)", mode, "")
+    path = f"/api/v2/dags/{FANOUT_DAG}/dagRuns/{run_id}"
+    status, _ = instance.api("DELETE", path)
+    assert status == 204 and instance.api("GET", path)[0] == 404, f"DELETE {path} -> {status}"
+    restored = instance.sh(f"{layout.BACKUP_CLI} restore")
+    assert restored.rc == 0, expect(
+        f"`{layout.BACKUP_CLI} restore` to load the newest dump",
+        f"exit {restored.rc}: {(restored.stdout + restored.stderr).strip()[-800:]}",
+        "the output above",
+    )
+    state = instance.wait_healthy(instance.recovery_timeout)
+    assert state["healthy"], instance.health_message(state, "healthy after the restore")
+    status, body = instance.api("GET", path)
+    assert status == 200 and (body or {}).get("state") == "success", expect(
+        f"DAG run {run_id}, dropped after the dump, back after the restore",
+        f"GET {path} -> {status} {str(body)[:200]}",
+        f"{layout.BACKUP_DIR}; {journal('airflow-api-server.service')}",
+    )

@@ -1,0 +1,93 @@
+"""Database backups: what the dump is given, where it goes, what is kept, what restore loads."""
+
+import gzip
+import os
+import stat
+import time
+
+import pytest
+from provfakes import RecordingContext
+from provisioning import backup, layout
+from provisioning.runner import Context, StepFailed
+from provisioning.secretgen import sqlalchemy_mysql_url
+
+PASSWORD = "Db5ecretPassw0rdDb5ecretPassw0rd"
+URL = sqlalchemy_mysql_url("airflow", PASSWORD, "airflow", unix_socket="/run/mysqld/mysqld.sock")
+
+
+@pytest.fixture
+def backups(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "BACKUP_DIR", str(tmp_path / "backups"))
+    os.makedirs(layout.BACKUP_DIR)
+    return tmp_path
+
+
+def test_the_client_options_hold_user_password_and_socket():
+    text = backup.client_options(URL)
+    assert text.splitlines() == [
+        "[client]",
+        "user=airflow",
+        f"password={PASSWORD}",
+        "socket=/run/mysqld/mysqld.sock",
+    ]
+
+
+def test_a_dump_is_gzipped_private_and_never_shows_the_password(backups, monkeypatch, capsys):
+    bin_dir = backups / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "mysqldump"
+    # A stand-in that writes its arguments and its option file into the dump.
+    fake.write_text('#!/bin/sh\necho "-- args: $*"\ncat "${1#--defaults-extra-file=}"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv(backup.DB_URL_VARIABLE, URL)
+    ctx = Context({"backup_retention_days": 7}, None, False)
+    umask = os.umask(0o022)  # backup.main sets its own; give the rest of the session its own back
+    try:
+        assert backup.main(ctx) == 0
+    finally:
+        os.umask(umask)
+    (dump,) = backup.dumps()
+    with gzip.open(dump, "rt") as fh:
+        text = fh.read()
+    assert "--single-transaction" in text and "--databases airflow" in text
+    assert PASSWORD not in text.splitlines()[0]  # not in the arguments
+    assert f"password={PASSWORD}" in text  # the option file it was handed
+    assert stat.S_IMODE(os.stat(dump).st_mode) == 0o600
+    assert PASSWORD not in capsys.readouterr().out
+
+
+def test_a_failed_dump_leaves_nothing(backups, monkeypatch):
+    bin_dir = backups / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mysqldump").write_text("#!/bin/sh\necho partial\necho 'Access denied' >&2\nexit 2\n")
+    (bin_dir / "mysqldump").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv(backup.DB_URL_VARIABLE, URL)
+    ctx = RecordingContext(state=backup.BackupState())
+    with pytest.raises(StepFailed, match="mysqldump exited 2: Access denied"):
+        backup.dump_database(ctx)
+    assert os.listdir(layout.BACKUP_DIR) == []
+
+
+def test_old_dumps_go_but_the_newest_stays(backups):
+    now = time.time()
+    for days, stamp in ((20, "20261101T000000Z"), (10, "20261111T000000Z"), (1, "20261125T000000Z")):
+        path = os.path.join(layout.BACKUP_DIR, f"airflow-{stamp}.sql.gz")
+        open(path, "w").close()
+        os.utime(path, (now - days * 86400, now - days * 86400))
+    ctx = Context({"backup_retention_days": 7}, None, False)
+    backup.prune_old_backups(ctx)
+    assert [os.path.basename(p) for p in backup.dumps()] == ["airflow-20261125T000000Z.sql.gz"]
+    ctx = Context({"backup_retention_days": 1}, None, False)
+    backup.prune_old_backups(ctx)
+    assert len(backup.dumps()) == 1  # the newest is kept whatever its age
+
+
+def test_restore_without_a_dump_says_what_to_do(backups):
+    with pytest.raises(StepFailed, match="airflow-ami-backup now"):
+        backup.restore(RecordingContext())
+
+
+def test_no_s3_uri_means_local_dumps_only():
+    assert backup.upload_to_s3(RecordingContext({"backup_s3_uri": ""})) == "skipped"
