@@ -120,7 +120,7 @@ def test_units_order_after_mysql_and_first_boot(os_name, mysql_unit, jinja_opts)
     first = out["airflow-firstboot.service"]
     assert "Type=oneshot" in first
     # MySQL stopped or restarted must not take first boot and Airflow down with it.
-    assert f"Wants=network-online.target {mysql_unit}" in first
+    assert f"After=network-online.target {mysql_unit}" in first and "Wants=network-online.target\n" in first
     assert not [line for line in first.splitlines() if line.startswith("Requires=")]
     assert "ExecStart=/usr/bin/python3 /usr/local/lib/airflow-ami/firstboot.py" in first
 
