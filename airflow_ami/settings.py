@@ -135,6 +135,11 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # A mirror URL goes into repository files and regex replacements on the instance:
 # no credentials, backslashes, query strings or regex characters.
 MIRROR_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
+# A package index may need a token (https://user:TOKEN@host/simple): never printed, never baked.
+INDEX_URL_RE = re.compile(
+    r"^https?://([A-Za-z0-9._~%!$&'()*+,;=-]+(:[A-Za-z0-9._~%!$&'()*+,;=-]+)?@)?"
+    r"[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~%/-]*)?$"
+)
 USERINFO_RE = re.compile(r"//[^/@\s]*@")
 SECRET_NAME_RE = re.compile(r"^/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 # AWS allows 50 tags on a resource; the pipeline adds its own airflow-ami:* tags and a Name.
@@ -653,8 +658,9 @@ class Settings:
     index_url: str = setting(
         "",
         _as_str,
-        check_mirror_url,
-        "an http(s) URL of a host, port and path (letters, digits and . _ ~ % / -), or empty for PyPI",
+        _matches(INDEX_URL_RE.pattern, empty_ok=True),
+        "an http(s) URL of an optional user:token@, a host, port and path (letters, digits and"
+        " . _ ~ % / -), or empty for PyPI",
         "Python package index for the instance",
         reaches=(INSTANCE,),
     )
@@ -708,6 +714,14 @@ class Settings:
         "an SSM parameter / secret name such as /airflow/admin-password: up to 500 of"
         " A-Z a-z 0-9 _ . - in /-separated parts, not starting with aws or ssm",
         "name of the stored admin password",
+        reaches=(INSTANCE,),
+    )
+    keep_build_sources: bool = setting(
+        False,
+        _as_bool,
+        _always,
+        "true or false",
+        "keep the build's extra CA, os_mirror and index_url in the image (default: removed at cleanup)",
         reaches=(INSTANCE,),
     )
     log_retention_days: int = setting(

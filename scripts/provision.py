@@ -14,6 +14,7 @@
 import argparse
 import os
 import sys
+from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,7 +50,13 @@ def build_context(args):
         if not dry_run:
             raise StepFailed(msg)
         log("warning: " + msg)
-    return Context(settings, bundle, dry_run, adapter, facts=facts)
+    ctx = Context(settings, bundle, dry_run, adapter, facts=facts)
+    # An index URL may carry a token: no log line may show it.
+    index = urlsplit(settings.get("index_url") or "")
+    if index.password or index.username:
+        ctx.add_secret(settings["index_url"])
+        ctx.add_secret(index.password or index.username)
+    return ctx
 
 
 def main(argv=None):

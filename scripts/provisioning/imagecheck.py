@@ -211,6 +211,7 @@ def checks(ctx):
         secrets += ["%s %s" % (L.AIRFLOW_CFG, o) for o in airflow_cfg_secret_options(L.AIRFLOW_CFG)]
     add("no airflow secrets", secrets)
     add("no AWS credentials", aws_credential_paths())
+    add("build sources removed (extra CA, mirror)", build_source_leftovers(ctx))
     add(
         "mysql server uuid removed",
         [p for p in [mysql_auto_cnf(ctx.facts.mysql_datadir)] if os.path.exists(p)],
@@ -258,6 +259,25 @@ def remove_airflow_secrets(ctx):
 def clear_airflow_logs(ctx):
     for path in glob.glob(L.AIRFLOW_HOME + "/logs/*"):
         ctx.remove(path)
+
+
+def remove_build_sources(ctx):
+    """The extra CA, the mirror and the package manager's CA setting served the build only."""
+    if ctx.settings.get("keep_build_sources"):
+        ctx.info("keep_build_sources: the build's CA, mirror and index stay in the image")
+        return "skipped"
+    if os.path.exists(ctx.facts.ca_anchor):
+        ctx.remove(ctx.facts.ca_anchor)
+        ctx.act("rebuild the OS trust store without the build's CA", ctx.os.update_trust_store, ctx)
+    ctx.os.forget_build_sources(ctx)
+    return None
+
+
+def build_source_leftovers(ctx):
+    if ctx.settings.get("keep_build_sources"):
+        return []
+    found = [ctx.facts.ca_anchor] if os.path.exists(ctx.facts.ca_anchor) else []
+    return found + ctx.os.build_source_leftovers(ctx)
 
 
 def remove_build_directory(ctx):
@@ -395,6 +415,7 @@ CLEANUP_STEPS = [
     remove_airflow_secrets,
     remove_stray_airflow_homes,
     clear_airflow_logs,
+    remove_build_sources,
     remove_build_directory,
     clean_package_caches,
     remove_ssh_host_keys,

@@ -63,3 +63,19 @@ def get_option(text, section, option):
         if current == section and opt and opt.group(1) == option:
             return line.split("=", 1)[1].strip()
     return None
+
+
+def remove_option(text, section, option):
+    """``text`` without ``option`` in ``section`` (comments and the rest kept)."""
+    out = []
+    current = None
+    for line in text.splitlines(True):
+        match = _SECTION.match(line)
+        if match:
+            current = match.group(1).strip()
+        else:
+            opt = _OPTION.match(line)
+            if current == section and opt and opt.group(1) == option:
+                continue
+        out.append(line)
+    return "".join(out)

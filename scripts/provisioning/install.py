@@ -295,10 +295,10 @@ def download_uv(ctx, version, target):
         # --python-version: uv's wheel says Requires-Python >= 3.8; the binary inside runs on any.
         command = [os.path.join(boot, "bin", "pip"), "download", "--no-deps", "--only-binary=:all:"]
         command += ["--python-version", "3.8", "--disable-pip-version-check", "--dest", wheels]
-        if ctx.settings.get("index_url"):
-            command += ["--index-url", ctx.settings["index_url"]]
+        # The index goes by environment: its URL may hold a token, which no argument may.
+        index = {"PIP_INDEX_URL": ctx.settings["index_url"]} if ctx.settings.get("index_url") else {}
         # PIP_CERT: set by trust_extra_ca_bundle when there is an extra CA.
-        ctx.run([*command, "uv==" + version])
+        ctx.run([*command, "uv==" + version], env=index)
         wheel = next(os.path.join(wheels, n) for n in os.listdir(wheels) if n.endswith(".whl"))
         check_uv_wheel(wheel, ctx.settings["uv_wheel_sha256"])
         unpack_uv(wheel, target)
@@ -523,8 +523,15 @@ def install_provisioning_code(ctx):
             with open(path, "rb") as fh:
                 mode = 0o755 if name in ("provision.py", "firstboot.py") else 0o644
                 ctx.write_file(os.path.join(L.CODE_DIR, rel), fh.read(), mode)
-    with open(bundle_file(ctx, "settings.json"), "rb") as fh:
-        ctx.write_file(L.SETTINGS_COPY, fh.read(), 0o644)
+    ctx.write_file(L.SETTINGS_COPY, json.dumps(baked_settings(ctx.settings), indent=2, sort_keys=True) + "\n")
+
+
+def baked_settings(settings):
+    """settings.json as the image keeps it: the build's sources (mirror, index, whose URL
+    may hold a token, extra CA) left out unless keep_build_sources."""
+    if settings.get("keep_build_sources"):
+        return settings
+    return dict(settings, **{name: "" for name in L.BUILD_SOURCE_SETTINGS})
 
 
 @real_run_only("run `airflow db migrate` (socket auth, throwaway keys in env only)")

@@ -27,6 +27,11 @@ VENV_SPEC_STAMP = VENV + "/.airflow-ami-spec.json"
 BACKUP_DIR = "/var/backups/airflow"  # airflow-db-backup.service's dumps (0700 airflow)
 BACKUP_CLI = "/usr/local/sbin/airflow-ami-backup"
 BACKUP_UNIT = "airflow-db-backup.service"
+# Settings naming what only the build needs: gone from the image (settings.json,
+# trust store, package sources) unless keep_build_sources.
+BUILD_SOURCE_SETTINGS = ("os_mirror", "index_url", "extra_ca_bundle")
+# Where the mirror's rewrite keeps the original package sources, to put them back.
+SOURCES_BACKUP_DIR = BUILD_DIR + "/sources-before-mirror"
 MYSQL_DATABASE = "airflow"
 MYSQL_USER = "airflow"
 SYSTEMD_DIR = "/etc/systemd/system"

@@ -12,7 +12,7 @@ import os
 import re
 
 from . import layout as L
-from .inifile import set_options
+from .inifile import get_option, remove_option, set_options
 from .netfetch import fetch_bytes
 from .osdetect import detect_profile, is_debian_unstable, package_manager_for, parse_os_release
 from .pgpkey import PUBLIC_KEY, PgpError, fingerprints, normalize
@@ -115,8 +115,24 @@ class _RpmAdapter(Adapter):
         return [self.tool, "-y", "-q", *list(args)]
 
     def configure_package_manager_ca(self, ctx, bundle_path):
-        conf = "/etc/dnf/dnf.conf" if self.tool == "dnf" else "/etc/yum.conf"
-        return _set_ini_main(ctx, conf, "sslcacert", bundle_path)
+        return _set_ini_main(ctx, self.main_conf, "sslcacert", bundle_path)
+
+    @property
+    def main_conf(self):
+        return "/etc/dnf/dnf.conf" if self.tool == "dnf" else "/etc/yum.conf"
+
+    def forget_build_sources(self, ctx):
+        # the mirror was only ever given per call (--setopt): just the CA option to drop
+        if self.build_source_leftovers(ctx):
+            with open(self.main_conf) as fh:
+                ctx.write_file(self.main_conf, remove_option(fh.read(), "main", "sslcacert"))
+
+    def build_source_leftovers(self, ctx):
+        if not os.path.isfile(self.main_conf):
+            return []
+        with open(self.main_conf) as fh:
+            found = get_option(fh.read(), "main", "sslcacert")
+        return ["%s sslcacert=%s" % (self.main_conf, found)] if found else []
 
     def configure_mirror(self, ctx, mirror):
         # Repo files stay untouched: every yum/dnf call gets --setopt baseurl overrides.
@@ -222,22 +238,39 @@ class Apt(Adapter):
         ctx.run(["update-ca-certificates"])
 
     def configure_package_manager_ca(self, ctx, bundle_path):
-        return ctx.write_file(
-            "/etc/apt/apt.conf.d/80airflow-ami-ca", 'Acquire::https::CaInfo "%s";\n' % bundle_path
-        )
+        return ctx.write_file(APT_CA_CONF, 'Acquire::https::CaInfo "%s";\n' % bundle_path)
 
     def configure_mirror(self, ctx, mirror):
         mirror = mirror.rstrip("/")
         changed = False
-        for path in ("/etc/apt/sources.list", "/etc/apt/sources.list.d/debian.sources"):
+        for path in APT_SOURCES:
             if not os.path.isfile(path):
                 continue
             with open(path) as fh:
                 text = fh.read()
-            new = re.sub(r"https?://deb\.debian\.org/debian(?=[\s/])", mirror, text)
+            new = re.sub(r"https?://deb\.debian\.org/debian(?=[\s/])", lambda _: mirror, text)
             if new != text:
+                # the original goes back in place at cleanup (forget_build_sources)
+                ctx.write_file(_sources_backup(path), text, 0o600)
                 changed = ctx.write_file(path, new) or changed
         return changed
+
+    def forget_build_sources(self, ctx):
+        ctx.remove(APT_CA_CONF)
+        for path in APT_SOURCES:
+            if os.path.isfile(_sources_backup(path)):
+                with open(_sources_backup(path), "rb") as fh:
+                    ctx.write_file(path, fh.read(), 0o644)
+
+    def build_source_leftovers(self, ctx):
+        found = [APT_CA_CONF] if os.path.exists(APT_CA_CONF) else []
+        mirror = ctx.settings.get("os_mirror")
+        for path in APT_SOURCES if mirror else ():
+            if os.path.isfile(path):
+                with open(path) as fh:
+                    if mirror.rstrip("/") in fh.read():
+                        found.append("%s names %s" % (path, mirror))
+        return found
 
     def is_installed(self, ctx, package):
         rc, out = ctx.probe(["dpkg-query", "-W", "-f", "${Status}", package])
@@ -326,6 +359,14 @@ class Apt(Adapter):
         for entry in sorted(os.listdir(lists)) if os.path.isdir(lists) else []:
             if entry not in ("lock", "partial", "auxfiles"):
                 ctx.remove(os.path.join(lists, entry))
+
+
+APT_CA_CONF = "/etc/apt/apt.conf.d/80airflow-ami-ca"
+APT_SOURCES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d/debian.sources")
+
+
+def _sources_backup(path):
+    return os.path.join(L.SOURCES_BACKUP_DIR, path.strip("/").replace("/", "_"))
 
 
 def _set_ini_main(ctx, path, key, value):

@@ -170,6 +170,7 @@ BAD_VALUES = [
     ("dry_run", "perhaps", {}),
     ("uv_version", "latest", {}),
     ("log_retention_days", "0", {}),
+    ("keep_build_sources", "sometimes", {}),
     ("backup_retention_days", "0", {}),
     ("backup_s3_uri", "https://bucket/x", {}),
     ("backup_s3_uri", "s3://UPPER/x", {}),
@@ -211,6 +212,7 @@ GOOD_VALUES = [
     ("extra_python_packages", "apache-airflow==3.3.2"),
     ("tags", "Team=🚀,Owner=Zoë"),
     ("os_mirror", "https://deb.example:8443/debian-mirror/"),
+    ("index_url", "https://build:S3cr3tT0ken@pypi.example/simple"),
     ("index_url", "https://mirror.example/simple"),
     ("max_allowed_packet", "256M"),
 ]
@@ -227,7 +229,7 @@ def test_good_values_pass(name: str, value: str) -> None:
 
 def test_a_credential_in_a_url_is_never_echoed() -> None:
     with pytest.raises(SettingsError) as err:
-        load_settings(cli={"index_url": "https://build:S3cr3tT0ken@pypi.example/simple"})
+        load_settings(cli={"index_url": "https://build:S3cr3tT0ken@pypi.example/simple?bad=query"})
     assert "S3cr3tT0ken" not in str(err.value) and "//***@pypi.example" in str(err.value)
 
 

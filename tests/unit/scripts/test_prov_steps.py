@@ -2,9 +2,10 @@
 
 import pytest
 from provfakes import RecordingContext, profile_facts
-from provisioning import imagecheck, install, layout
+from provisioning import imagecheck, install, layout, oskit
 from provisioning.mysqlctl import mysql_sql, wait_for_mysql
 from provisioning.oskit import Apt, Dnf
+from provisioning.runner import Context
 
 OSES = ["debian", "amazon-linux-2", "amazon-linux-2023"]
 
@@ -149,3 +150,66 @@ def test_a_missing_bundle_file_is_named(bundle):
     ctx.bundle = str(bundle)
     with pytest.raises(install.StepFailed, match=r"bundle is missing files/airflow\.env"):
         install.install_config_files(ctx)
+
+
+def test_the_baked_settings_leave_the_build_sources_out():
+    settings = {"os_mirror": "http://m/debian", "index_url": "https://u:tok@pypi/simple", "api_port": 8080}
+    baked = install.baked_settings(dict(settings, extra_ca_bundle="files/extra-ca.pem"))
+    assert (baked["os_mirror"], baked["index_url"], baked["extra_ca_bundle"]) == ("", "", "")
+    assert baked["api_port"] == 8080
+    kept = install.baked_settings(dict(settings, keep_build_sources=True))
+    assert kept["index_url"] == settings["index_url"]
+
+
+@pytest.mark.parametrize("os_name", ["debian", "amazon-linux-2023"])
+def test_cleanup_removes_the_build_sources_unless_kept(os_name, tmp_path, monkeypatch):
+    manager = profile_facts(os_name).package_manager
+    ctx = RecordingContext(os_name=os_name, adapter=oskit.adapter_named(manager))
+    anchor = tmp_path / "anchor.pem"
+    anchor.write_text("cert")
+    monkeypatch.setattr(ctx, "facts", ctx.facts._replace(ca_anchor=str(anchor)))
+    forgotten = []
+    monkeypatch.setattr(ctx.os, "forget_build_sources", forgotten.append)
+    assert imagecheck.remove_build_sources(ctx) is None
+    assert str(anchor) in ctx.removed and forgotten == [ctx]
+    assert ctx.commands  # the trust store rebuilt without it
+    kept = RecordingContext({"keep_build_sources": True}, os_name=os_name, adapter=ctx.os)
+    assert imagecheck.remove_build_sources(kept) == "skipped"
+
+
+def test_the_mirror_rewrite_is_undone_from_its_backup(tmp_path, monkeypatch):
+    sources = tmp_path / "debian.sources"
+    sources.write_text("URIs: http://deb.debian.org/debian\nSuites: sid\n")
+    monkeypatch.setattr(oskit, "APT_SOURCES", (str(sources),))
+    monkeypatch.setattr(layout, "SOURCES_BACKUP_DIR", str(tmp_path / "backup"))
+    monkeypatch.setattr(oskit, "APT_CA_CONF", str(tmp_path / "80airflow-ami-ca"))
+    ctx = Context({"os_mirror": "http://mirror.example/debian"}, None, False)
+    apt = oskit.Apt({"ID": "debian"})
+    assert apt.configure_mirror(ctx, "http://mirror.example/debian")
+    assert "mirror.example" in sources.read_text()
+    assert apt.build_source_leftovers(ctx) == [f"{sources} names http://mirror.example/debian"]
+    apt.forget_build_sources(ctx)
+    assert sources.read_text() == "URIs: http://deb.debian.org/debian\nSuites: sid\n"
+    assert apt.build_source_leftovers(ctx) == []
+
+
+def test_an_index_token_never_reaches_an_argument_or_a_log(monkeypatch, capsys):
+    ctx = RecordingContext(
+        {"index_url": "https://build:S3cr3tT0ken@pypi.example/simple", "uv_wheel_sha256": "0" * 64}
+    )
+    ctx.add_secret("S3cr3tT0ken")
+    seen = []
+    monkeypatch.setattr(ctx, "run", lambda argv, **kw: seen.append((argv, kw.get("env"))) or (0, ""))
+    monkeypatch.setattr(install.os, "listdir", lambda d: ["uv-0.13.9-py3-none-any.whl"])
+    monkeypatch.setattr(install, "check_uv_wheel", lambda wheel, expected: None)
+    monkeypatch.setattr(install, "unpack_uv", lambda wheel, target: None)
+    monkeypatch.setattr(install.tempfile, "mkdtemp", lambda **kw: "/nonexistent/scratch")
+    monkeypatch.setattr(install.shutil, "rmtree", lambda path: None)
+    install.download_uv(ctx, "0.13.9", "/nonexistent/uv")
+    pip = next(argv for argv, env in seen if "download" in argv)
+    assert not [a for a in pip if "S3cr3tT0ken" in a]
+    assert next(env for argv, env in seen if "download" in argv)["PIP_INDEX_URL"].endswith(
+        "@pypi.example/simple"
+    )
+    ctx.info("index is https://build:S3cr3tT0ken@pypi.example/simple")
+    assert "S3cr3tT0ken" not in capsys.readouterr().out
