@@ -247,6 +247,10 @@ def check_extra_packages(value: tuple[str, ...], s: Mapping[str, Any]) -> None:
             _check(parsed.specifier.contains(s["airflow_version"], prereleases=True))
 
 
+def check_ip_address(value: str, _: Mapping[str, Any]) -> None:
+    ipaddress.ip_address(value)
+
+
 def check_parallelism(value: str, _: Mapping[str, Any]) -> None:
     _check(value == "auto" or (value.isdigit() and 1 <= int(value) <= MAX_PARALLELISM))
 
@@ -384,6 +388,15 @@ def _constraints_view(s: Settings) -> dict[str, Any]:
     return {
         "constraints_url": CONSTRAINTS_URL.format(airflow=s.airflow_version) if official else "",
         "constraints_file": "" if official else CONSTRAINTS_IN_BUNDLE,
+    }
+
+
+def _api_view(s: Settings) -> dict[str, Any]:
+    """api_host, and api_url: where clients on the instance itself reach the API."""
+    local = "127.0.0.1" if s.api_host in ("0.0.0.0", "::") else s.api_host
+    return {
+        "api_host": s.api_host,
+        "api_url": f"http://{f'[{local}]' if ':' in local else local}:{s.api_port}",
     }
 
 
@@ -690,6 +703,15 @@ class Settings:
         f" ({', '.join(f'{what} {port}' for what, port in layout.IMAGE_PORTS.items())})",
         "Airflow API server port",
         reaches=(INSTANCE,),
+    )
+    api_host: str = setting(
+        "0.0.0.0",
+        _as_str,
+        check_ip_address,
+        "an IPv4 or IPv6 address of the instance, 0.0.0.0 or :: for all, 127.0.0.1 for none outside",
+        "address the API server listens on (the UI too)",
+        reaches=(INSTANCE,),
+        instance_view=_api_view,
     )
     admin_username: str = setting(
         "admin",

@@ -66,7 +66,9 @@ def load_settings():
 
 
 def base_url():
-    return "http://127.0.0.1:{}".format(int(load_settings().get("api_port", 8080)))
+    settings = load_settings()
+    # api_url: where the instance itself reaches its API (settings.json).
+    return settings.get("api_url") or "http://127.0.0.1:{}".format(int(settings.get("api_port", 8080)))
 
 
 def http(method, path, body=None, token=None, timeout=30.0):

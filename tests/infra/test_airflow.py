@@ -96,9 +96,11 @@ def test_examples_not_loaded(instance: Instance) -> None:
 def test_components_point_at_local_api_server(instance: Instance) -> None:
     url = instance.airflow_config("core", "execution_api_server_url")
     port = instance.api_port
-    ok = url.startswith((f"http://localhost:{port}/", f"http://127.0.0.1:{port}/"))
+    # api_url: the API as this instance reaches it (127.0.0.1 unless api_host names an address).
+    local = instance.settings.get("api_url", f"http://127.0.0.1:{port}")
+    ok = url == f"{local}/execution/" and local.endswith(f":{port}")
     assert ok, expect(
-        f"[core] execution_api_server_url = http://localhost:{port}/execution/",
+        f"[core] execution_api_server_url = {local}/execution/",
         url,
         f"{AIRFLOW_CLI} config get-value core execution_api_server_url; {AIRFLOW_ENV}",
     )

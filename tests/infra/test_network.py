@@ -66,10 +66,14 @@ def test_api_listens_on_configured_port(instance: Instance, listeners: list[dict
         [describe_listener(s) for s in socks] or f"nothing on port {port}",
         f"{journal('airflow-api-server.service')}; ss -ltnp",
     )
-    assert any(not is_loopback(s["address"]) for s in socks), expect(
-        f"the API reachable on all interfaces (0.0.0.0:{port})",
+    host = instance.settings.get("api_host", "0.0.0.0")
+    wildcard = host in ("0.0.0.0", "::")
+    assert any(
+        s["address"] in (host, "::", "0.0.0.0") if wildcard else s["address"] == host for s in socks
+    ), expect(
+        f"the API listening on {host}:{port} (api_host in {SETTINGS_PATH})",
         [describe_listener(s) for s in socks],
-        "[api] host in /opt/airflow/airflow.cfg; /etc/airflow/airflow.env",
+        "[api] host in /opt/airflow/airflow.cfg",
     )
 
 

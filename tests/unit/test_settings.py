@@ -159,6 +159,8 @@ BAD_VALUES = [
     ("api_port", "3306", {}),
     ("api_port", "8793", {}),
     ("admin_username", "1admin", {}),
+    ("api_host", "all", {}),
+    ("api_host", "10.0.0.256", {}),
     ("admin_password_store", "vault", {}),
     ("admin_password_name", "bad name", {}),
     ("admin_password_name", "/aws/airflow", {}),
@@ -281,7 +283,7 @@ def test_the_views_derive_from_the_declarations() -> None:
     s = load_settings(cli={"os": "debian", "tags": "Team=data"})
     view = s.instance_view()
     declared = {f.name for f in FIELDS if INSTANCE in f.reaches}
-    derived = {"constraints": {"constraints_url", "constraints_file"}}
+    derived = {"constraints": {"constraints_url", "constraints_file"}, "api_host": {"api_host", "api_url"}}
     assert set(view) == {"_generated", "os_facts"} | {
         key for name in declared for key in derived.get(name, {name})
     }

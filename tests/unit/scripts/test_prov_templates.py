@@ -49,13 +49,15 @@ def test_every_file_starts_with_the_generated_notice(os_name, jinja_opts):
 
 
 def test_airflow_cfg_is_static_and_secret_free(tmp_path, jinja_opts):
-    text = render_all(settings(api_port=8181, parallelism=6), **jinja_opts)["airflow.cfg"]
+    text = render_all(settings(api_port=8181, api_url="http://127.0.0.1:8181", parallelism=6), **jinja_opts)[
+        "airflow.cfg"
+    ]
     cfg = configparser.ConfigParser(interpolation=configparser.BasicInterpolation())
     cfg.read_string(text)
     assert cfg.get("core", "executor") == "LocalExecutor"
     assert cfg.get("core", "load_examples") == "False"
     assert cfg.get("core", "auth_manager").endswith("FabAuthManager")
-    assert cfg.get("core", "execution_api_server_url") == "http://localhost:8181/execution/"
+    assert cfg.get("core", "execution_api_server_url") == "http://127.0.0.1:8181/execution/"
     assert cfg.get("core", "parallelism") == "6"
     assert cfg.get("api", "port") == "8181"
     path = tmp_path / "airflow.cfg"
@@ -265,3 +267,11 @@ def test_journald_is_capped():
     journal = configparser.ConfigParser()
     journal.read_string(render_all(settings())["journald-airflow-ami.conf"])
     assert journal["Journal"]["SystemMaxUse"] and journal["Journal"]["MaxRetentionSec"]
+
+
+def test_the_api_listens_on_api_host_and_the_instance_reaches_it_there():
+    view = load_settings(cli={"api_host": "10.0.0.5", "api_port": "8181"}).instance_view()
+    cfg = configparser.ConfigParser(interpolation=configparser.BasicInterpolation())
+    cfg.read_string(render_all(view)["airflow.cfg"])
+    assert cfg.get("api", "host") == "10.0.0.5"
+    assert cfg.get("core", "execution_api_server_url") == "http://10.0.0.5:8181/execution/"
