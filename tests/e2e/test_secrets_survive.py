@@ -80,8 +80,8 @@ def first(cloud: LocalCloud) -> tuple[Instance, Host]:
         f" --conn-login someone --conn-password {shlex.quote(PASSWORD)}"
     )
     encrypted = host.mysql(
-        f"SELECT (SELECT is_encrypted FROM variable WHERE `key` = '{VARIABLE}'),"
-        f" (SELECT is_encrypted FROM connection WHERE conn_id = '{CONNECTION}')"
+        f"SELECT (SELECT is_encrypted FROM airflow.variable WHERE `key` = '{VARIABLE}'),"
+        f" (SELECT is_encrypted FROM airflow.connection WHERE conn_id = '{CONNECTION}')"
     )
     assert encrypted == [["1", "1"]], "the values must be stored encrypted with the fernet key"
     assert_values_decrypt_and_the_admin_logs_in(host, "on the first instance")
