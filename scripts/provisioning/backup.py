@@ -4,7 +4,7 @@ backup: a consistent dump of the metadata database (mysqldump
 --single-transaction: one snapshot, no locks held against Airflow), gzipped into
 BACKUP_DIR, older dumps pruned past backup_retention_days, and a copy put to
 backup_s3_uri with the instance role's credentials when that is set. It runs as
-the airflow user with the database URL systemd hands it from secrets.env.
+the airflow OS user, which MySQL knows by socket as airflow_backup (read-only).
 
 restore: as root, Airflow stopped, the database replaced by a dump (the newest
 unless one is named), Airflow started again.
@@ -15,9 +15,7 @@ import gzip
 import os
 import shutil
 import subprocess
-import tempfile
 import time
-from urllib.parse import unquote, urlsplit
 
 from . import layout as L
 from . import systemd
@@ -27,7 +25,6 @@ from .runner import StepFailed, fsync_directory, run_steps
 
 DUMP_PREFIX = "airflow-"
 DUMP_SUFFIX = ".sql.gz"
-DB_URL_VARIABLE = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
 
 
 class BackupState(object):
@@ -43,53 +40,34 @@ def dumps():
     return sorted(glob.glob(os.path.join(L.BACKUP_DIR, DUMP_PREFIX + "*" + DUMP_SUFFIX)))
 
 
-def client_options(url):
-    """mysql/mysqldump option file text for the airflow user of the database URL."""
-    parts = urlsplit(url)
-    socket = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("unix_socket")
-    lines = [
-        "[client]",
-        "user=%s" % unquote(parts.username or ""),
-        "password=%s" % unquote(parts.password or ""),
-    ]
-    if socket:
-        lines.append("socket=%s" % unquote(socket))
-    return "\n".join(lines) + "\n"
-
-
 def dump_database(ctx):
-    url = os.environ.get(DB_URL_VARIABLE) or ctx.env.get(DB_URL_VARIABLE)
-    if not url:
-        raise StepFailed("%s is not set: run this through airflow-db-backup.service" % DB_URL_VARIABLE)
-    ctx.add_secret(url)
-    ctx.add_secret(unquote(urlsplit(url).password or ""))
     for stale in glob.glob(os.path.join(L.BACKUP_DIR, "*.partial")):
         ctx.remove(stale)  # a dump that was killed halfway
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = os.path.join(L.BACKUP_DIR, DUMP_PREFIX + stamp + DUMP_SUFFIX)
-    # The password goes through a private option file, never an argument.
-    with tempfile.NamedTemporaryFile("w", prefix="airflow-backup-", suffix=".cnf") as options:
-        os.chmod(options.name, 0o600)
-        options.write(client_options(url))
-        options.flush()
-        argv = [
-            "mysqldump",
-            "--defaults-extra-file=" + options.name,
-            "--single-transaction",
-            "--quick",
-            "--no-tablespaces",
-            "--databases",
-            L.MYSQL_DATABASE,
-        ]
-        ctx.info("$ " + " ".join(argv[:1] + argv[2:]) + " | gzip > " + target)
-        partial = target + ".partial"
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        with gzip.open(partial, "wb") as out:
-            shutil.copyfileobj(proc.stdout, out)
-        errors = proc.stderr.read().decode("utf-8", "replace")
-        if proc.wait() != 0:
-            os.unlink(partial)
-            raise StepFailed("mysqldump exited %d: %s" % (proc.returncode, ctx.redact(errors.strip())[-500:]))
+    # By socket, as the airflow OS user (auth_socket): no password anywhere.
+    argv = [
+        "mysqldump",
+        "--protocol=socket",
+        "-S",
+        ctx.facts.mysql_socket,
+        "-u",
+        L.BACKUP_MYSQL_USER,
+        "--single-transaction",
+        "--quick",
+        "--no-tablespaces",
+        "--databases",
+        L.MYSQL_DATABASE,
+    ]
+    ctx.info("$ " + " ".join(argv) + " | gzip > " + target)
+    partial = target + ".partial"
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with gzip.open(partial, "wb") as out:
+        shutil.copyfileobj(proc.stdout, out)
+    errors = proc.stderr.read().decode("utf-8", "replace")
+    if proc.wait() != 0:
+        os.unlink(partial)
+        raise StepFailed("mysqldump exited %d: %s" % (proc.returncode, errors.strip()[-500:]))
     with open(partial, "rb") as fh:
         os.fsync(fh.fileno())
     os.rename(partial, target)

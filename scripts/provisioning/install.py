@@ -230,6 +230,34 @@ def create_airflow_database(ctx):
         ctx.act("set up the airflow database and user", mysql_sql, ctx, "\n".join(stmts))
 
 
+@real_run_only("create airflow_backup@localhost (read-only dumps, socket auth as the airflow OS user)")
+def create_backup_account(ctx):
+    """airflow_backup@localhost: what a consistent dump needs and no more (read the airflow
+    database; FLUSH_TABLES, which mysqldump --single-transaction asks for on MySQL 9), by
+    socket as the `airflow` OS user: the backup service holds no password."""
+    have = mysql_sql(
+        ctx,
+        "SELECT COUNT(*) FROM mysql.user WHERE user='%s' AND host='localhost';" % L.BACKUP_MYSQL_USER,
+        quiet=True,
+    ).strip()
+    if have != "0":
+        ctx.info("%s@localhost exists" % L.BACKUP_MYSQL_USER)
+        return
+    account = "'%s'@'localhost'" % L.BACKUP_MYSQL_USER
+    ctx.act(
+        "create %s (read-only dumps, socket auth as %s)" % (account, L.AIRFLOW_USER),
+        mysql_sql,
+        ctx,
+        "\n".join(
+            [
+                "CREATE USER %s IDENTIFIED WITH auth_socket AS '%s';" % (account, L.AIRFLOW_USER),
+                "GRANT SELECT, LOCK TABLES, SHOW VIEW, EVENT, TRIGGER ON airflow.* TO %s;" % account,
+                "GRANT FLUSH_TABLES ON *.* TO %s;" % account,
+            ]
+        ),
+    )
+
+
 def create_airflow_user(ctx):
     try:
         pwd.getpwnam(L.AIRFLOW_USER)
@@ -599,6 +627,7 @@ STEPS = [
     secure_mysql,
     create_airflow_user,
     create_airflow_database,
+    create_backup_account,
     create_airflow_directories,
     install_uv,
     fetch_constraints,

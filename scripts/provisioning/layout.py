@@ -34,6 +34,7 @@ BUILD_SOURCE_SETTINGS = ("os_mirror", "index_url", "extra_ca_bundle")
 SOURCES_BACKUP_DIR = BUILD_DIR + "/sources-before-mirror"
 MYSQL_DATABASE = "airflow"
 MYSQL_USER = "airflow"
+BACKUP_MYSQL_USER = "airflow_backup"
 SYSTEMD_DIR = "/etc/systemd/system"
 # Ports the image itself uses (the API's is a setting, api_port, which must avoid these).
 MYSQL_PORT = 3306

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .lib import SETTINGS_PATH, Instance, expect, parse_size
+from .lib import SETTINGS_PATH, Instance, expect, layout, parse_size
 
 VARS_HINT = "mysql -e \"SHOW VARIABLES LIKE '{name}'\"; grep -rn {name} /etc/mysql /etc/my.cnf.d"
 
@@ -92,4 +92,25 @@ def test_airflow_user_grants_limited_to_airflow_db(instance: Instance) -> None:
         "airflow@localhost granted privileges on `airflow`.* only",
         wide,
         "mysql -e \"SHOW GRANTS FOR 'airflow'@'localhost'\"",
+    )
+
+
+def test_backup_account_is_read_only_and_passwordless(instance: Instance) -> None:
+    account = f"'{layout.BACKUP_MYSQL_USER}'@'localhost'"
+    rows = instance.mysql(
+        f"SELECT plugin, authentication_string FROM mysql.user WHERE user = '{layout.BACKUP_MYSQL_USER}'"
+    )
+    assert rows == [["auth_socket", layout.AIRFLOW_USER]], expect(
+        f"{account} authenticated by socket as the OS user {layout.AIRFLOW_USER} only",
+        rows or "no such account",
+        'mysql -e "SELECT user, host, plugin FROM mysql.user"',
+    )
+    grants = " ".join(r[0] for r in instance.mysql(f"SHOW GRANTS FOR {account}"))
+    writes = [
+        p for p in ("INSERT", "UPDATE", "DELETE", "DROP", "ALTER", "CREATE", "ALL PRIVILEGES") if p in grants
+    ]
+    assert "SELECT" in grants and "FLUSH_TABLES" in grants and not writes, expect(
+        f"{account}: read the airflow database and FLUSH_TABLES (what mysqldump --single-transaction needs)",
+        f"{grants} (writes: {writes})",
+        f'mysql -e "SHOW GRANTS FOR {account}"',
     )

@@ -9,10 +9,6 @@ import pytest
 from provfakes import RecordingContext
 from provisioning import backup, layout
 from provisioning.runner import Context, StepFailed
-from provisioning.secretgen import sqlalchemy_mysql_url
-
-PASSWORD = "Db5ecretPassw0rdDb5ecretPassw0rd"
-URL = sqlalchemy_mysql_url("airflow", PASSWORD, "airflow", unix_socket="/run/mysqld/mysqld.sock")
 
 
 @pytest.fixture
@@ -22,26 +18,15 @@ def backups(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_the_client_options_hold_user_password_and_socket():
-    text = backup.client_options(URL)
-    assert text.splitlines() == [
-        "[client]",
-        "user=airflow",
-        f"password={PASSWORD}",
-        "socket=/run/mysqld/mysqld.sock",
-    ]
-
-
-def test_a_dump_is_gzipped_private_and_never_shows_the_password(backups, monkeypatch, capsys):
+def test_a_dump_is_consistent_gzipped_private_and_needs_no_password(backups, monkeypatch):
     bin_dir = backups / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "mysqldump"
-    # A stand-in that writes its arguments and its option file into the dump.
-    fake.write_text('#!/bin/sh\necho "-- args: $*"\ncat "${1#--defaults-extra-file=}"\n')
+    # A stand-in that writes its arguments into the dump.
+    fake.write_text('#!/bin/sh\necho "-- args: $*"\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv(backup.DB_URL_VARIABLE, URL)
-    ctx = Context({"backup_retention_days": 7}, None, False)
+    ctx = RecordingContext({"backup_retention_days": 7}, state=backup.BackupState())
     umask = os.umask(0o022)  # backup.main sets its own; give the rest of the session its own back
     try:
         assert backup.main(ctx) == 0
@@ -49,12 +34,11 @@ def test_a_dump_is_gzipped_private_and_never_shows_the_password(backups, monkeyp
         os.umask(umask)
     (dump,) = backup.dumps()
     with gzip.open(dump, "rt") as fh:
-        text = fh.read()
-    assert "--single-transaction" in text and "--databases airflow" in text
-    assert PASSWORD not in text.splitlines()[0]  # not in the arguments
-    assert f"password={PASSWORD}" in text  # the option file it was handed
+        args = fh.read().split()
+    assert "--single-transaction" in args and args[-2:] == ["--databases", "airflow"]
+    assert args[args.index("-u") + 1] == layout.BACKUP_MYSQL_USER  # by socket, no password
+    assert not [a for a in args if "password" in a.lower()]
     assert stat.S_IMODE(os.stat(dump).st_mode) == 0o600
-    assert PASSWORD not in capsys.readouterr().out
 
 
 def test_a_failed_dump_leaves_nothing(backups, monkeypatch):
@@ -63,7 +47,6 @@ def test_a_failed_dump_leaves_nothing(backups, monkeypatch):
     (bin_dir / "mysqldump").write_text("#!/bin/sh\necho partial\necho 'Access denied' >&2\nexit 2\n")
     (bin_dir / "mysqldump").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv(backup.DB_URL_VARIABLE, URL)
     ctx = RecordingContext(state=backup.BackupState())
     with pytest.raises(StepFailed, match="mysqldump exited 2: Access denied"):
         backup.dump_database(ctx)
