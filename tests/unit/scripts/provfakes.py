@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import yaml
+from provisioning import layout
 from provisioning.oskit import OsFacts
 from provisioning.runner import Context
 
@@ -53,3 +54,12 @@ class RecordingContext(Context):
         if not self.dry_run:
             self.removed.append(path)
         return True
+
+
+def make_bundle(root):
+    """A bundle dir with a stand-in for every file the installer copies from files/."""
+    files = root / "files"
+    files.mkdir()
+    for name, _, _ in layout.RENDERED_FILES:
+        (files / name).write_text(f"# {name}\n")
+    return root

@@ -4,7 +4,7 @@ import json
 
 import provision
 import pytest
-from provfakes import RecordingContext, profile_facts
+from provfakes import RecordingContext, make_bundle, profile_facts
 from provisioning import firstboot, imagecheck, install, layout
 from provisioning.oskit import Apt, Dnf, Yum
 
@@ -30,10 +30,7 @@ SETTINGS = {
 
 @pytest.fixture
 def bundle(tmp_path):
-    files = tmp_path / "files"
-    files.mkdir()
-    for name, _, _ in layout.RENDERED_FILES:
-        (files / name).write_text(f"# {name}\n")
+    files = make_bundle(tmp_path) / "files"
     (files / "constraints.txt").write_text("apache-airflow==3.3.2\n")
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "provision.py").write_text("# the entry\n")

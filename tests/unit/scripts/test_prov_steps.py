@@ -1,7 +1,7 @@
 """Steps against a recording context: which commands and files they would touch."""
 
 import pytest
-from provfakes import RecordingContext, profile_facts
+from provfakes import RecordingContext, make_bundle, profile_facts
 from provisioning import imagecheck, install, layout, oskit
 from provisioning.mysqlctl import mysql_sql, wait_for_mysql
 from provisioning.oskit import Apt, Dnf
@@ -105,11 +105,7 @@ def test_extra_ca_goes_to_the_anchor_and_clients_use_the_bundle_from_os_facts(
 
 @pytest.fixture
 def bundle(tmp_path):
-    files = tmp_path / "files"
-    files.mkdir()
-    for name, _, _ in layout.RENDERED_FILES:
-        (files / name).write_text(f"# {name}\n")
-    return tmp_path
+    return make_bundle(tmp_path)
 
 
 @pytest.mark.parametrize("os_name", OSES)
