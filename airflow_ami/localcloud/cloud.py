@@ -180,18 +180,40 @@ def stop_moto(cache: Path) -> None:
 # ---- keys ----
 
 
-def new_key_pair(cache: Path, name: str) -> tuple[Path, str]:
-    """(private key file, public key text) for a fresh ed25519 key."""
+@dataclasses.dataclass(frozen=True)
+class KeyPair:
+    name: str
+    file: Path
+    public: str
+
+
+def new_key_pair(cache: Path, ec2: Any, purpose: str) -> KeyPair:
+    """A fresh ed25519 key on disk, imported into moto as an EC2 key pair."""
+    name = f"{PREFIX}{purpose}-{secrets.token_hex(4)}"
     keys_dir(cache).mkdir(parents=True, exist_ok=True, mode=0o700)
     path = keys_dir(cache) / name
     for old in (path, path.with_suffix(".pub")):
         old.unlink(missing_ok=True)
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)])
-    return path, path.with_suffix(".pub").read_text().strip()
+    key = KeyPair(name, path, path.with_suffix(".pub").read_text().strip())
+    ec2.import_key_pair(KeyName=name, PublicKeyMaterial=key.public.encode())
+    return key
 
 
-def import_key(ec2: Any, name: str, public_key: str) -> None:
-    ec2.import_key_pair(KeyName=name, PublicKeyMaterial=public_key.encode())
+def boot(
+    cache: Path, rootfs: Path, ami_id: str, settings: Settings, key: KeyPair, **kw: Any
+) -> dict[str, Any]:
+    """A container of `rootfs` as an instance of `ami_id`, with `key` for the default user."""
+    return boot_instance(
+        cache,
+        rootfs,
+        ami_id=ami_id,
+        region=settings.region,
+        public_key=key.public,
+        ssh_user=settings.ssh_username,
+        ssh_key_file=str(key.file),
+        **kw,
+    )
 
 
 # ---- the cloud ----
@@ -242,31 +264,20 @@ class LocalCloud:
             rootfs = image_rootfs(cache, ami_id)
             port, _ = ensure_moto(cache, settings.region, ami_id)
             ec2 = ec2_client(port, settings.region)
-            key_name = f"{PREFIX}launch-{secrets.token_hex(4)}"
-            key_file, public_key = new_key_pair(cache, key_name)
-            import_key(ec2, key_name, public_key)
+            key = new_key_pair(cache, ec2, "launch")
             reservation = ec2.run_instances(
                 ImageId=ami_id,
                 MinCount=1,
                 MaxCount=1,
                 InstanceType=INSTANCE_TYPE,
-                KeyName=key_name,
+                KeyName=key.name,
                 MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
             )
             instance_id = reservation["Instances"][0]["InstanceId"]
             t0 = time.monotonic()
             record: dict[str, Any] = {}
             try:
-                record = boot_instance(
-                    cache,
-                    rootfs,
-                    ami_id=ami_id,
-                    region=settings.region,
-                    public_key=public_key,
-                    ssh_user=settings.ssh_username,
-                    ssh_key_file=str(key_file),
-                    instance_id=instance_id,
-                )
+                record = boot(cache, rootfs, ami_id, settings, key, instance_id=instance_id)
                 wait_for_ssh(record, timeout=300)
             except BaseException:
                 if record:
@@ -344,20 +355,9 @@ def _build_instance(
 ) -> Iterator[BuildHost]:
     ec2 = ec2_client(port, settings.region)
     base_ami, base_rootfs = base
-    key_name = f"{PREFIX}build-{secrets.token_hex(4)}"
-    key_file, public_key = new_key_pair(cache, key_name)
-    import_key(ec2, key_name, public_key)
+    key = new_key_pair(cache, ec2, "build")
     t0 = time.monotonic()
-    record = boot_instance(
-        cache,
-        base_rootfs,
-        ami_id=base_ami,
-        region=settings.region,
-        public_key=public_key,
-        ssh_user=settings.ssh_username,
-        ssh_key_file=str(key_file),
-        owner_pid=os.getpid(),
-    )
+    record = boot(cache, base_rootfs, base_ami, settings, key, owner_pid=os.getpid())
 
     def keep_image(result: dict[str, Any]) -> None:
         t0 = time.monotonic()
@@ -379,14 +379,14 @@ def _build_instance(
             ec2_endpoint=endpoint_url(port),
             ssh_host=record["ip"],
             ssh_port=22,
-            ssh_keypair_name=key_name,
-            ssh_private_key_file=str(key_file),
+            ssh_keypair_name=key.name,
+            ssh_private_key_file=str(key.file),
         )
         yield BuildHost(target, aws_env(settings.region, endpoint_url(port)), keep_image, timings)
     finally:
         destroy_instance(cache, record)
         with contextlib.suppress(Exception):
-            ec2.delete_key_pair(KeyName=key_name)
+            ec2.delete_key_pair(KeyName=key.name)
 
 
 def _ami_name(ec2: Any, ami_id: str) -> str:
