@@ -70,5 +70,5 @@ def validate_templates(out: TextIO = sys.stdout) -> None:
             )
             check_template(BuildDir(render(settings, version)))
             modern = replace(settings, build_name=f"validate-{os_name}-{arch}-modern")
-            packer.fmt_check(render(modern, max(version, packer.PLUGINS_SINCE)) / "airflow.pkr.hcl")
+            packer.fmt_check(BuildDir(render(modern, max(version, packer.PLUGINS_SINCE))).template)
             out.write(f"validate: {os_name} {arch}: packer fmt + validate ok\n")

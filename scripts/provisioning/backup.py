@@ -95,12 +95,14 @@ def upload_to_s3(ctx):
     imds = Imds()
     try:
         creds = imds.role_credentials()
-        region = imds.get("placement/region") or ctx.settings.get("region")
+        region = imds.get("meta-data/placement/region") or ctx.settings.get("region")
     except NoMetadata as exc:
         raise StepFailed("no instance metadata for S3 credentials: %s" % exc) from None
     if not creds:
         raise StepFailed("the instance has no IAM role: it cannot put to %s" % uri)
     ctx.add_secret(creds["secret_key"])
+    if creds.get("token"):
+        ctx.add_secret(creds["token"])
     key = "/".join(p for p in (prefix.strip("/"), os.path.basename(ctx.state.dump)) if p)
     with open(ctx.state.dump, "rb") as fh:
         data = fh.read()

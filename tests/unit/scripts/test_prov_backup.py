@@ -74,3 +74,39 @@ def test_restore_without_a_dump_says_what_to_do(backups):
 
 def test_no_s3_uri_means_local_dumps_only():
     assert backup.upload_to_s3(RecordingContext({"backup_s3_uri": ""})) == "skipped"
+
+
+def test_the_dump_goes_to_s3_in_the_instances_region_with_its_role(backups, monkeypatch, capsys):
+    asked = []
+
+    class FakeImds:
+        def role_credentials(self):
+            return {"access_key": "AK", "secret_key": "RoleS3cretKey1234", "token": "RoleSessionToken1234"}
+
+        def get(self, path):
+            asked.append(path)
+            return {"meta-data/placement/region": "eu-north-1"}.get(path)
+
+    put = []
+    monkeypatch.setattr(backup, "Imds", FakeImds)
+    monkeypatch.setattr(backup, "put_s3_object", lambda *args, **kw: put.append(args))
+    dump = os.path.join(layout.BACKUP_DIR, "airflow-20261126T000000Z.sql.gz")
+    with open(dump, "wb") as fh:
+        fh.write(b"dump")
+    ctx = RecordingContext({"backup_s3_uri": "s3://backups-bucket/airflow/prod", "region": "us-east-1"})
+    ctx.state = backup.BackupState()
+    ctx.state.dump = dump
+    assert backup.upload_to_s3(ctx) is None
+    assert asked == ["meta-data/placement/region"]
+    assert put == [
+        (
+            "backups-bucket",
+            "airflow/prod/airflow-20261126T000000Z.sql.gz",
+            b"dump",
+            "eu-north-1",
+            FakeImds().role_credentials(),
+        )
+    ]
+    ctx.info("creds RoleS3cretKey1234 RoleSessionToken1234")
+    out = capsys.readouterr().out
+    assert "RoleS3cretKey1234" not in out and "RoleSessionToken1234" not in out
