@@ -42,7 +42,9 @@ from .system import (
 
 # A rootfs with systemd >= 256 refuses the host's hybrid cgroup layout otherwise.
 NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
-INSTANCE_TYPE = "t3.medium"
+# What a local instance is: this host's CPUs, and the type's memory as a hard limit (cgroups.py).
+INSTANCE_TYPE = "t3.large"
+INSTANCE_MEMORY = 8 << 30
 KEEP_LOGS = 40
 DISCARD_TIMEOUT = 15
 
@@ -137,8 +139,11 @@ def start_nspawn(rootfs: Path, slot: Slot, instance_id: str, log_file: Path) -> 
         # Marks the container's init for the reaper: its services do not inherit it.
         f"--setenv={MARKER_ENV}=init:{instance_id}",
     ]
-    cgroup = cgroups.create(cgroups.instance_cgroup(machine_name(instance_id)))
-    cgroup_args = ["--cgroup", str(cgroup)] if cgroup else []
+    cgroup_args = [
+        arg
+        for cgroup in cgroups.create(machine_name(instance_id), INSTANCE_MEMORY)
+        for arg in ("--cgroup", str(cgroup))
+    ]
     with open(log_file, "ab") as out:
         # Own session: a terminal Ctrl-C reaches our handlers, which shut it down in order.
         proc = subprocess.Popen(
@@ -378,7 +383,7 @@ def destroy_instance(cache: Path, record: dict[str, Any]) -> None:
     if record.get("imds_pid"):
         stop_process(record["imds_pid"])
     destroy_network(Slot(record["slot"]))
-    cgroups.remove(cgroups.instance_cgroup(record["machine"]))
+    cgroups.remove_instance(record["machine"])
     keep_logs(Path(record["home"]))
     safe_rmtree(Path(record["home"]))
     with locked_state(cache) as state:

@@ -3,7 +3,7 @@
 nspawn exits with status 133 when the container asks to reboot; on EC2 the
 instance comes back, so we start it again. Signals reach nspawn (SIGTERM: a
 clean poweroff) and end the loop. Run as:
-supervise.py [--cgroup DIR] systemd-nspawn ...   (DIR: a cgroup v2 directory to run in)
+supervise.py [--cgroup DIR]... systemd-nspawn ...   (DIR: a cgroup directory to run in)
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(command: list[str]) -> int:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if args[:1] == ["--cgroup"]:
+    while args[:1] == ["--cgroup"]:
         with open(os.path.join(args[1], "cgroup.procs"), "w") as procs:
             procs.write(str(os.getpid()))
         args = args[2:]

@@ -56,7 +56,8 @@ FANOUT_DAG = "airflow_ami_testinfra_fanout"
 XCOM_DAG = "airflow_ami_testinfra_xcom"
 INFLIGHT_DAG = "airflow_ami_testinfra_inflight"
 OPERATORS_DAG = "airflow_ami_testinfra_operators"
-TEST_DAGS = (FANOUT_DAG, XCOM_DAG, INFLIGHT_DAG, OPERATORS_DAG)
+MEMORY_DAG = "airflow_ami_testinfra_memory"
+TEST_DAGS = (FANOUT_DAG, XCOM_DAG, INFLIGHT_DAG, OPERATORS_DAG, MEMORY_DAG)
 
 
 class InstanceError(AssertionError):

@@ -15,6 +15,7 @@ from .lib import (
     FIRSTBOOT_MARKER,
     FIRSTBOOT_UNIT,
     INFLIGHT_DAG,
+    MEMORY_DAG,
     Instance,
     expect,
     journal,
@@ -245,3 +246,36 @@ def test_run_in_flight_survives_a_mysql_restart(instance: Instance) -> None:
         instance.run_summary(run),
         f"{journal('airflow-scheduler.service', 200)}; {journal(instance.mysql_unit)}",
     )
+
+
+def mem_total_mb(instance: Instance) -> int:
+    for line in instance.read_text("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError(expect("MemTotal in /proc/meminfo", "none", "cat /proc/meminfo"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_task_past_its_memory_fails_alone(instance: Instance) -> None:
+    """A task asks for more than the instance has: the kernel kills that task (the
+    scheduler's MemoryMax, or the instance's memory), and nothing else goes."""
+    state = instance.wait_healthy(instance.recovery_timeout)
+    assert state["healthy"], instance.health_message(state, "healthy before the memory hog")
+    units = (instance.mysql_unit, *AIRFLOW_UNITS)
+    before = {unit: main_pid(instance, unit) for unit in units}
+    wanted = mem_total_mb(instance) + 1024
+    run_id = instance.trigger(MEMORY_DAG, {"mb": wanted})
+    run = instance.wait_run(MEMORY_DAG, run_id)
+    states = {t["task_id"]: t["state"] for t in run.get("task_instances") or []}
+    assert states == {"hog": "failed", "after": "success"}, expect(
+        f"hog (asking for {wanted} MB, more than MemTotal) killed and failed, `after` run",
+        instance.run_summary(run),
+        f"dmesg | grep -i oom; {journal('airflow-scheduler.service', 100)}",
+    )
+    after = {unit: main_pid(instance, unit) for unit in units}
+    assert after == before, expect(
+        "MySQL and every Airflow service still on the same main PID", after, "dmesg | grep -i oom"
+    )
+    state = instance.wait_healthy(instance.recovery_timeout)
+    assert state["healthy"], instance.health_message(state, "healthy after the task was killed")
