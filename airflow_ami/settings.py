@@ -394,9 +394,10 @@ def _constraints_view(s: Settings) -> dict[str, Any]:
 def _api_view(s: Settings) -> dict[str, Any]:
     """api_host, and api_url: where clients on the instance itself reach the API."""
     local = "127.0.0.1" if s.api_host in ("0.0.0.0", "::") else s.api_host
+    scheme = "https" if s.api_tls == "self-signed" else "http"
     return {
         "api_host": s.api_host,
-        "api_url": f"http://{f'[{local}]' if ':' in local else local}:{s.api_port}",
+        "api_url": f"{scheme}://{f'[{local}]' if ':' in local else local}:{s.api_port}",
     }
 
 
@@ -712,6 +713,15 @@ class Settings:
         "address the API server listens on (the UI too)",
         reaches=(INSTANCE,),
         instance_view=_api_view,
+    )
+    api_tls: str = setting(
+        "none",
+        _as_str,
+        _one_of("none", "self-signed"),
+        "none or self-signed",
+        "none: plain HTTP (put TLS in front, e.g. an ALB); self-signed: first boot makes a"
+        " certificate for the instance and the API serves HTTPS",
+        reaches=(INSTANCE,),
     )
     admin_username: str = setting(
         "admin",

@@ -16,6 +16,9 @@ for about a minute) the identity is unknown, not new, and what exists is kept.
 
 import json
 import os
+import shutil
+import socket
+import tempfile
 import time
 from urllib.parse import unquote, urlsplit
 
@@ -28,6 +31,7 @@ from .mysqlctl import mysql_sql, wait_for_mysql
 from .runner import StepFailed, run_steps
 from .secretgen import alphanumeric, env_file_line, fernet_key, sql_string, sqlalchemy_mysql_url
 from .sizing import mem_mib_from_meminfo, resolve_parallelism
+from .tlscert import openssl_argv, request_config, subject_alt_names
 
 # One Airflow process for all database work at first boot: importing Airflow costs
 # several seconds, so the schema check, the admin user and the connection share it.
@@ -90,6 +94,13 @@ SECRET_VARIABLES = {
     "api_secret_key": "AIRFLOW__API__SECRET_KEY",
 }
 DB_URL_VARIABLE = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+# IMDS meta-data an API certificate names, where the instance has them.
+CERTIFICATE_METADATA = (
+    ("DNS", "local-hostname"),
+    ("DNS", "public-hostname"),
+    ("IP", "local-ipv4"),
+    ("IP", "public-ipv4"),
+)
 SECRET_MAKERS = {
     "db_password": lambda: alphanumeric(32),
     "fernet_key": fernet_key,
@@ -379,6 +390,52 @@ def store_admin_password(ctx):
     return None
 
 
+def instance_names_and_addresses(ctx):
+    """What the API may be reached as: loopback, the host name, and IMDS's names and addresses."""
+    names, addresses = ["localhost", socket.gethostname()], ["127.0.0.1", "::1"]
+    if ctx.settings.get("api_host") not in (None, "0.0.0.0", "::"):
+        addresses.append(ctx.settings["api_host"])
+    if ctx.state.imds is not None:
+        for kind, path in CERTIFICATE_METADATA:
+            try:
+                value = (ctx.state.imds.get("meta-data/" + path) or "").strip()
+            except NoMetadata:
+                value = ""
+            (names if kind == "DNS" else addresses).append(value)
+    return names, addresses
+
+
+def make_api_certificate(ctx):
+    """api_tls self-signed: a certificate for this instance (kept at a reboot, new with a new identity)."""
+    if ctx.settings.get("api_tls", "none") != "self-signed":
+        return "skipped"
+    have = os.path.exists(L.API_TLS_CERT) and os.path.exists(L.API_TLS_KEY)
+    if have and ctx.state.mode != "rotate":
+        ctx.info("keeping the API certificate %s" % L.API_TLS_CERT)
+        return "skipped"
+    names, addresses = instance_names_and_addresses(ctx)
+    alt_names = subject_alt_names(names, addresses)
+    ctx.info("API certificate for %s" % ", ".join(alt_names))
+    work = tempfile.mkdtemp(prefix="airflow-ami-tls-")
+    try:
+        config = os.path.join(work, "request.cnf")
+        with open(config, "w") as fh:
+            fh.write(request_config(socket.gethostname(), alt_names))
+        key, cert = os.path.join(work, "api.key"), os.path.join(work, "api.crt")
+        ctx.run(openssl_argv(config, key, cert))
+        with open(key, "rb") as fh:
+            key_pem = fh.read()
+        with open(cert, "rb") as fh:
+            cert_pem = fh.read()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ctx.ensure_dir(os.path.dirname(L.API_TLS_KEY), 0o750, "root", L.AIRFLOW_USER)
+    # The key first: a certificate on disk always has its key beside it.
+    ctx.write_file(L.API_TLS_KEY, key_pem, 0o640, "root", L.AIRFLOW_USER, secret=True)
+    ctx.write_file(L.API_TLS_CERT, cert_pem, 0o644, "root", "root")
+    return None
+
+
 def write_firstboot_record(ctx):
     """Record instance id, region, IMDS version, time, MySQL server UUID."""
     uuid = mysql_sql(ctx, "SELECT @@server_uuid;", quiet=True).strip()
@@ -409,6 +466,7 @@ STEPS = [
     rekey_mysql_user,
     write_secrets_env,
     write_admin_password_file,
+    make_api_certificate,
     update_airflow_database,
     reencrypt_with_the_new_fernet_key,
     store_admin_password,

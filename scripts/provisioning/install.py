@@ -95,6 +95,16 @@ def install_mysql_server(ctx):
     ctx.info(out.strip() if rc == 0 else "mysqld --version failed")
 
 
+def install_openssl(ctx):
+    """api_tls self-signed: first boot makes the API's certificate with openssl."""
+    if ctx.settings.get("api_tls", "none") != "self-signed":
+        return "skipped"
+    missing = ctx.os.missing(ctx, ["openssl"])
+    if missing:
+        ctx.act("install openssl", ctx.os.install, ctx, missing)
+    return None
+
+
 def install_rendered_file(ctx, name, dest, mode):
     """bundle/files/<name> to ``dest`` (root-owned); True when that changed it."""
     src = bundle_file(ctx, "files/" + name)
@@ -620,6 +630,7 @@ STEPS = [
     point_package_manager_at_mirror,
     refresh_package_index,
     install_mysql_server,
+    install_openssl,
     write_mysql_dropin,
     initialize_mysql_datadir,
     start_mysql,

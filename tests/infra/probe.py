@@ -20,6 +20,7 @@ Sub-commands:
   leaks                                      scan files, journal and process args for secrets
   firstboot-journal                          boots in which airflow-firstboot.service ran
   boot-token                                 identity of the current boot
+  tls-check                                  api_tls self-signed: verify the API's certificate
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import stat
 import struct
 import subprocess
@@ -80,9 +82,12 @@ def http(method, path, body=None, token=None, timeout=30.0):
         headers["Content-Type"] = "application/json"
     if token:
         headers["Authorization"] = "Bearer " + token
-    req = urllib.request.Request(base_url() + path, data=data, headers=headers, method=method)
+    url = base_url() + path
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    # api_tls self-signed: verify against the instance's own certificate, as its tasks do.
+    context = ssl.create_default_context(cafile=layout.API_TLS_CERT) if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             status, raw = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
@@ -522,8 +527,38 @@ def cmd_boot_token(_args):
     emit({"token": current_boot_id() + ":" + start_ticks})
 
 
+def tls_handshake(port, server_name, cafile):
+    """ "" when the API's certificate verifies for ``server_name``, else the error."""
+    context = ssl.create_default_context(cafile=cafile)
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=server_name),
+        ):
+            return ""
+    except (OSError, ssl.SSLError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def cmd_tls_check(_args):
+    """The API's certificate, verified as each name of the instance; plain HTTP on its port."""
+    port = int(load_settings().get("api_port", 8080))
+    addresses = sorted({info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)})
+    names = ["127.0.0.1", "localhost", socket.gethostname(), *addresses]
+    verified = {name: tls_handshake(port, name, layout.API_TLS_CERT) for name in names}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{HEALTH_PATH}", timeout=10) as resp:
+            plain = f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        plain = f"HTTP {exc.code}"
+    except OSError as exc:
+        plain = f"{type(exc).__name__}: {exc}"
+    emit({"verified": verified, "plain_http": plain})
+
+
 COMMANDS = {
     "api": cmd_api,
+    "tls-check": cmd_tls_check,
     "token-check": cmd_token_check,
     "wait-health": cmd_wait_health,
     "wait-dag": cmd_wait_dag,

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from .lib import (
+    API_TLS_CERT,
+    API_TLS_KEY,
     SETTINGS_PATH,
     Instance,
     describe_listener,
@@ -89,4 +91,28 @@ def test_no_unexpected_listeners(instance: Instance, listeners: list[dict[str, A
         f"unexpected: {[describe_listener(s) for s in extra]}",
         "ss -tulpn on the instance; the owning unit's `systemctl cat`; extend the list with "
         "--airflow-ami-allow-listener PROTO:PORT[:any] if it is wanted",
+    )
+
+
+def test_api_tls_as_configured(instance: Instance) -> None:
+    """api_tls self-signed: HTTPS with this instance's certificate (every name it has verifies,
+    the key is readable by Airflow only) and no plain HTTP; none: plain HTTP (api_url)."""
+    tls = instance.settings.get("api_tls", "none")
+    url = instance.settings["api_url"]
+    assert url.startswith("https://" if tls == "self-signed" else "http://"), expect(
+        f"api_url for api_tls {tls}", url, SETTINGS_PATH
+    )
+    if tls != "self-signed":
+        return
+    key = instance.check(f"stat -c '%a %U:%G' {API_TLS_KEY}").strip()
+    assert key == "640 root:airflow", expect(f"{API_TLS_KEY} 640 root:airflow", key, f"ls -l {API_TLS_KEY}")
+    found = instance.probe("tls-check")
+    failed = {name: error for name, error in found["verified"].items() if error}
+    assert not failed, expect(
+        f"the API's certificate ({API_TLS_CERT}) verifying as each name of the instance",
+        failed,
+        f"openssl x509 -noout -ext subjectAltName -in {API_TLS_CERT}; {journal('airflow-firstboot.service')}",
+    )
+    assert not found["plain_http"].startswith("HTTP "), expect(
+        "no plain HTTP answer on the TLS port", found["plain_http"], "[api] ssl_cert in airflow.cfg"
     )

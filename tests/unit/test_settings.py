@@ -161,6 +161,7 @@ BAD_VALUES = [
     ("admin_username", "1admin", {}),
     ("api_host", "all", {}),
     ("api_host", "10.0.0.256", {}),
+    ("api_tls", "letsencrypt", {}),
     ("admin_password_store", "vault", {}),
     ("admin_password_name", "bad name", {}),
     ("admin_password_name", "/aws/airflow", {}),
