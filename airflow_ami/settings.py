@@ -816,6 +816,15 @@ class Settings:
         "OpenPGP fingerprint that Oracle's MySQL repository key (and so its release package) must match",
         reaches=(INSTANCE,),
     )
+    aws_endpoint_url: str = setting(
+        "",
+        _as_str,
+        _matches(URL_RE.pattern, empty_ok=True),
+        "an http(s) URL, or empty for AWS",
+        "endpoint of the AWS APIs the instance itself calls (S3 backups, SSM/Secrets Manager);"
+        " empty: AWS's regional endpoints; the local cloud sets its moto",
+        reaches=(INSTANCE,),
+    )
     ec2_endpoint: str = setting(
         "",
         _as_str,

@@ -43,6 +43,7 @@ from .moto import (
     moto_is_running,
     start_moto,
 )
+from .network import AWS_API_URL
 from .reaper import reap
 from .state import locked_state
 from .system import (
@@ -201,7 +202,7 @@ def new_key_pair(cache: Path, ec2: Any, purpose: str) -> KeyPair:
 
 
 def boot(
-    cache: Path, rootfs: Path, ami_id: str, settings: Settings, key: KeyPair, **kw: Any
+    cache: Path, rootfs: Path, ami_id: str, settings: Settings, key: KeyPair, *, moto_port: int, **kw: Any
 ) -> dict[str, Any]:
     """A container of `rootfs` as an instance of `ami_id`, with `key` for the default user."""
     return boot_instance(
@@ -212,6 +213,7 @@ def boot(
         public_key=key.public,
         ssh_user=settings.ssh_username,
         ssh_key_file=str(key.file),
+        aws_api_port=moto_port,
         **kw,
     )
 
@@ -277,7 +279,7 @@ class LocalCloud:
             t0 = time.monotonic()
             record: dict[str, Any] = {}
             try:
-                record = boot(cache, rootfs, ami_id, settings, key, instance_id=instance_id)
+                record = boot(cache, rootfs, ami_id, settings, key, moto_port=port, instance_id=instance_id)
                 wait_for_ssh(record, timeout=300)
             except BaseException:
                 if record:
@@ -357,7 +359,7 @@ def _build_instance(
     base_ami, base_rootfs = base
     key = new_key_pair(cache, ec2, "build")
     t0 = time.monotonic()
-    record = boot(cache, base_rootfs, base_ami, settings, key, owner_pid=os.getpid())
+    record = boot(cache, base_rootfs, base_ami, settings, key, moto_port=port, owner_pid=os.getpid())
 
     def keep_image(result: dict[str, Any]) -> None:
         t0 = time.monotonic()
@@ -377,6 +379,8 @@ def _build_instance(
         target = dataclasses.replace(
             settings,
             ec2_endpoint=endpoint_url(port),
+            # The image's own AWS calls (backups to S3, the admin password) go to moto too.
+            aws_endpoint_url=settings.aws_endpoint_url or AWS_API_URL,
             ssh_host=record["ip"],
             ssh_port=22,
             ssh_keypair_name=key.name,

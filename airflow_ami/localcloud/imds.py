@@ -35,6 +35,12 @@ def metadata_tree(doc: dict[str, Any]) -> dict[str, Any]:
         "hostname": doc["hostname"],
         "placement": {"region": doc["region"], "availability-zone": doc["availability_zone"]},
     }
+    if doc.get("role"):
+        # An instance profile's role: moto takes any key, so the local cloud's fake ones.
+        meta["iam"] = {
+            "info": json.dumps({"Code": "Success", "InstanceProfileArn": doc["role"]["profile_arn"]}),
+            "security-credentials": {doc["role"]["name"]: json.dumps(doc["role"]["credentials"])},
+        }
     if doc.get("public_key"):
         meta["public-keys"] = {"0": {"openssh-key": doc["public_key"].strip() + "\n"}}
     identity = {

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import cgroups, supervise
 from . import imds as imds_module
-from .moto import MOTO_ACCOUNT_ID
+from .moto import FAKE_AWS_ENV, MOTO_ACCOUNT_ID
 from .network import (
     Slot,
     create_network,
@@ -45,6 +45,8 @@ NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
 # What a local instance is: this host's CPUs, and the type's memory as a hard limit (cgroups.py).
 INSTANCE_TYPE = "t3.large"
 INSTANCE_MEMORY = 8 << 30
+# Every local instance has this instance profile; its keys are moto's fake ones.
+INSTANCE_ROLE = "airflow-ami-local"
 KEEP_LOGS = 40
 DISCARD_TIMEOUT = 15
 
@@ -93,6 +95,18 @@ def imds_document(record: dict[str, Any], region: str, public_key: str) -> dict[
         "availability_zone": f"{region}a",
         "account_id": MOTO_ACCOUNT_ID,
         "public_key": public_key,
+        "role": {
+            "name": INSTANCE_ROLE,
+            "profile_arn": f"arn:aws:iam::{MOTO_ACCOUNT_ID}:instance-profile/{INSTANCE_ROLE}",
+            "credentials": {
+                "Code": "Success",
+                "Type": "AWS-HMAC",
+                "AccessKeyId": FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
+                "SecretAccessKey": FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+                "Token": FAKE_AWS_ENV["AWS_SESSION_TOKEN"],
+                "Expiration": "2099-01-01T00:00:00Z",
+            },
+        },
     }
 
 
@@ -185,10 +199,13 @@ def boot_instance(
     public_key: str,
     ssh_user: str,
     ssh_key_file: str,
+    aws_api_port: int,
     instance_id: str | None = None,
     owner_pid: int | None = None,
 ) -> dict[str, Any]:
     """Boot a container from a copy of `image`; returns its state record.
+
+    aws_api_port: moto's port, which the instance reaches as network.AWS_API_URL.
 
     owner_pid: the process whose exit makes the instance stale (build
     instances); None for launched instances, which outlive the command.
@@ -223,7 +240,7 @@ def boot_instance(
         started = time.monotonic()
         copy_image(image, home / "rootfs")
         prepare_rootfs(home / "rootfs", slot, nameservers, dnat_to)
-        create_network(slot, dnat_to)
+        create_network(slot, dnat_to, aws_api_port)
         config = home / "imds.json"
         config.write_text(json.dumps(imds_document(record, region, public_key), indent=2))
         record["imds_pid"] = start_imds(slot, config, home / "imds.log", instance_id)

@@ -135,8 +135,13 @@ def moto_is_running(record: dict[str, Any] | None) -> bool:
 
 
 def ec2_client(port: int, region: str) -> Any:
+    return moto_client("ec2", port, region)
+
+
+def moto_client(service: str, port: int, region: str) -> Any:
+    """A boto3 client of any AWS service moto plays, with the fake keys."""
     return boto3.client(
-        "ec2",
+        service,
         region_name=region,
         endpoint_url=endpoint_url(port),
         aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],

@@ -19,7 +19,12 @@ from .system import NFT_PREFIX, PREFIX, LocalCloudError, log, run
 SUBNET = ipaddress.IPv4Network("10.213.0.0/16")
 IMDS_ADDRESS = "169.254.169.254"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-MAX_SLOTS = SUBNET.num_addresses // 4
+# The AWS APIs (moto) as every instance reaches them, port 80, whatever moto's own
+# port is this session: one address an image can keep (its aws_endpoint_url). It is
+# the last slot's, which is never handed out.
+AWS_API_ADDRESS = str(SUBNET.broadcast_address - 1)
+AWS_API_URL = f"http://{AWS_API_ADDRESS}"
+MAX_SLOTS = SUBNET.num_addresses // 4 - 1
 
 
 @dataclass(frozen=True)
@@ -131,27 +136,28 @@ def instance_resolv_conf(slot: Slot, nameservers: list[str], dnat_to: str | None
     return "\n".join(lines) + "\n"
 
 
-def nft_ruleset(slot: Slot, dnat_to: str | None) -> str:
+def nft_ruleset(slot: Slot, dnat_to: str | None, aws_api_port: int) -> str:
+    into = f'iifname "{slot.veth}" ip daddr'
     rules = [
         f"table ip {slot.nft_table} {{",
         "  chain postrouting {",
         "    type nat hook postrouting priority srcnat; policy accept;",
         f'    ip saddr {slot.network} oifname != "{slot.veth}" masquerade',
         "  }",
+        "  chain prerouting {",
+        "    type nat hook prerouting priority dstnat; policy accept;",
+        f"    {into} {AWS_API_ADDRESS} tcp dport 80 dnat to 127.0.0.1:{aws_api_port}",
     ]
     if dnat_to:
         rules += [
-            "  chain prerouting {",
-            "    type nat hook prerouting priority dstnat; policy accept;",
-            f'    iifname "{slot.veth}" ip daddr {slot.host_ip} udp dport 53 dnat to {dnat_to}',
-            f'    iifname "{slot.veth}" ip daddr {slot.host_ip} tcp dport 53 dnat to {dnat_to}',
-            "  }",
+            f"    {into} {slot.host_ip} udp dport 53 dnat to {dnat_to}",
+            f"    {into} {slot.host_ip} tcp dport 53 dnat to {dnat_to}",
         ]
-    rules.append("}")
+    rules += ["  }", "}"]
     return "\n".join(rules) + "\n"
 
 
-def create_network(slot: Slot, dnat_to: str | None) -> None:
+def create_network(slot: Slot, dnat_to: str | None, aws_api_port: int) -> None:
     """netns + veth + addresses + route + NAT for one instance (host side does it all)."""
     ns = ["ip", "-n", slot.netns]
     run(["ip", "netns", "add", slot.netns])
@@ -166,10 +172,10 @@ def create_network(slot: Slot, dnat_to: str | None) -> None:
     run([*ns, "addr", "add", f"{slot.guest_ip}/30", "dev", "eth0"])
     run([*ns, "link", "set", "eth0", "up"])
     run([*ns, "route", "add", "default", "via", slot.host_ip])
-    if dnat_to:
-        # Per-interface sysctl: it disappears with the veth, nothing to restore.
-        Path(f"/proc/sys/net/ipv4/conf/{slot.veth}/route_localnet").write_text("1\n")
-    _nft_apply(nft_ruleset(slot, dnat_to))
+    # DNAT to loopback (moto, a loopback resolver) needs route_localnet: a per-interface
+    # sysctl, it disappears with the veth, nothing to restore.
+    Path(f"/proc/sys/net/ipv4/conf/{slot.veth}/route_localnet").write_text("1\n")
+    _nft_apply(nft_ruleset(slot, dnat_to, aws_api_port))
     log.info("network %s: host %s <-> instance %s", slot.netns, slot.host_ip, slot.guest_ip)
 
 

@@ -1,10 +1,26 @@
-"""Backups (slow: restoring stops Airflow): a dump, a DAG run dropped, a restore, the run is back."""
+"""Backups: a dump reaches backup_s3_uri when set; (slow: restoring stops Airflow) a dump,
+a DAG run dropped, a restore, the run is back."""
 
 from __future__ import annotations
 
 import pytest
 
 from .lib import FANOUT_DAG, Instance, expect, journal, layout
+
+
+def test_a_dump_goes_to_s3_when_backup_s3_uri_is_set(instance: Instance) -> None:
+    uri = instance.settings.get("backup_s3_uri") or ""
+    since = instance.check("date +%s").strip()
+    dumped = instance.sh(f"{layout.BACKUP_CLI} now")
+    said = instance.sh(f"journalctl -u {layout.BACKUP_UNIT} --since @{since} -o cat --no-pager").stdout
+    assert dumped.rc == 0, expect(
+        f"`{layout.BACKUP_CLI} now` to succeed" + (f" and upload to {uri}" if uri else ""),
+        f"exit {dumped.rc}: {(dumped.stdout + dumped.stderr).strip()[-300:]}; journal: {said[-800:]}",
+        journal(layout.BACKUP_UNIT),
+    )
+    name = dumped.stdout.strip().splitlines()[-1]
+    want = f"put the dump to {uri.rstrip('/')}/{name}" if uri else "backup_s3_uri not set"
+    assert want in said, expect(want, said[-800:], journal(layout.BACKUP_UNIT))
 
 
 @pytest.mark.slow

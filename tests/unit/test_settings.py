@@ -169,6 +169,7 @@ BAD_VALUES = [
     ("admin_password_name", "a//b", {}),
     ("admin_password_name", "/airflow/", {}),
     ("ec2_endpoint", "localhost:5000", {}),
+    ("aws_endpoint_url", "s3.amazonaws.com", {}),
     ("build_name", "Has Space", {}),
     ("dry_run", "perhaps", {}),
     ("uv_version", "latest", {}),

@@ -89,6 +89,19 @@ def test_no_iam_role(base_url: str) -> None:
     assert get(base_url, "meta-data/iam/")[0] == 404
 
 
+def test_an_instance_profile_serves_its_role_credentials() -> None:
+    role = {
+        "name": "airflow-ami-local",
+        "profile_arn": "arn:aws:iam::123456789012:instance-profile/airflow-ami-local",
+        "credentials": {"Code": "Success", "AccessKeyId": "AK", "SecretAccessKey": "SK", "Token": "T"},
+    }
+    tree = imds.metadata_tree({**DOC, "role": role})
+    assert imds.lookup(tree, "meta-data/iam/security-credentials/") == "airflow-ami-local"
+    creds = json.loads(imds.lookup(tree, "meta-data/iam/security-credentials/airflow-ami-local") or "")
+    assert (creds["AccessKeyId"], creds["SecretAccessKey"], creds["Token"]) == ("AK", "SK", "T")
+    assert "instance-profile/airflow-ami-local" in (imds.lookup(tree, "meta-data/iam/info") or "")
+
+
 def test_listing_marks_directories(base_url: str) -> None:
     status, body = get(base_url, "meta-data/")
     assert status == 200

@@ -49,7 +49,7 @@ def test_dns_forwards_to_a_loopback_only_resolver(tmp_path: Path) -> None:
     assert (servers, dnat_to) == ([], "127.0.0.1")
     slot = Slot(3)
     assert network.instance_resolv_conf(slot, servers, dnat_to).endswith(f"nameserver {slot.host_ip}\n")
-    rules = network.nft_ruleset(slot, dnat_to)
+    rules = network.nft_ruleset(slot, dnat_to, 5000)
     assert f"dnat to {dnat_to}" in rules
     assert "udp dport 53" in rules and "tcp dport 53" in rules
 
@@ -62,7 +62,15 @@ def test_dns_without_any_nameserver_says_what_to_fix(tmp_path: Path) -> None:
 
 def test_nat_masquerades_only_the_instance_subnet() -> None:
     slot = Slot(2)
-    rules = network.nft_ruleset(slot, None)
+    rules = network.nft_ruleset(slot, None, 5000)
     assert f"table ip {slot.nft_table}" in rules
     assert f"ip saddr {slot.network}" in rules and "masquerade" in rules
-    assert "dnat" not in rules
+    assert "dport 53" not in rules
+
+
+def test_every_instance_reaches_moto_at_one_address_that_no_slot_has() -> None:
+    rules = network.nft_ruleset(Slot(2), None, 41234)
+    assert f"ip daddr {network.AWS_API_ADDRESS} tcp dport 80 dnat to 127.0.0.1:41234" in rules
+    slots = (Slot(i) for i in range(network.MAX_SLOTS))
+    assert all(network.AWS_API_ADDRESS not in (s.host_ip, s.guest_ip) for s in slots)
+    assert f"http://{network.AWS_API_ADDRESS}" == network.AWS_API_URL
