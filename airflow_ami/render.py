@@ -111,11 +111,23 @@ def unit_directives(
     return [(name, value.format(**values)) for name, value, since in known if since == newest[name]]
 
 
+def role_conditions(roles: tuple[str, ...]) -> list[str]:
+    """A unit's conditions: it runs where first boot wrote one of `roles` (none: every role).
+
+    No role written (first boot refused the user data) starts none of them: an instance
+    never half-joins a cluster.
+    """
+    if set(roles) == set(layout.ROLES):
+        return []
+    either = "|" if len(roles) > 1 else ""
+    return [f"ConditionPathExists={either}{layout.ROLE_DIR}/{role}" for role in roles]
+
+
 def instance_files(view: dict[str, Any], env: jinja2.Environment | None = None) -> dict[str, str]:
     """bundle/files/<name> -> text for the instance view of the settings (settings.json).
 
     Templates get `settings` (that view), `layout` (the instance's paths and
-    units), `directives` (unit_directives for that view) and `generated_notice`;
+    units), `directives` (unit_directives for that view), `role_conditions` and `generated_notice`;
     per-entry templates and housekeeping services also their layout entry.
     """
     env = env or environment(FILES_DIR)
@@ -126,6 +138,7 @@ def instance_files(view: dict[str, Any], env: jinja2.Environment | None = None) 
             "settings": view,
             "layout": layout,
             "directives": functools.partial(unit_directives, view),
+            "role_conditions": role_conditions,
             "generated_notice": notice(f"packer/files/{source}"),
         }
         if source in PER_ENTRY_TEMPLATES:

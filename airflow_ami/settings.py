@@ -418,6 +418,11 @@ class OsFacts:
     ca_bundle: str
     # Decides which unit directives the image's units may use (packer/systemd.yaml).
     systemd_version: int
+    # Redis, the Celery broker of a cluster's controller.
+    redis_package: str
+    redis_unit: str
+    redis_server: str
+    redis_user: str
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from .runner import sha256_file
 MIN_AUTO_PYTHON = (3, 11)
 
 AIRFLOW_PROVIDERS = ["apache-airflow-providers-fab", "mysqlclient"]
+# celery: a cluster's controller and workers (CeleryExecutor, Redis); amazon: S3 and friends.
+AIRFLOW_EXTRAS = "mysql,amazon,celery"
 
 # request: what uv is asked for (a path or a version); system: it is /usr/bin/python3
 PythonChoice = collections.namedtuple("PythonChoice", "request minor system")
@@ -81,6 +83,7 @@ def venv_spec(ctx, python):
         "extras": sorted(ctx.settings.get("extra_python_packages") or []),
         "constraints_sha256": digest,
         "providers": AIRFLOW_PROVIDERS,
+        "airflow_extras": AIRFLOW_EXTRAS,
     }
 
 

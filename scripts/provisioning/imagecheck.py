@@ -226,7 +226,7 @@ def checks(ctx):
 
 # ------------------------------------------------------------------ cleanup steps
 def stop_services(ctx):
-    for unit in (L.AIRFLOW_TARGET, *L.SERVICE_UNITS, ctx.facts.mysql_unit):
+    for unit in (L.AIRFLOW_TARGET, *L.SERVICE_UNITS, ctx.facts.mysql_unit, ctx.facts.redis_unit):
         systemd.stop(ctx, unit)
 
 

@@ -15,6 +15,7 @@ from . import layout as L
 from . import systemd
 from .airflowcfg import airflow_cfg_secret_options
 from .airflowenv import (
+    AIRFLOW_EXTRAS,
     AIRFLOW_PROVIDERS,
     airflow_env,
     constraints_path,
@@ -102,6 +103,16 @@ def install_openssl(ctx):
     missing = ctx.os.missing(ctx, ["openssl"])
     if missing:
         ctx.act("install openssl", ctx.os.install, ctx, missing)
+    return None
+
+
+def install_redis(ctx):
+    """The Celery broker of a cluster's controller; it runs on that role only (its unit's drop-in)."""
+    package = ctx.facts.redis_package
+    if ctx.os.is_installed(ctx, package):
+        ctx.info("%s already installed" % package)
+        return "skipped"
+    ctx.act("install %s" % package, ctx.os.install_redis, ctx, package)
     return None
 
 
@@ -471,7 +482,7 @@ def install_airflow(ctx):
         return
     version = spec["airflow_version"]
     extras = list(ctx.settings.get("extra_python_packages") or [])
-    reqs = ["apache-airflow[mysql,amazon]==%s" % version, *AIRFLOW_PROVIDERS, *extras]
+    reqs = ["apache-airflow[%s]==%s" % (AIRFLOW_EXTRAS, version), *AIRFLOW_PROVIDERS, *extras]
     argv = [uv_bin(), "pip", "install", "--python", L.VENV + "/bin/python", "--compile-bytecode"]
     if os.path.exists(constraints_path()):
         argv += ["--constraints", constraints_path()]
@@ -539,10 +550,12 @@ def runtime_library_packages(ctx):
 
 def install_config_files(ctx):
     changed_units = False
+    placed = {L.REDIS_UNIT_DROPIN: "%s/%s.d/airflow-ami.conf" % (L.SYSTEMD_DIR, ctx.facts.redis_unit)}
     for name, dest, mode in L.RENDERED_FILES:
         if dest in (L.MYSQL_DROPIN, L.MYSQL_UNIT_DROPIN):
             continue  # written by write_mysql_dropin
-        if install_rendered_file(ctx, name, dest, mode) and dest.startswith(L.SYSTEMD_DIR):
+        path = placed.get(dest, dest)
+        if install_rendered_file(ctx, name, path, mode) and path.startswith(L.SYSTEMD_DIR):
             changed_units = True
     if changed_units:
         ctx.act("reload systemd's units", systemd.systemctl, ctx, "daemon-reload")
@@ -631,6 +644,7 @@ STEPS = [
     refresh_package_index,
     install_mysql_server,
     install_openssl,
+    install_redis,
     write_mysql_dropin,
     initialize_mysql_datadir,
     start_mysql,

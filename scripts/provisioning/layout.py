@@ -24,6 +24,18 @@ SETTINGS_COPY = "/etc/airflow-ami/settings.json"
 CODE_DIR = "/usr/local/lib/airflow-ami"
 STATE_DIR = "/var/lib/airflow-ami"
 FIRSTBOOT_MARKER = STATE_DIR + "/firstboot.json"
+# The instance's role in a cluster (user data, userdata.py): first boot writes ROLE_DIR/<role>
+# and ROLE_ENV (the role's Airflow settings, no secrets); each unit runs only in its roles.
+ROLES = ("standalone", "controller", "worker")
+ROLE_DIR = STATE_DIR + "/role"
+ROLE_ENV = ETC_AIRFLOW + "/role.env"
+# First boot's exit status when the user data is wrong (its unit does not retry then).
+BAD_USER_DATA_EXIT = 3
+# controller: Redis, the Celery broker, with first boot's config (password, private address).
+REDIS_CONF = ETC_AIRFLOW + "/redis/redis.conf"
+REDIS_PORT = 6379
+# Where a worker serves its task logs to the controller's api-server.
+WORKER_LOG_PORT = 8793
 BUILD_DIR = STATE_DIR + "/build"  # uv, its cache, constraints: removed by cleanup
 BUILD_PACKAGES_RECORD = STATE_DIR + "/build-packages.json"
 VENV_SPEC_STAMP = VENV + "/.airflow-ami-spec.json"
@@ -44,7 +56,8 @@ MYSQL_PORT = 3306
 IMAGE_PORTS = {
     "MySQL": MYSQL_PORT,
     "MySQL X protocol": 33060,
-    "task log server": 8793,
+    "task log server": WORKER_LOG_PORT,
+    "Redis": REDIS_PORT,
     "trigger log server": 8794,
 }
 HEALTH_PATH = "/api/v2/monitor/health"
@@ -55,7 +68,7 @@ HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
 # packer/files/airflow-service.service.j2; `command` follows `airflow`, `why`
 # (optional) explains an unusual flag in the unit file; `memory_high`/`memory_max`
 # bound the service's cgroup (share of the instance's memory; the scheduler's
-# holds the LocalExecutor's tasks).
+# holds the LocalExecutor's tasks); `roles` are the roles it runs in (HOUSEKEEPING too).
 AIRFLOW_SERVICES = (
     {
         "unit": "airflow-scheduler.service",
@@ -63,12 +76,14 @@ AIRFLOW_SERVICES = (
         "command": "scheduler --skip-serve-logs",
         "memory_high": "70%",
         "memory_max": "80%",
+        "roles": ("standalone", "controller"),
         "why": "Task logs stay on this host, where the api-server reads them: no log server on 0.0.0.0:8793.",
     },
     {
         "unit": "airflow-dag-processor.service",
         "description": "Airflow dag-processor",
         "command": "dag-processor",
+        "roles": ("standalone", "controller"),
         "memory_high": "20%",
         "memory_max": "25%",
     },
@@ -76,6 +91,7 @@ AIRFLOW_SERVICES = (
         "unit": "airflow-api-server.service",
         "description": "Airflow api-server",
         "command": "api-server",
+        "roles": ("standalone", "controller"),
         "memory_high": "30%",
         "memory_max": "40%",
     },
@@ -83,9 +99,20 @@ AIRFLOW_SERVICES = (
         "unit": "airflow-triggerer.service",
         "description": "Airflow triggerer",
         "command": "triggerer --skip-serve-logs",
+        "roles": ("standalone", "controller"),
         "memory_high": "20%",
         "memory_max": "25%",
         "why": "Trigger logs stay on this host for the api-server to read: no log server on 0.0.0.0:8794.",
+    },
+    {
+        "unit": "airflow-celery-worker.service",
+        "description": "Airflow Celery worker",
+        "command": "celery worker --queues ${AIRFLOW_AMI_WORKER_QUEUES}",
+        "roles": ("worker",),
+        "memory_high": "80%",
+        "memory_max": "90%",
+        "why": "Its log server (port 8793) serves task logs to the controller's api-server,"
+        " open to the cluster's security group only; the queues come from user data (ROLE_ENV).",
     },
 )
 SERVICE_UNITS = tuple(s["unit"] for s in AIRFLOW_SERVICES)
@@ -100,6 +127,7 @@ HOUSEKEEPING = (
         "unit": "airflow-log-prune.service",
         "timer": "airflow-log-prune.timer",
         "description": "prune Airflow task and dag-processor logs older than log_retention_days",
+        "roles": ROLES,
         "memory_high": "10%",
         "memory_max": "20%",
     },
@@ -107,6 +135,7 @@ HOUSEKEEPING = (
         "unit": BACKUP_UNIT,
         "timer": "airflow-db-backup.timer",
         "description": "dump the metadata database (and copy it to backup_s3_uri)",
+        "roles": ("standalone", "controller"),
         "memory_high": "20%",
         "memory_max": "30%",
         "writes": BACKUP_DIR,
@@ -115,6 +144,7 @@ HOUSEKEEPING = (
         "unit": "airflow-db-clean.service",
         "timer": "airflow-db-clean.timer",
         "description": "airflow db clean: metadata older than db_retention_days",
+        "roles": ("standalone", "controller"),
         "memory_high": "25%",
         "memory_max": "30%",
     },
@@ -133,6 +163,8 @@ DAG_PROCESSOR_UNIT = "airflow-dag-processor.service"
 # of MySQL's unit (os_facts.mysql_unit): both written before MySQL (re)starts.
 MYSQL_DROPIN = "mysql-dropin"
 MYSQL_UNIT_DROPIN = "mysql-unit-dropin"
+# REDIS_UNIT_DROPIN: a drop-in of Redis's unit (os_facts.redis_unit).
+REDIS_UNIT_DROPIN = "redis-unit-dropin"
 RENDERED_FILES = [
     ("airflow.cfg", AIRFLOW_CFG, 0o644),
     ("webserver_config.py", AIRFLOW_HOME + "/webserver_config.py", 0o644),
@@ -142,5 +174,6 @@ RENDERED_FILES = [
     ("airflow-ami-backup.sh", BACKUP_CLI, 0o755),
     ("mysql-airflow.cnf", MYSQL_DROPIN, 0o644),
     ("mysql-unit-airflow.conf", MYSQL_UNIT_DROPIN, 0o644),
+    ("redis-unit-airflow.conf", REDIS_UNIT_DROPIN, 0o644),
     ("journald-airflow-ami.conf", JOURNALD_DROPIN, 0o644),
 ] + [(unit, SYSTEMD_DIR + "/" + unit, 0o644) for unit in UNIT_FILES]

@@ -63,7 +63,8 @@ def rpm_signed_by(rc, output, key_fingerprints):
 class OsFacts(
     collections.namedtuple(
         "OsFacts",
-        "package_manager mysql_unit mysql_socket mysql_datadir mysql_dropin ca_anchor ca_bundle",
+        "package_manager mysql_unit mysql_socket mysql_datadir mysql_dropin ca_anchor ca_bundle"
+        " redis_package redis_unit redis_server redis_user",
     )
 ):
     """settings.json ``os_facts``: written by the host from packer/profiles/<os>.yaml."""
@@ -101,6 +102,9 @@ class Adapter(object):
 
     def install(self, ctx, packages):
         raise NotImplementedError
+
+    def install_redis(self, ctx, package):
+        self.install(ctx, [package])
 
     def owner_of(self, ctx, path):
         rc, out = ctx.probe(["rpm", "-qf", "--qf", "%{NAME}\n", path])
@@ -214,12 +218,15 @@ class Dnf(_RpmAdapter):
 
 
 class Yum(_RpmAdapter):
-    """Amazon Linux 2: no amazon-linux-extras topic is needed, Python >= 3.11 comes
-    from uv and MySQL from Oracle's el7 repository."""
+    """Amazon Linux 2: Python >= 3.11 comes from uv, MySQL from Oracle's el7
+    repository; only Redis needs an amazon-linux-extras topic."""
 
     name = "yum"
     tool = "yum"
     el = "el7"
+
+    def install_redis(self, ctx, package):
+        ctx.run(["amazon-linux-extras", "install", "-y", "redis6"])
 
 
 class Apt(Adapter):

@@ -30,6 +30,7 @@ def test_spec_names_what_decides_the_venv(venv):
         "extras": ["a", "b"],
         "constraints_sha256": None,
         "providers": airflowenv.AIRFLOW_PROVIDERS,
+        "airflow_extras": airflowenv.AIRFLOW_EXTRAS,
     }
 
 

@@ -53,11 +53,12 @@ def test_enabled_units_are_left_alone(monkeypatch):
 
 
 @pytest.mark.parametrize("os_name", OSES)
-def test_stop_services_stops_the_target_the_services_then_mysql(os_name, monkeypatch):
+def test_stop_services_stops_the_target_the_services_then_mysql_and_redis(os_name, monkeypatch):
     ctx = RecordingContext(os_name=os_name)
     answer_probes(ctx, monkeypatch, 0)  # everything running
     imagecheck.stop_services(ctx)
-    units = [layout.AIRFLOW_TARGET, *layout.SERVICE_UNITS, profile_facts(os_name).mysql_unit]
+    facts = profile_facts(os_name)
+    units = [layout.AIRFLOW_TARGET, *layout.SERVICE_UNITS, facts.mysql_unit, facts.redis_unit]
     assert ctx.commands == [["systemctl", "stop", unit] for unit in units]
 
 
@@ -130,8 +131,9 @@ def test_config_files_and_units_are_installed_from_layout_then_systemd_reloads(b
     ctx = RecordingContext()
     ctx.bundle = str(bundle)
     install.install_config_files(ctx)
+    placed = {layout.REDIS_UNIT_DROPIN: "/etc/systemd/system/redis-server.service.d/airflow-ami.conf"}
     expected = {
-        dest
+        placed.get(dest, dest)
         for _, dest, _ in layout.RENDERED_FILES
         if dest not in (layout.MYSQL_DROPIN, layout.MYSQL_UNIT_DROPIN)
     }

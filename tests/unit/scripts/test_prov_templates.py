@@ -100,10 +100,9 @@ def test_mysql_dropin(os_name, jinja_opts):
 )
 def test_units_order_after_mysql_and_first_boot(os_name, mysql_unit, jinja_opts):
     out = render_all(settings(os_name), **jinja_opts)
-    assert [
-        f"airflow-{svc}.service" for svc in ("scheduler", "dag-processor", "api-server", "triggerer")
-    ] == list(layout.SERVICE_UNITS)
-    for svc in ("scheduler", "dag-processor", "api-server", "triggerer"):
+    services = ("scheduler", "dag-processor", "api-server", "triggerer", "celery-worker")
+    assert [f"airflow-{svc}.service" for svc in services] == list(layout.SERVICE_UNITS)
+    for svc in services:
         unit = configparser.ConfigParser(strict=False, interpolation=None)
         unit.read_string(out[f"airflow-{svc}.service"])
         assert mysql_unit in unit["Unit"]["After"]
@@ -111,14 +110,21 @@ def test_units_order_after_mysql_and_first_boot(os_name, mysql_unit, jinja_opts)
         assert unit["Service"]["Restart"] == "always"
         assert unit["Service"]["User"] == "airflow"
         # Logs stay on this host: no log server on 0.0.0.0 for the scheduler and triggerer.
-        serve_logs = " --skip-serve-logs" if svc in ("scheduler", "triggerer") else ""
-        assert unit["Service"]["ExecStart"] == "/opt/airflow/venv/bin/airflow " + svc + serve_logs
+        command = {
+            "scheduler": "scheduler --skip-serve-logs",
+            "triggerer": "triggerer --skip-serve-logs",
+            "celery-worker": "celery worker --queues ${AIRFLOW_AMI_WORKER_QUEUES}",
+        }.get(svc, svc)
+        assert unit["Service"]["ExecStart"] == "/opt/airflow/venv/bin/airflow " + command
         text = out[f"airflow-{svc}.service"]
         assert "EnvironmentFile=/etc/airflow/airflow.env\n" in text
         assert "EnvironmentFile=/etc/airflow/secrets.env\n" in text
         for opt in ("NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectSystem=strict"):
             assert opt in text
         assert unit["Install"]["WantedBy"] == "airflow.target"
+        # Each in its roles only: a worker runs no scheduler, a controller no celery worker.
+        roles = sorted(line.split("/")[-1] for line in text.splitlines() if "/role/" in line)
+        assert roles == (["worker"] if svc == "celery-worker" else ["controller", "standalone"])
     first = out["airflow-firstboot.service"]
     assert "Type=oneshot" in first
     # MySQL stopped or restarted must not take first boot and Airflow down with it.
