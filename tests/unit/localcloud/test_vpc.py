@@ -3,12 +3,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from airflow_ami.localcloud import vpc
+from airflow_ami.localcloud import instance, vpc
 from airflow_ami.localcloud.network import Slot
+from airflow_ami.localcloud.state import load_state
 from airflow_ami.localcloud.system import LocalCloudError
 
 SG_PORTS = [6379, 8080, 8793]
@@ -121,3 +124,61 @@ def test_ports_are_sorted_and_checked() -> None:
         vpc.security_group_ports("airflow", [0, 8080])
     with pytest.raises(LocalCloudError, match="name the cluster"):
         vpc.security_group_ports(None, [8080])
+
+
+@pytest.fixture
+def boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
+    """boot_instance into tmp_path that stops at the table, touching nothing of the host.
+
+    Returns what it saw: the records the table was written from, the state
+    saved at that moment, the record destroyed after the failure.
+    """
+    seen: dict[str, Any] = {}
+
+    def apply_vpc(records: Iterable[dict[str, Any]]) -> None:
+        seen["records"], seen["saved"] = list(records), load_state(tmp_path)["instances"]
+        raise RuntimeError("stop before anything exists")
+
+    monkeypatch.setattr(instance, "plan_dns", lambda: ([], None))
+    monkeypatch.setattr(instance, "free_slot", lambda taken: Slot(5))
+    monkeypatch.setattr(instance, "enable_ip_forward", lambda: "1")
+    monkeypatch.setattr(instance, "apply_vpc", apply_vpc)
+    monkeypatch.setattr(instance, "destroy_instance", lambda cache, rec: seen.setdefault("destroyed", rec))
+
+    def run(**kw: Any) -> dict[str, Any]:
+        with pytest.raises((RuntimeError, LocalCloudError)) as err:
+            instance.boot_instance(
+                tmp_path,
+                tmp_path / "image",
+                ami_id="ami-1",
+                region="us-east-1",
+                public_key="ssh-ed25519 AAAA",
+                ssh_user="admin",
+                ssh_key_file="/k",
+                aws_api_port=5000,
+                instance_id="i-1",
+                **kw,
+            )
+        seen["error"] = str(err.value)
+        return seen
+
+    return run
+
+
+def test_boot_records_the_security_group_before_writing_the_table(
+    boot: Callable[..., dict[str, Any]],
+) -> None:
+    seen = boot(cluster="airflow", sg_ports=[8793, 6379, 8080])
+    booted = seen["saved"]["i-1"]
+    assert (booted["cluster"], booted["sg_ports"], booted["ip"]) == ("airflow", SG_PORTS, Slot(5).guest_ip)
+    assert seen["records"] == [booted]
+    assert seen["destroyed"]["instance_id"] == "i-1"
+
+
+def test_boot_refuses_bad_ports_before_recording_anything(
+    boot: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    seen = boot(sg_ports=[8080])
+    assert "name the cluster" in seen["error"]
+    assert "records" not in seen
+    assert not (tmp_path / "state.json").exists()
