@@ -17,7 +17,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -253,10 +253,14 @@ class LocalCloud:
                     stop_moto(cache)
                 raise
 
-    def launch(self, settings: Settings, ami_id: str) -> Instance:
+    def launch(
+        self, settings: Settings, ami_id: str, *, cluster: str | None = None, sg_ports: Iterable[int] = ()
+    ) -> Instance:
         """RunInstances in moto, then boot a fresh container from the AMI's image.
 
-        The instance keeps running until teardown().
+        The instance keeps running until teardown(). cluster / sg_ports: the
+        cluster it joins and the ports its security group opens to the other
+        members (vpc.py); by default it is alone, unreachable from other instances.
         """
         require_root()
         require_tools()
@@ -279,7 +283,17 @@ class LocalCloud:
             t0 = time.monotonic()
             record: dict[str, Any] = {}
             try:
-                record = boot(cache, rootfs, ami_id, settings, key, moto_port=port, instance_id=instance_id)
+                record = boot(
+                    cache,
+                    rootfs,
+                    ami_id,
+                    settings,
+                    key,
+                    moto_port=port,
+                    instance_id=instance_id,
+                    cluster=cluster,
+                    sg_ports=sg_ports,
+                )
                 wait_for_ssh(record, timeout=300)
             except BaseException:
                 if record:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from .system import (
     safe_rmtree,
     stop_process,
 )
+from .vpc import apply_vpc, security_group_ports
 
 # A rootfs with systemd >= 256 refuses the host's hybrid cgroup layout otherwise.
 NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
@@ -202,6 +204,8 @@ def boot_instance(
     aws_api_port: int,
     instance_id: str | None = None,
     owner_pid: int | None = None,
+    cluster: str | None = None,
+    sg_ports: Iterable[int] = (),
 ) -> dict[str, Any]:
     """Boot a container from a copy of `image`; returns its state record.
 
@@ -209,8 +213,12 @@ def boot_instance(
 
     owner_pid: the process whose exit makes the instance stale (build
     instances); None for launched instances, which outlive the command.
+
+    cluster, sg_ports: the cluster the instance belongs to (None: alone) and
+    the TCP ports its security group opens to the other members (vpc.py).
     """
     instance_id = instance_id or new_instance_id()
+    ports = security_group_ports(cluster, sg_ports)
     nameservers, dnat_to = plan_dns()
     home = instances_dir(cache) / instance_id
     with locked_state(cache) as state:
@@ -225,6 +233,8 @@ def boot_instance(
             "ssh_user": ssh_user,
             "ssh_key_file": ssh_key_file,
             "owner_pid": owner_pid,
+            "cluster": cluster,
+            "sg_ports": ports,
             "nspawn_pid": None,
             "init_pid": None,
             "imds_pid": None,
@@ -238,6 +248,9 @@ def boot_instance(
             enable_ip_forward()
     try:
         started = time.monotonic()
+        with locked_state(cache) as state:
+            # Under the lock: a concurrent boot or removal cannot write the table from stale records.
+            apply_vpc(state["instances"].values())
         copy_image(image, home / "rootfs")
         prepare_rootfs(home / "rootfs", slot, nameservers, dnat_to)
         create_network(slot, dnat_to, aws_api_port)
@@ -405,6 +418,7 @@ def destroy_instance(cache: Path, record: dict[str, Any]) -> None:
     safe_rmtree(Path(record["home"]))
     with locked_state(cache) as state:
         state["instances"].pop(record["instance_id"], None)
+        apply_vpc(state["instances"].values())
         if not state["instances"]:
             restore_ip_forward(state["ip_forward_before"])
             state["ip_forward_before"] = None

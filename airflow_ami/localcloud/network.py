@@ -175,11 +175,11 @@ def create_network(slot: Slot, dnat_to: str | None, aws_api_port: int) -> None:
     # DNAT to loopback (moto, a loopback resolver) needs route_localnet: a per-interface
     # sysctl, it disappears with the veth, nothing to restore.
     Path(f"/proc/sys/net/ipv4/conf/{slot.veth}/route_localnet").write_text("1\n")
-    _nft_apply(nft_ruleset(slot, dnat_to, aws_api_port))
+    nft_apply(nft_ruleset(slot, dnat_to, aws_api_port))
     log.info("network %s: host %s <-> instance %s", slot.netns, slot.host_ip, slot.guest_ip)
 
 
-def _nft_apply(ruleset: str) -> None:
+def nft_apply(ruleset: str) -> None:
     proc = _run_stdin(["nft", "-f", "-"], ruleset)
     if proc.returncode != 0:
         raise LocalCloudError(f"nft rejected our rules: {proc.stderr.strip()}")

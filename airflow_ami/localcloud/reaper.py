@@ -33,6 +33,7 @@ from .system import (
     safe_rmtree,
     stop_process,
 )
+from .vpc import apply_vpc
 
 
 def our_processes() -> dict[int, str]:
@@ -92,6 +93,9 @@ def reap(cache: Path, everything: bool = False) -> list[str]:
         removed += _reap_processes(keep_tags, keep_pids)
         slots = [Slot(rec["slot"]) for rec in live.values()]
         removed += _reap_host_objects(slots, {rec["machine"] for rec in live.values()})
+        # Rewritten from the live records: a killed run's members leave it, and with
+        # no instance left the table goes (teardown never leaves it behind).
+        apply_vpc(live.values())
         removed += _reap_instance_dirs(cache, set(live))
         if not live:
             restore_ip_forward(state["ip_forward_before"])
