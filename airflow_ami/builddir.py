@@ -46,6 +46,11 @@ class BuildDir:
         return self.root / "instance.json"
 
     @property
+    def cluster_record(self) -> Path:
+        """The members of the cluster launched last: its controller and workers."""
+        return self.root / "cluster.json"
+
+    @property
     def ssh_config(self) -> Path:
         return self.root / "ssh_config"
 

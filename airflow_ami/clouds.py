@@ -27,13 +27,16 @@ class Instance:
     address: str
     ssh_user: str
     ssh_key_file: str
+    # standalone, or a controller / worker of `cluster` (README "Scaling out").
+    role: str = "standalone"
+    cluster: str = ""
 
     def as_record(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Instance:
-        return cls(**{name: record[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})
 
 
 @dataclass

@@ -327,6 +327,19 @@ def _between(low: int, high: int) -> Callable[[int, Mapping[str, Any]], None]:
     return check
 
 
+DEFAULT_REHEARSAL_CLUSTER = "rehearsal"
+
+
+def check_cluster(value: str, settings: Mapping[str, Any]) -> None:
+    # A controller or worker belongs to a named cluster; a standalone instance to none.
+    named = bool(re.match(r"^[a-z0-9][a-z0-9-]{0,39}$", value))
+    _check(
+        named
+        if settings.get("role", "standalone") != "standalone" or settings.get("workers")
+        else value == ""
+    )
+
+
 def _always(_value: object, _settings: Mapping[str, Any]) -> None:
     return None
 
@@ -821,6 +834,43 @@ class Settings:
         "OpenPGP fingerprint that Oracle's MySQL repository key (and so its release package) must match",
         reaches=(INSTANCE,),
     )
+    role: str = setting(
+        "standalone",
+        _as_str,
+        _one_of("standalone", "controller", "worker"),
+        "standalone, controller or worker",
+        "launch: the instance's role, given to it as user data (README 'Scaling out')",
+    )
+    cluster: str = setting(
+        "",
+        _as_str,
+        check_cluster,
+        "1-40 lower-case letters, digits and - (needed by --role controller|worker and --workers)",
+        "launch/rehearse: the cluster a controller or worker belongs to",
+    )
+    workers: int = setting(
+        0,
+        _as_int,
+        _between(0, 8),
+        "a whole number 0-8",
+        "rehearse: a controller and this many workers instead of one standalone instance",
+    )
+    worker_concurrency: int = setting(
+        0,
+        _as_int,
+        _between(0, 256),
+        "a whole number 0-256 (0: Airflow's default, 16)",
+        "launch/rehearse: tasks one worker runs at once (user data worker_concurrency)",
+    )
+    cluster_secret_store: str = setting(
+        "ssm",
+        _as_str,
+        _one_of("ssm", "secretsmanager"),
+        "ssm or secretsmanager",
+        "where a cluster's controller keeps the secrets its workers share (one SecureString"
+        " /airflow-ami/<cluster>/shared-secrets, or a secret of that name without the leading /)",
+        reaches=(INSTANCE,),
+    )
     aws_endpoint_url: str = setting(
         "",
         _as_str,
@@ -948,6 +998,8 @@ def load_settings(config: Mapping[str, Any] | None = None, cli: Mapping[str, Any
     if not values["build_name"]:
         suffix = "" if values["cloud"] == "aws" else f"-{values['cloud']}"
         values["build_name"] = f"{values['os']}-{values['arch']}{suffix}"
+    if values["workers"] and not values["cluster"]:
+        values["cluster"] = DEFAULT_REHEARSAL_CLUSTER
     for name in rest:
         _validate(name, values[name], values)
     return Settings(**values, os_facts=facts, end_of_support=support)

@@ -12,13 +12,13 @@ from .settings import REPO_ROOT
 SUITE = REPO_ROOT / "tests" / "infra"
 
 
-def ssh_config(path: Path, identity_file: str) -> Path:
+def ssh_config(path: Path, *identity_files: str) -> Path:
     """An ssh_config for throwaway instances: their host keys are new on every launch."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "Host *\n"
-        f"  IdentityFile {identity_file}\n"
-        "  IdentitiesOnly yes\n"
+        + "".join(f"  IdentityFile {identity}\n" for identity in identity_files)
+        + "  IdentitiesOnly yes\n"
         "  StrictHostKeyChecking no\n"
         "  UserKnownHostsFile /dev/null\n"
         "  LogLevel ERROR\n"

@@ -17,12 +17,13 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from airflow_ami.clouds import BuildHost, Instance
+from airflow_ami.layout import layout
 from airflow_ami.settings import Settings
 
 from .baseimage import base_ami_name, base_dir, ensure_base_image, prune_images
@@ -39,6 +40,7 @@ from .moto import (
     ec2_client,
     endpoint_url,
     moto_ami_entry,
+    moto_client,
     moto_has_image,
     moto_is_running,
     start_moto,
@@ -218,6 +220,59 @@ def boot(
     )
 
 
+# ---- clusters ----
+
+
+def dags_bucket(cluster: str) -> str:
+    return f"airflow-ami-{cluster}-dags"
+
+
+def membership(cache: Path, settings: Settings, moto_port: int) -> dict[str, Any]:
+    """How an instance of --role joins --cluster: its security group and its user data.
+
+    A controller's cluster gets its DAG bundle bucket in moto; a worker finds its
+    controller among the running instances.
+    """
+    if settings.role == "standalone":
+        return {}
+    doc: dict[str, Any] = {
+        "role": settings.role,
+        "cluster": settings.cluster,
+        "dags_s3_uri": f"s3://{dags_bucket(settings.cluster)}/dags",
+    }
+    if settings.role == "controller":
+        s3 = moto_client("s3", moto_port, settings.region)
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=dags_bucket(settings.cluster))
+    else:
+        with locked_state(cache) as state:
+            controllers = [
+                r
+                for r in state["instances"].values()
+                if r.get("role") == "controller" and r.get("cluster") == settings.cluster
+            ]
+        if not controllers:
+            raise LocalCloudError(
+                f"no controller of cluster {settings.cluster} is running: launch one first"
+                f" (--role controller --cluster {settings.cluster})"
+            )
+        doc["controller"] = controllers[0]["ip"]
+        if settings.worker_concurrency:
+            doc["worker_concurrency"] = settings.worker_concurrency
+    return {
+        "cluster": settings.cluster,
+        "sg_ports": cluster_ports(settings),
+        "role": settings.role,
+        "user_data": json.dumps(doc, sort_keys=True),
+    }
+
+
+def cluster_ports(settings: Settings) -> list[int]:
+    """What a cluster's security group opens between its members: the broker, the
+    execution API, the workers' log servers."""
+    return [layout.REDIS_PORT, settings.api_port, layout.WORKER_LOG_PORT]
+
+
 # ---- the cloud ----
 
 
@@ -253,14 +308,12 @@ class LocalCloud:
                     stop_moto(cache)
                 raise
 
-    def launch(
-        self, settings: Settings, ami_id: str, *, cluster: str | None = None, sg_ports: Iterable[int] = ()
-    ) -> Instance:
+    def launch(self, settings: Settings, ami_id: str) -> Instance:
         """RunInstances in moto, then boot a fresh container from the AMI's image.
 
-        The instance keeps running until teardown(). cluster / sg_ports: the
-        cluster it joins and the ports its security group opens to the other
-        members (vpc.py); by default it is alone, unreachable from other instances.
+        The instance keeps running until teardown(). With --role controller|worker
+        it joins --cluster (membership()); otherwise it is alone, unreachable from
+        other instances.
         """
         require_root()
         require_tools()
@@ -269,6 +322,7 @@ class LocalCloud:
             reap(cache)
             rootfs = image_rootfs(cache, ami_id)
             port, _ = ensure_moto(cache, settings.region, ami_id)
+            joins = membership(cache, settings, port)
             ec2 = ec2_client(port, settings.region)
             key = new_key_pair(cache, ec2, "launch")
             reservation = ec2.run_instances(
@@ -291,8 +345,7 @@ class LocalCloud:
                     key,
                     moto_port=port,
                     instance_id=instance_id,
-                    cluster=cluster,
-                    sg_ports=sg_ports,
+                    **joins,
                 )
                 wait_for_ssh(record, timeout=300)
             except BaseException:
@@ -312,6 +365,10 @@ class LocalCloud:
 
     def teardown(self, settings: Settings) -> list[str]:
         return teardown_local()
+
+    def has_image(self, ami_id: str) -> bool:
+        """Is there an image behind ami_id on this machine (launchable)?"""
+        return ami_id in local_images(cache_dir())
 
     def image_from_instance(self, settings: Settings, instance_id: str, name: str) -> str:
         """CreateImage of a used instance: it powers off and its disk becomes a new AMI.
@@ -362,6 +419,8 @@ def _instance(record: dict[str, Any], region: str) -> Instance:
         address=record["ip"],
         ssh_user=record["ssh_user"],
         ssh_key_file=record["ssh_key_file"],
+        role=record.get("role") or "standalone",
+        cluster=record.get("cluster") or "",
     )
 
 

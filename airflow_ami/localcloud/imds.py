@@ -54,10 +54,14 @@ def metadata_tree(doc: dict[str, Any]) -> dict[str, Any]:
         "region": doc["region"],
         "version": "2017-09-30",
     }
-    return {
+    tree = {
         "meta-data": meta,
         "dynamic": {"instance-identity": {"document": json.dumps(identity, indent=2)}},
     }
+    if doc.get("user_data"):
+        # As on EC2: no user data, no user-data path (404).
+        tree["user-data"] = doc["user_data"]
+    return tree
 
 
 def lookup(tree: dict[str, Any], path: str) -> str | None:

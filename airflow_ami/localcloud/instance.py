@@ -97,6 +97,7 @@ def imds_document(record: dict[str, Any], region: str, public_key: str) -> dict[
         "availability_zone": f"{region}a",
         "account_id": MOTO_ACCOUNT_ID,
         "public_key": public_key,
+        "user_data": record.get("user_data", ""),
         "role": {
             "name": INSTANCE_ROLE,
             "profile_arn": f"arn:aws:iam::{MOTO_ACCOUNT_ID}:instance-profile/{INSTANCE_ROLE}",
@@ -206,6 +207,8 @@ def boot_instance(
     owner_pid: int | None = None,
     cluster: str | None = None,
     sg_ports: Iterable[int] = (),
+    role: str = "standalone",
+    user_data: str = "",
 ) -> dict[str, Any]:
     """Boot a container from a copy of `image`; returns its state record.
 
@@ -216,6 +219,7 @@ def boot_instance(
 
     cluster, sg_ports: the cluster the instance belongs to (None: alone) and
     the TCP ports its security group opens to the other members (vpc.py).
+    role, user_data: what it is launched as, and the user data IMDS serves it.
     """
     instance_id = instance_id or new_instance_id()
     ports = security_group_ports(cluster, sg_ports)
@@ -235,6 +239,8 @@ def boot_instance(
             "owner_pid": owner_pid,
             "cluster": cluster,
             "sg_ports": ports,
+            "role": role,
+            "user_data": user_data,
             "nspawn_pid": None,
             "init_pid": None,
             "imds_pid": None,

@@ -166,6 +166,46 @@ def put_ssm_parameter(name, value, region, creds, endpoint=None):
     )
 
 
+def _unless_missing(missing_error, function, *args, **kwargs):
+    """function(...), or None when AWS answers ``missing_error`` (no such name)."""
+    try:
+        return function(*args, **kwargs)
+    except OSError as exc:
+        if missing_error in str(exc):
+            return None
+        raise
+
+
+def get_ssm_parameter(name, region, creds, endpoint=None):
+    """The decrypted value of a parameter, or None when there is none of that name."""
+    doc = _unless_missing(
+        "ParameterNotFound",
+        call,
+        "ssm",
+        "AmazonSSM.GetParameter",
+        {"Name": name, "WithDecryption": True},
+        region,
+        creds,
+        endpoint=endpoint,
+    )
+    return doc["Parameter"]["Value"] if doc else None
+
+
+def get_secretsmanager_secret(name, region, creds, endpoint=None):
+    """The secret's string, or None when there is none of that name."""
+    doc = _unless_missing(
+        "ResourceNotFoundException",
+        call,
+        "secretsmanager",
+        "secretsmanager.GetSecretValue",
+        {"SecretId": name},
+        region,
+        creds,
+        endpoint=endpoint,
+    )
+    return doc.get("SecretString") if doc else None
+
+
 def put_secretsmanager_secret(name, value, region, creds, endpoint=None):
     try:
         return call(

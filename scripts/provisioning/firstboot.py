@@ -23,8 +23,18 @@ import time
 from urllib.parse import unquote, urlsplit
 
 from . import layout as L
+from . import systemd
 from .airflowenv import airflow_env
 from .awsapi import Imds, NoMetadata, put_secretsmanager_secret, put_ssm_parameter
+from .cluster import (
+    ROLE_SECRETS,
+    SHARED_SECRETS,
+    celery_secret_lines,
+    read_shared,
+    redis_conf,
+    role_env,
+    store_shared,
+)
 from .envfile import read_env_file
 from .inifile import set_options
 from .mysqlctl import mysql_sql, wait_for_mysql
@@ -32,6 +42,7 @@ from .runner import StepFailed, run_steps
 from .secretgen import alphanumeric, env_file_line, fernet_key, sql_string, sqlalchemy_mysql_url
 from .sizing import mem_mib_from_meminfo, resolve_parallelism
 from .tlscert import openssl_argv, request_config, subject_alt_names
+from .userdata import STANDALONE, BadUserData, parse_user_data
 
 # One Airflow process for all database work at first boot: importing Airflow costs
 # several seconds, so the schema check, the admin user and the connection share it.
@@ -80,6 +91,8 @@ with create_session() as session:
         except Exception:
             extra = {}
     extra["region_name"] = data["region"]
+    if data["endpoint_url"]:
+        extra["endpoint_url"] = data["endpoint_url"]
     conn.set_extra(json.dumps(extra))
     print("aws_default region_name=%s" % data["region"])
 """
@@ -94,6 +107,7 @@ SECRET_VARIABLES = {
     "api_secret_key": "AIRFLOW__API__SECRET_KEY",
 }
 DB_URL_VARIABLE = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+BROKER_URL_VARIABLE = "AIRFLOW__CELERY__BROKER_URL"
 # IMDS meta-data an API certificate names, where the instance has them.
 CERTIFICATE_METADATA = (
     ("DNS", "local-hostname"),
@@ -107,7 +121,10 @@ SECRET_MAKERS = {
     "jwt_secret": lambda: alphanumeric(64),
     "api_secret_key": lambda: alphanumeric(64),
     "admin_password": lambda: alphanumeric(24),
+    "broker_password": lambda: alphanumeric(32),
 }
+# How long a worker waits for its controller to store the cluster's secrets.
+SHARED_SECRETS_PATIENCE = 600
 
 
 class FirstbootState(object):
@@ -121,6 +138,9 @@ class FirstbootState(object):
         self.region = None
         self.imds_version = "none"
         self.identity_known = False
+        self.private_ip = None
+        # read_role: the userdata.Role of this instance
+        self.role = STANDALONE
         # read_existing_secrets: secrets already on disk by name, fernet keys beyond the
         # first (a rotation not yet finished), and the last record
         self.existing = {}
@@ -155,7 +175,51 @@ def read_instance_identity(ctx):
         ctx.info("no instance metadata (%s): the identity is unknown" % exc)
         return
     state.imds, state.imds_version, state.identity_known = imds, "v2", True
+    state.private_ip = doc.get("privateIp") or imds.get("meta-data/local-ipv4")
     ctx.info("instance %s in %s (IMDSv2)" % (state.instance_id, state.region))
+
+
+def recorded_role():
+    roles = [r for r in L.ROLES if os.path.exists(os.path.join(L.ROLE_DIR, r))]
+    return roles[0] if len(roles) == 1 else None
+
+
+def read_role(ctx):
+    """standalone, controller or worker: from the user data (README "Scaling out")."""
+    state = ctx.state
+    if not state.identity_known:
+        # No metadata, no user data: the role written before stands (ROLE_ENV still holds it).
+        recorded = recorded_role()
+        if recorded and recorded != "standalone":
+            raise StepFailed("no instance metadata: a %s cannot read its cluster's user data" % recorded)
+        return None
+    try:
+        state.role = parse_user_data(state.imds.get("user-data"))
+    except BadUserData as exc:
+        raise StepFailed(str(exc), exit_status=L.BAD_USER_DATA_EXIT) from None
+    if state.role.role != "standalone" and ctx.settings.get("api_tls", "none") != "none":
+        raise StepFailed(
+            "user data role %s: a cluster needs api_tls none (workers reach the controller's"
+            " execution API over the security group); bake without api_tls" % state.role.role,
+            exit_status=L.BAD_USER_DATA_EXIT,
+        )
+    ctx.info(
+        "role %s%s" % (state.role.role, " of cluster %s" % state.role.cluster if state.role.cluster else "")
+    )
+    return None
+
+
+def write_role(ctx):
+    """ROLE_DIR/<role> (which units run) and ROLE_ENV (the role's Airflow settings)."""
+    role = ctx.state.role.role
+    ctx.ensure_dir(L.ROLE_DIR, 0o755, "root", "root")
+    for other in L.ROLES:
+        if other != role:
+            ctx.remove(os.path.join(L.ROLE_DIR, other))
+    ctx.write_file(os.path.join(L.ROLE_DIR, role), role + "\n", 0o644, "root", "root")
+    ctx.write_file(
+        L.ROLE_ENV, role_env(ctx.state.role, int(ctx.settings.get("api_port", 8080))), 0o644, "root", "root"
+    )
 
 
 def read_existing_secrets(ctx):
@@ -170,9 +234,10 @@ def read_existing_secrets(ctx):
         state.existing["fernet_key"], state.old_fernet_keys = keys[0], keys[1:]
         for key in keys:
             ctx.add_secret(key)
-    password = urlsplit(env.get(DB_URL_VARIABLE, "")).password
-    if password:
-        state.existing["db_password"] = ctx.add_secret(unquote(password))
+    for name, variable in (("db_password", DB_URL_VARIABLE), ("broker_password", BROKER_URL_VARIABLE)):
+        password = urlsplit(env.get(variable, "")).password
+        if password:
+            state.existing[name] = ctx.add_secret(unquote(password))
     if os.path.exists(L.ADMIN_PASSWORD_FILE):
         with open(L.ADMIN_PASSWORD_FILE) as fh:
             admin = fh.read().strip()
@@ -204,7 +269,7 @@ def decide_what_to_do(ctx):
     if not state.identity_known:
         # IMDS silent: the instance is not new, it just cannot say who it is.
         state.instance_id = recorded or "machine-" + machine_id()
-    complete = set(state.existing) == set(SECRET_MAKERS) and not state.old_fernet_keys
+    complete = set(ROLE_SECRETS[state.role.role]) <= set(state.existing) and not state.old_fernet_keys
     if recorded == state.instance_id and complete:
         ctx.info("first boot already done for %s at %s" % (recorded, state.record.get("time")))
         return "stop"
@@ -232,11 +297,137 @@ def size_parallelism(ctx):
     ctx.write_file(L.AIRFLOW_CFG, new, 0o644, "root", "root")
 
 
+def role_credentials(ctx):
+    """The instance role's keys (registered as secrets), or None without a role."""
+    try:
+        creds = ctx.state.imds.role_credentials() if ctx.state.imds else None
+    except NoMetadata as exc:
+        ctx.info("no role credentials: %s" % exc)
+        return None
+    for key in ("secret_key", "token"):
+        if creds and creds.get(key):
+            ctx.add_secret(creds[key])
+    return creds
+
+
+def read_cluster_secrets(ctx, patience):
+    """The cluster's shared secrets from its store, trying for ``patience`` seconds."""
+    role, store = ctx.state.role, ctx.settings.get("cluster_secret_store", "ssm")
+    creds = role_credentials(ctx)
+    if not creds:
+        raise StepFailed(
+            "a %s needs an instance role that can read the cluster's %s secrets" % (role.role, store)
+        )
+    deadline = time.time() + patience
+    while True:
+        try:
+            shared = read_shared(
+                store, role.cluster, ctx.state.region, creds, ctx.settings.get("aws_endpoint_url") or None
+            )
+        except (OSError, ValueError) as exc:
+            shared, error = None, exc
+        else:
+            error = None
+        if shared or time.time() >= deadline:
+            break
+        time.sleep(5)
+    if error is not None and not shared:
+        ctx.info("could not read the cluster's secrets from %s: %s" % (store, error))
+    for value in (shared or {}).values():
+        ctx.add_secret(value)
+    return shared
+
+
+def fetch_cluster_secrets(ctx):
+    """A worker takes the secrets its controller stored (waiting for them); a new controller
+    of an existing cluster takes the ones it does not have."""
+    state = ctx.state
+    if state.role.role == "standalone":
+        return "skipped"
+    worker = state.role.role == "worker"
+    shared = read_cluster_secrets(ctx, SHARED_SECRETS_PATIENCE if worker else 0)
+    if worker and not shared:
+        if set(SHARED_SECRETS) <= set(state.existing):
+            ctx.info("the cluster's secrets cannot be read: keeping the ones on disk")
+            return None
+        raise StepFailed(
+            "no shared secrets for cluster %s after %d s: is its controller up, and may this"
+            " instance's role read them?" % (state.role.cluster, SHARED_SECRETS_PATIENCE)
+        )
+    for name in SHARED_SECRETS:
+        if shared and shared.get(name) and (worker or name not in state.existing) and state.mode != "rotate":
+            state.existing[name] = shared[name]
+    return None
+
+
+def publish_cluster_secrets(ctx):
+    """The controller stores the secrets its workers need (one document in the cluster's store)."""
+    state = ctx.state
+    if state.role.role != "controller":
+        return "skipped"
+    store = ctx.settings.get("cluster_secret_store", "ssm")
+    creds = role_credentials(ctx)
+    if not creds:
+        raise StepFailed(
+            "a controller needs an instance role that can write the cluster's %s secrets" % store
+        )
+    ctx.act(
+        "store the shared secrets of cluster %s in %s" % (state.role.cluster, store),
+        store_shared,
+        store,
+        state.role.cluster,
+        state.generated,
+        state.region,
+        creds,
+        endpoint=ctx.settings.get("aws_endpoint_url") or None,
+    )
+    return None
+
+
+def write_redis_config(ctx):
+    """The controller's broker: its password, the private address, and a restart to take them."""
+    state = ctx.state
+    if state.role.role != "controller":
+        return "skipped"
+    user = ctx.facts.redis_user
+    ctx.ensure_dir(os.path.dirname(L.REDIS_CONF), 0o750, "root", user)
+    text = redis_conf(state.generated["broker_password"], state.private_ip or "127.0.0.1", user)
+    if ctx.write_file(L.REDIS_CONF, text, 0o640, "root", user, secret=True):
+        ctx.act(
+            "restart %s" % ctx.facts.redis_unit, systemd.systemctl, ctx, "try-restart", ctx.facts.redis_unit
+        )
+    return None
+
+
+def stop_mysql_on_a_worker(ctx):
+    """A worker has no database: MySQL, started before the role was known, stops for good."""
+    if ctx.state.role.role != "worker":
+        return "skipped"
+    systemd.stop(ctx, ctx.facts.mysql_unit)
+    return None
+
+
+def on_the_database_node(step):
+    """``step`` only where the metadata database is (not on a worker)."""
+
+    def run(ctx):
+        if ctx.state.role.role == "worker":
+            return "skipped"
+        return step(ctx)
+
+    run.__name__, run.__doc__ = step.__name__, step.__doc__
+    return run
+
+
 def generate_secrets(ctx):
     """Make what is missing (complete) or all anew (rotate, the old fernet key kept behind)."""
     state = ctx.state
     keep = {} if state.mode == "rotate" else state.existing
-    made = [name for name in SECRET_MAKERS if name not in keep]
+    if state.role.role == "worker":
+        # A worker makes nothing: it holds what its controller stored.
+        state.generated = dict(state.existing)
+        return
+    made = [name for name in ROLE_SECRETS[state.role.role] if name not in keep]
     state.generated = dict(keep)
     for name in made:
         state.generated[name] = ctx.add_secret(SECRET_MAKERS[name]())
@@ -267,14 +458,21 @@ def rekey_mysql_user(ctx):
 
 def write_secrets_env(ctx):
     """Write /etc/airflow/secrets.env (0600 root) for the units and the CLI wrapper."""
-    url = sqlalchemy_mysql_url(
-        L.MYSQL_USER, ctx.state.generated["db_password"], L.MYSQL_DATABASE, unix_socket=ctx.facts.mysql_socket
-    )
-    ctx.add_secret(url)
+    generated, role = ctx.state.generated, ctx.state.role
+    database = []
+    if role.role != "worker":
+        url = sqlalchemy_mysql_url(
+            L.MYSQL_USER, generated["db_password"], L.MYSQL_DATABASE, unix_socket=ctx.facts.mysql_socket
+        )
+        database = [env_file_line(DB_URL_VARIABLE, ctx.add_secret(url))]
+    broker = celery_secret_lines(role, generated.get("broker_password"))
+    for line in broker:
+        ctx.add_secret(line.split("=", 1)[1].strip().strip("'"))
     content = "".join(
         [
             "# Generated at first boot by airflow-firstboot.service; root only.\n",
-            env_file_line(DB_URL_VARIABLE, url),
+            *database,
+            *broker,
             env_file_line(
                 SECRET_VARIABLES["fernet_key"],
                 ",".join([ctx.state.generated["fernet_key"], *ctx.state.old_fernet_keys]),
@@ -288,8 +486,9 @@ def write_secrets_env(ctx):
 
 def service_env(ctx):
     env = airflow_env(ctx)
-    env.update(read_env_file(L.AIRFLOW_ENV))
-    env.update(read_env_file(L.SECRETS_ENV))
+    for path in (L.AIRFLOW_ENV, L.ROLE_ENV, L.SECRETS_ENV):
+        if os.path.exists(path):
+            env.update(read_env_file(path))
     return env
 
 
@@ -302,6 +501,7 @@ def update_airflow_database(ctx):
             "email": "%s@localhost" % ctx.settings.get("admin_username", "admin"),
             "password": ctx.state.generated["admin_password"],
             "region": ctx.state.region,
+            "endpoint_url": ctx.settings.get("aws_endpoint_url") or "",
         }
     )
     out = ctx.act(
@@ -438,8 +638,11 @@ def make_api_certificate(ctx):
 
 def write_firstboot_record(ctx):
     """Record instance id, region, IMDS version, time, MySQL server UUID."""
-    uuid = mysql_sql(ctx, "SELECT @@server_uuid;", quiet=True).strip()
+    worker = ctx.state.role.role == "worker"
+    uuid = None if worker else mysql_sql(ctx, "SELECT @@server_uuid;", quiet=True).strip()
     record = {
+        "role": ctx.state.role.role,
+        "cluster": ctx.state.role.cluster,
         "instance_id": ctx.state.instance_id,
         "region": ctx.state.region,
         "imds_version": ctx.state.imds_version,
@@ -459,17 +662,23 @@ def write_firstboot_record(ctx):
 # kept from the first write on, and the record (what says "done") is written last.
 STEPS = [
     read_instance_identity,
+    read_role,
+    write_role,
     read_existing_secrets,
     decide_what_to_do,
     size_parallelism,
+    fetch_cluster_secrets,
     generate_secrets,
-    rekey_mysql_user,
+    publish_cluster_secrets,
+    stop_mysql_on_a_worker,
+    on_the_database_node(rekey_mysql_user),
     write_secrets_env,
-    write_admin_password_file,
+    write_redis_config,
+    on_the_database_node(write_admin_password_file),
     make_api_certificate,
-    update_airflow_database,
-    reencrypt_with_the_new_fernet_key,
-    store_admin_password,
+    on_the_database_node(update_airflow_database),
+    on_the_database_node(reencrypt_with_the_new_fernet_key),
+    on_the_database_node(store_admin_password),
     write_firstboot_record,
 ]
 

@@ -221,6 +221,8 @@ def checks(ctx):
     add("no stray airflow home", stray_airflow_homes())
     add("airflow logs empty", [p for p in glob.glob(L.AIRFLOW_HOME + "/logs/*")])
     add("no random seed", [p for p in ["/var/lib/systemd/random-seed"] if os.path.exists(p)])
+    # The role comes from each instance's user data at its first boot, never from the build.
+    add("no role decided", [p for p in (L.ROLE_DIR, L.ROLE_ENV, L.REDIS_CONF) if os.path.exists(p)])
     return results
 
 

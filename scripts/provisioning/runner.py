@@ -27,7 +27,11 @@ LOG_PREFIX = "airflow-ami"
 
 
 class StepFailed(Exception):
-    """Raised by a step to stop the run with a one-line reason."""
+    """Raised by a step to stop the run with a one-line reason (and the program's exit status)."""
+
+    def __init__(self, message, exit_status=1):
+        super(StepFailed, self).__init__(message)
+        self.exit_status = exit_status
 
 
 def log(msg):
@@ -303,7 +307,7 @@ def run_steps(ctx, steps, title):
         except StepFailed as exc:
             elapsed = time.time() - t0
             log("!!! step '%s' failed after %.1f s: %s" % (name, elapsed, ctx.redact(exc)))
-            return 1
+            return exc.exit_status
         except Exception as exc:  # a bug or an unexpected OS state: still name the step
             elapsed = time.time() - t0
             log(

@@ -3,7 +3,8 @@
 The document (README, "Scaling out") is a JSON object:
 
     {"role": "worker", "cluster": "analytics", "controller": "10.0.1.5",
-     "worker_concurrency": 8, "worker_queues": ["default"]}
+     "dags_s3_uri": "s3://my-bucket/dags", "worker_concurrency": 8,
+     "worker_queues": ["default"]}
 
 No user data means ``standalone``. User data not starting with { or [ (a
 cloud-init script or config) is not for us: also ``standalone``. A JSON
@@ -24,9 +25,11 @@ HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)%s(\.%s)*$" % (LABEL, LABEL))
 MAX_CONCURRENCY = 256
 DEFAULT_QUEUES = ("default",)
 
-Role = collections.namedtuple("Role", "role cluster controller worker_concurrency worker_queues")
+S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?$")
 
-STANDALONE = Role("standalone", None, None, None, DEFAULT_QUEUES)
+Role = collections.namedtuple("Role", "role cluster controller dags_s3_uri worker_concurrency worker_queues")
+
+STANDALONE = Role("standalone", None, None, None, None, DEFAULT_QUEUES)
 
 
 class BadUserData(ValueError):
@@ -79,6 +82,9 @@ def parse_user_data(text):
         controller = _controller_address(doc.get("controller"))
     elif "controller" in doc:
         _fail("controller", "only for a worker (a controller is its own)", doc["controller"])
+    dags = doc.get("dags_s3_uri")
+    if not isinstance(dags, str) or not S3_URI_RE.match(dags):
+        _fail("dags_s3_uri", "s3://BUCKET[/PREFIX], the DAG bundle every node of the cluster reads", dags)
     concurrency = doc.get("worker_concurrency")
     if concurrency is not None and (
         isinstance(concurrency, bool)
@@ -95,4 +101,4 @@ def parse_user_data(text):
         _fail("worker_queues", "a non-empty list of queue names (letters, digits, _ . -)", queues)
     if role == "controller" and ("worker_concurrency" in doc or "worker_queues" in doc):
         _fail("worker_concurrency/worker_queues", "only for a worker", doc.get("worker_concurrency"))
-    return Role(role, cluster, controller, concurrency, tuple(queues))
+    return Role(role, cluster, controller, dags, concurrency, tuple(queues))

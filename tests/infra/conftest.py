@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import testinfra
 
 from .lib import Instance, ListenerRule
 
@@ -52,6 +53,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "an instance sharing its network namespace with its host, e.g. a dev container)",
     )
     group.addoption(
+        "--airflow-ami-worker",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a worker of the cluster whose controller is --hosts (testinfra spec, e.g. "
+        "ssh://admin@10.0.1.6; repeat per worker): runs test_cluster.py instead of the "
+        "single-instance checks",
+    )
+    group.addoption(
         "--airflow-ami-keep-dags",
         action="store_true",
         help="leave the uploaded test DAGs and their runs on the instance (debugging)",
@@ -70,7 +80,14 @@ def _extra_rules(specs: list[str]) -> tuple[ListenerRule, ...]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the slow (disruptive) checks last, in file order among themselves."""
+    """A cluster (--airflow-ami-worker given) is checked by test_cluster.py, a single
+    instance by the rest; the slow (disruptive) checks run last, in file order."""
+    cluster = bool(config.getoption("--airflow-ami-worker"))
+    keep = [item for item in items if (item.path.name == "test_cluster.py") == cluster]
+    deselected = [item for item in items if item not in keep]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = keep
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
 
 
@@ -93,6 +110,22 @@ def instance(host: Any, request: pytest.FixtureRequest) -> Instance:
         )
         _INSTANCES[key] = inst
     return inst
+
+
+@pytest.fixture(scope="module")
+def workers(request: pytest.FixtureRequest) -> list[Instance]:
+    """The cluster's workers (--airflow-ami-worker), one Instance each."""
+    found = []
+    for spec in request.config.getoption("--airflow-ami-worker"):
+        ssh_config = request.config.getoption("--ssh-config", None)
+        host = testinfra.get_host(spec, ssh_config=ssh_config)
+        key = host.backend.get_pytest_id()
+        if key not in _INSTANCES:
+            _INSTANCES[key] = Instance(
+                host=host, run_timeout=request.config.getoption("--airflow-ami-run-timeout")
+            )
+        found.append(_INSTANCES[key])
+    return found
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,8 @@ AIRFLOW_CLI = layout.AIRFLOW_CLI
 FIRSTBOOT_MARKER = layout.FIRSTBOOT_MARKER
 FIRSTBOOT_UNIT = layout.FIRSTBOOT_UNIT
 AIRFLOW_TARGET = layout.AIRFLOW_TARGET
-AIRFLOW_UNITS = layout.SERVICE_UNITS
+# What a standalone instance runs (the single-instance checks); test_cluster.py the roles.
+AIRFLOW_UNITS = tuple(s["unit"] for s in layout.AIRFLOW_SERVICES if "standalone" in s["roles"])
 HEALTH_PATH = layout.HEALTH_PATH
 HEALTH_COMPONENTS = layout.HEALTH_COMPONENTS
 

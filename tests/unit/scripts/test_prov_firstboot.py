@@ -64,7 +64,7 @@ def secrets_env_written(ctx):
 def test_a_fresh_image_makes_every_secret(disk):
     ctx, decision = boot("i-new")
     assert decision is None and ctx.state.mode == "complete"
-    assert set(ctx.state.generated) == set(firstboot.SECRET_MAKERS)
+    assert set(ctx.state.generated) == set(firstboot.ROLE_SECRETS["standalone"])
     assert not set(ctx.state.generated.values()) & set(OLD.values())
 
 

@@ -37,6 +37,8 @@ def test_firstboot_state_defaults():
         "region": None,
         "imds_version": "none",
         "identity_known": False,
+        "private_ip": None,
+        "role": firstboot.STANDALONE,
         "existing": {},
         "old_fernet_keys": [],
         "record": None,

@@ -5,7 +5,8 @@ import json
 import pytest
 from provisioning.userdata import STANDALONE, BadUserData, Role, parse_user_data
 
-WORKER = {"role": "worker", "cluster": "analytics", "controller": "10.0.1.5"}
+DAGS = "s3://airflow-dags/analytics"
+WORKER = {"role": "worker", "cluster": "analytics", "controller": "10.0.1.5", "dags_s3_uri": DAGS}
 
 
 @pytest.mark.parametrize("text", [None, "", "   ", "#!/bin/bash\necho hi\n", "#cloud-config\npackages: []\n"])
@@ -14,12 +15,13 @@ def test_no_document_of_ours_means_standalone(text):
 
 
 def test_a_controller_and_a_worker():
-    assert parse_user_data(json.dumps({"role": "controller", "cluster": "analytics"})) == Role(
-        "controller", "analytics", None, None, ("default",)
+    controller = {"role": "controller", "cluster": "analytics", "dags_s3_uri": DAGS}
+    assert parse_user_data(json.dumps(controller)) == Role(
+        "controller", "analytics", None, DAGS, None, ("default",)
     )
     doc = {**WORKER, "worker_concurrency": 8, "worker_queues": ["default", "heavy"]}
     assert parse_user_data(json.dumps(doc)) == Role(
-        "worker", "analytics", "10.0.1.5", 8, ("default", "heavy")
+        "worker", "analytics", "10.0.1.5", DAGS, 8, ("default", "heavy")
     )
     assert parse_user_data(json.dumps({**WORKER, "controller": "ip-10-0-1-5.ec2.internal"})).controller
 
@@ -29,6 +31,8 @@ BAD = [
     ("[1, 2]", "a JSON object"),
     (json.dumps({"role": "scheduler"}), "user data role"),
     (json.dumps({"role": "worker", "controller": "10.0.1.5"}), "user data cluster"),
+    (json.dumps({**WORKER, "dags_s3_uri": None}), "dags_s3_uri"),
+    (json.dumps({**WORKER, "dags_s3_uri": "https://bucket/dags"}), "dags_s3_uri"),
     (json.dumps({"role": "controller", "cluster": "Analytics"}), "user data cluster"),
     (json.dumps({"role": "controller", "cluster": "a" * 41}), "user data cluster"),
     (json.dumps({"role": "worker", "cluster": "c"}), "user data controller"),
@@ -41,8 +45,14 @@ BAD = [
     (json.dumps({**WORKER, "worker_queues": "default"}), "worker_queues"),
     (json.dumps({**WORKER, "worker_queues": ["a b"]}), "worker_queues"),
     (json.dumps({**WORKER, "password": "x"}), "'password'"),
-    (json.dumps({"role": "controller", "cluster": "c", "controller": "10.0.0.1"}), "only for a worker"),
-    (json.dumps({"role": "controller", "cluster": "c", "worker_concurrency": 4}), "only for a worker"),
+    (
+        json.dumps({"role": "controller", "cluster": "c", "dags_s3_uri": DAGS, "controller": "10.0.0.1"}),
+        "only for a worker",
+    ),
+    (
+        json.dumps({"role": "controller", "cluster": "c", "dags_s3_uri": DAGS, "worker_concurrency": 4}),
+        "only for a worker",
+    ),
     (json.dumps({"role": "standalone", "cluster": "c"}), "only for a controller or a worker"),
 ]
 
