@@ -331,13 +331,9 @@ DEFAULT_REHEARSAL_CLUSTER = "rehearsal"
 
 
 def check_cluster(value: str, settings: Mapping[str, Any]) -> None:
-    # A controller or worker belongs to a named cluster; a standalone instance to none.
+    # A controller or worker belongs to a named cluster (verify and teardown name one too).
     named = bool(re.match(r"^[a-z0-9][a-z0-9-]{0,39}$", value))
-    _check(
-        named
-        if settings.get("role", "standalone") != "standalone" or settings.get("workers")
-        else value == ""
-    )
+    _check(named or (value == "" and settings.get("role", "standalone") == "standalone"))
 
 
 def _always(_value: object, _settings: Mapping[str, Any]) -> None:
@@ -845,7 +841,7 @@ class Settings:
         "",
         _as_str,
         check_cluster,
-        "1-40 lower-case letters, digits and - (needed by --role controller|worker and --workers)",
+        "1-40 lower-case letters, digits and - (needed by --role controller|worker)",
         "launch/rehearse: the cluster a controller or worker belongs to",
     )
     workers: int = setting(

@@ -223,6 +223,9 @@ def boot(
 # ---- clusters ----
 
 
+DAGS_PREFIX = "dags"
+
+
 def dags_bucket(cluster: str) -> str:
     return f"airflow-ami-{cluster}-dags"
 
@@ -238,12 +241,18 @@ def membership(cache: Path, settings: Settings, moto_port: int) -> dict[str, Any
     doc: dict[str, Any] = {
         "role": settings.role,
         "cluster": settings.cluster,
-        "dags_s3_uri": f"s3://{dags_bucket(settings.cluster)}/dags",
+        "dags_s3_uri": f"s3://{dags_bucket(settings.cluster)}/{DAGS_PREFIX}",
     }
     if settings.role == "controller":
         s3 = moto_client("s3", moto_port, settings.region)
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=dags_bucket(settings.cluster))
+        # Airflow's S3 bundle refuses a prefix with nothing in it.
+        s3.put_object(
+            Bucket=dags_bucket(settings.cluster),
+            Key=f"{DAGS_PREFIX}/README.txt",
+            Body=f"The DAG files of cluster {settings.cluster}: every node reads this prefix.\n".encode(),
+        )
     else:
         with locked_state(cache) as state:
             controllers = [

@@ -153,15 +153,35 @@ class ListenerRule:
         return not self.units or bool(set(sock["units"]) & set(self.units))
 
 
-def listener_allow_list(api_port: int, mysql_unit: str) -> tuple[ListenerRule, ...]:
-    """The explicit allow-list: everything else listening on the instance is a finding."""
+def listener_allow_list(
+    api_port: int, mysql_unit: str, role: str = "standalone", redis_unit: str = ""
+) -> tuple[ListenerRule, ...]:
+    """The explicit allow-list of a `role`: everything else listening on the instance is a finding."""
     mysql_units = (mysql_unit,)
-    return (
-        # reachable from the network: SSH and the Airflow API, nothing else
+    common = (
+        # reachable from the network: SSH, and per role below
         ListenerRule("sshd", "tcp", None, ("ssh.service", "sshd.service"), False),
         ListenerRule("sshd (socket-activated)", "tcp", 22, ("init.scope",), False),
-        ListenerRule("Airflow API server", "tcp", api_port, ("airflow-api-server.service",), False),
         # loopback only
+        ListenerRule("systemd-resolved stub", "tcp", 53, ("systemd-resolved.service",)),
+        ListenerRule("systemd-resolved stub", "udp", 53, ("systemd-resolved.service",)),
+        ListenerRule("chrony command port", "udp", 323, ("chronyd.service", "chrony.service")),
+        # A metadata service that serves the instance from its own network namespace
+        # (the local cloud's) shows here; link-local, owned by no process of the instance.
+        ListenerRule("instance metadata service", "tcp", 80, (), False, "169.254.169.254"),
+        # DHCP clients bind the wildcard address by necessity
+        ListenerRule("DHCPv4 client", "udp", 68, (), False),
+        ListenerRule("DHCPv6 client", "udp", 546, (), False),
+    )
+    if role == "worker":
+        # The controller's api-server reads task logs here (the cluster's security group only).
+        worker_unit = next(s["unit"] for s in layout.AIRFLOW_SERVICES if s["roles"] == ("worker",))
+        return (
+            *common,
+            ListenerRule("Celery worker log server", "tcp", layout.WORKER_LOG_PORT, (worker_unit,), False),
+        )
+    database_node = (
+        ListenerRule("Airflow API server", "tcp", api_port, ("airflow-api-server.service",), False),
         ListenerRule("MySQL", "tcp", layout.IMAGE_PORTS["MySQL"], mysql_units),
         ListenerRule("MySQL X protocol", "tcp", layout.IMAGE_PORTS["MySQL X protocol"], mysql_units),
         ListenerRule(
@@ -173,16 +193,15 @@ def listener_allow_list(api_port: int, mysql_unit: str) -> tuple[ListenerRule, .
             layout.IMAGE_PORTS["trigger log server"],
             ("airflow-triggerer.service",),
         ),
-        ListenerRule("systemd-resolved stub", "tcp", 53, ("systemd-resolved.service",)),
-        ListenerRule("systemd-resolved stub", "udp", 53, ("systemd-resolved.service",)),
-        ListenerRule("chrony command port", "udp", 323, ("chronyd.service", "chrony.service")),
-        # A metadata service that serves the instance from its own network namespace
-        # (the local cloud's) shows here; link-local, owned by no process of the instance.
-        ListenerRule("instance metadata service", "tcp", 80, (), False, "169.254.169.254"),
-        # DHCP clients bind the wildcard address by necessity
-        ListenerRule("DHCPv4 client", "udp", 68, (), False),
-        ListenerRule("DHCPv6 client", "udp", 546, (), False),
     )
+    if role == "controller":
+        # The broker, on the private address too: test_cluster.py checks which addresses.
+        return (
+            *common,
+            *database_node,
+            ListenerRule("Redis", "tcp", layout.REDIS_PORT, (redis_unit,), False),
+        )
+    return (*common, *database_node)
 
 
 def unexpected_listeners(
@@ -423,7 +442,8 @@ class Instance:
                 )
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        self.ensure_dags()
+        if dag_id not in self.uploaded_dags:
+            self.ensure_dags()
         status, body = self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
         if status != 200:
             raise InstanceError(

@@ -25,7 +25,9 @@ from .lib import (
     expect,
     journal,
     layout,
+    listener_allow_list,
     parse_ts,
+    unexpected_listeners,
 )
 
 CONTROLLER_UNITS = (
@@ -83,6 +85,13 @@ def test_the_controller_runs_airflow_and_a_broker_for_the_cluster_only(instance:
         [describe_listener(s) for s in redis] or "no Redis listener",
         layout.REDIS_CONF,
     )
+    rules = listener_allow_list(
+        instance.api_port, instance.mysql_unit, "controller", instance.settings["os_facts"]["redis_unit"]
+    )
+    extra = unexpected_listeners(instance.probe("listeners")["listeners"], rules)
+    assert not extra, expect(
+        "only the controller's listeners", [describe_listener(s) for s in extra], "ss -tulpn"
+    )
     refused = instance.sh(f"redis-cli -h {private} -p {layout.REDIS_PORT} ping").stdout.strip()
     assert "NOAUTH" in refused, expect(
         "Redis to refuse a client without the password", refused, layout.REDIS_CONF
@@ -101,9 +110,12 @@ def test_workers_run_a_celery_worker_and_nothing_of_the_controller(workers: list
         assert "active" not in running.values(), expect(
             "no scheduler, API server or MySQL on a worker", running, ""
         )
-        ports = sorted({s["port"] for s in node.probe("listeners")["listeners"] if s["proto"] == "tcp"})
-        assert set(ports) <= {22, layout.WORKER_LOG_PORT}, expect(
-            f"a worker listening on SSH and its log server ({layout.WORKER_LOG_PORT}) only", ports, "ss -ltnp"
+        rules = listener_allow_list(0, node.mysql_unit, "worker")
+        extra = unexpected_listeners(node.probe("listeners")["listeners"], rules)
+        assert not extra, expect(
+            f"a worker listening on SSH and its log server ({layout.WORKER_LOG_PORT}) only",
+            [describe_listener(s) for s in extra],
+            "ss -tulpn",
         )
 
 

@@ -175,7 +175,6 @@ BAD_VALUES = [
     ("cluster", "Analytics", {"role": "controller", "cluster": "analytics"}),
     ("cluster", "", {"role": "worker", "cluster": "analytics"}),
     ("cluster", "Bad Name", {"workers": "2"}),
-    ("cluster", "analytics", {}),
     ("workers", "9", {"workers": "2", "cluster": "analytics"}),
     ("worker_concurrency", "-1", {}),
     ("build_name", "Has Space", {}),
