@@ -111,6 +111,8 @@ AIRFLOW_SERVICES = (
         "roles": ("worker",),
         "memory_high": "80%",
         "memory_max": "90%",
+        # Stopping a worker is Celery's warm shutdown: its running tasks finish first.
+        "stop_timeout": 1800,
         "why": "Its log server (port 8793) serves task logs to the controller's api-server,"
         " open to the cluster's security group only; the queues come from user data (ROLE_ENV).",
     },

@@ -7,9 +7,12 @@ DAG there from the controller (with the controller's instance role) and removes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -18,6 +21,7 @@ from .lib import (
     DAGS_SRC,
     FANOUT_DAG,
     FIRSTBOOT_MARKER,
+    INFLIGHT_DAG,
     SECRETS_ENV,
     SETTINGS_PATH,
     Instance,
@@ -136,28 +140,40 @@ def test_workers_share_the_controllers_secrets_and_hold_no_database_password(
         assert not any(v in user_data for v in theirs.values()), "no secret in user data"
 
 
-@pytest.fixture(scope="module")
-def bundle_fanout(instance: Instance) -> Iterator[None]:
-    """The fan-out DAG in the cluster's S3 bundle, registered on the controller."""
+@contextlib.contextmanager
+def in_the_bundle(instance: Instance, dag_id: str) -> Iterator[None]:
+    """`dag_id` put in the cluster's S3 bundle (from the controller) and registered there."""
     bundles = json.loads(instance.airflow_config("dag_processor", "dag_bundle_config_list"))
     kwargs = bundles[0]["kwargs"]
-    key = "/".join(p for p in (kwargs["prefix"], f"{FANOUT_DAG}.py") if p)
+    key = "/".join(p for p in (kwargs["prefix"], f"{dag_id}.py") if p)
     script = S3_PUT % {"settings": SETTINGS_PATH, "record": FIRSTBOOT_MARKER}
-    local = f"/run/{FANOUT_DAG}.py"
-    instance.write_file(local, (DAGS_SRC / f"{FANOUT_DAG}.py").read_bytes())
+    local = f"/run/{dag_id}.py"
+    instance.write_file(local, (DAGS_SRC / f"{dag_id}.py").read_bytes())
     put = f"{AIRFLOW_VENV_PYTHON} -c {shlex.quote(script)} {kwargs['bucket_name']} {shlex.quote(key)}"
     instance.check(f"{put} {local}")
     instance.airflow(f"dags reserialize --bundle-name {bundles[0]['name']}")
-    wait = instance.probe("wait-dag", FANOUT_DAG, "420")
+    wait = instance.probe("wait-dag", dag_id, "420")
     assert wait["status"] == 200, expect(
-        f"{FANOUT_DAG} registered from s3://{kwargs['bucket_name']}/{key}",
+        f"{dag_id} registered from s3://{kwargs['bucket_name']}/{key}",
         wait,
         journal("airflow-dag-processor.service", 80),
     )
-    instance.uploaded_dags.add(FANOUT_DAG)
+    instance.uploaded_dags.add(dag_id)
     yield
     instance.check(put)
     instance.sh(f"rm -f {local}")
+
+
+@pytest.fixture(scope="module")
+def bundle_fanout(instance: Instance) -> Iterator[None]:
+    with in_the_bundle(instance, FANOUT_DAG):
+        yield
+
+
+@pytest.fixture(scope="module")
+def bundle_inflight(instance: Instance) -> Iterator[None]:
+    with in_the_bundle(instance, INFLIGHT_DAG):
+        yield
 
 
 def test_a_fan_out_spreads_over_the_workers_and_overlaps(
@@ -204,3 +220,98 @@ def _concurrency(worker: Instance) -> int:
         if line.startswith("AIRFLOW__CELERY__WORKER_CONCURRENCY="):
             return int(line.split("=", 1)[1].strip("'"))
     return 16
+
+
+def reaches(node: Instance, address: str, port: int) -> bool:
+    """Does a TCP connection from `node` to address:port open (within 5 s)?"""
+    return node.sh(f"timeout 5 bash -c '</dev/tcp/{address}/{port}'").rc == 0
+
+
+def test_the_security_group_opens_the_cluster_ports_and_nothing_else(
+    instance: Instance, workers: list[Instance]
+) -> None:
+    controller = instance.check("hostname -I").split()[0]
+    opened = {port: reaches(workers[0], controller, port) for port in (layout.REDIS_PORT, instance.api_port)}
+    assert all(opened.values()), expect("a worker reaching the broker and the execution API", opened, "vpc")
+    closed = {port: reaches(workers[0], controller, port) for port in (22, 8794)}
+    assert not any(closed.values()), expect(
+        "SSH and every port outside the cluster's group closed between members", closed, "the security group"
+    )
+
+
+def worker_at(workers: list[Instance], address: str) -> Instance:
+    return next(w for w in workers if w.check("hostname -I").split()[0] == address)
+
+
+def running_tis(instance: Instance, dag_id: str, run_id: str, timeout: float = 300) -> list[dict[str, Any]]:
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = instance.api("GET", path)
+        tis = [t for t in (body or {}).get("task_instances", []) if t.get("state") == "running"]
+        if status == 200 and tis and all(t.get("hostname") for t in tis):
+            return tis
+        time.sleep(2)
+    raise AssertionError(expect(f"a task of {dag_id} {run_id} running within {timeout:.0f} s", "none", ""))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_stopping_a_worker_lets_its_tasks_finish(
+    instance: Instance, workers: list[Instance], bundle_fanout: None
+) -> None:
+    run_id = instance.trigger(FANOUT_DAG, {"n": 2, "seconds": 20})
+    node = worker_at(workers, running_tis(instance, FANOUT_DAG, run_id)[0]["hostname"])
+    try:
+        node.check(f"systemctl stop {WORKER_UNIT}")  # returns once the warm shutdown is over
+        run = instance.wait_run(FANOUT_DAG, run_id)
+    finally:
+        node.check(f"systemctl start {WORKER_UNIT}")
+    tries = {t["map_index"]: (t["state"], t.get("try_number")) for t in run.get("task_instances") or []}
+    assert run["state"] == "success" and all(t == ("success", 1) for t in tries.values() if t[0]), expect(
+        "every task finished on its first try though its worker was stopped (warm shutdown)",
+        instance.run_summary(run),
+        journal(WORKER_UNIT),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_a_killed_worker_s_task_is_retried_on_another_worker(
+    instance: Instance, workers: list[Instance], bundle_inflight: None
+) -> None:
+    run_id = instance.trigger(INFLIGHT_DAG)
+    first = running_tis(instance, INFLIGHT_DAG, run_id)[0]
+    node = worker_at(workers, first["hostname"])
+    try:
+        node.check(f"systemctl kill -s KILL {WORKER_UNIT} && systemctl stop {WORKER_UNIT}")
+        # A task whose worker died fails by heartbeat timeout, then retries.
+        run = instance.wait_run(INFLIGHT_DAG, run_id, max(instance.run_timeout, 1500.0))
+    finally:
+        node.check(f"systemctl start {WORKER_UNIT}")
+    retried = next(t for t in run.get("task_instances") or [] if t["task_id"] == first["task_id"])
+    assert run["state"] == "success" and retried["hostname"] != first["hostname"], expect(
+        f"{first['task_id']} (on {first['hostname']} when its worker was killed) retried elsewhere,"
+        " and the run ok",
+        instance.run_summary(run) + f"; {first['task_id']} last ran on {retried.get('hostname')}",
+        "[scheduler] task_instance_heartbeat_timeout",
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_after_a_controller_reboot_the_workers_reconnect(
+    instance: Instance, workers: list[Instance], bundle_fanout: None
+) -> None:
+    instance.reboot()
+    state = instance.wait_healthy(instance.recovery_timeout + 120)
+    assert state["healthy"], instance.health_message(state, "healthy after the controller's reboot")
+    n = _concurrency(workers[0]) * len(workers)
+    run_id = instance.trigger(FANOUT_DAG, {"n": n, "seconds": 2})
+    run = instance.wait_run(FANOUT_DAG, run_id)
+    hosts = {t.get("hostname") for t in run.get("task_instances") or [] if t["task_id"] == "sleeper"}
+    assert run["state"] == "success" and len(hosts) == len(workers), expect(
+        f"a run on every worker again after the controller came back ({len(workers)} workers)",
+        f"{instance.run_summary(run)}; hosts {sorted(h or '?' for h in hosts)}",
+        journal(WORKER_UNIT),
+    )
