@@ -11,6 +11,7 @@ import time
 import jinja2
 import pytest
 from provisioning import layout
+from provisioning.cluster import secret_name
 from provisioning.envfile import parse_env_text
 from provisioning.imagecheck import airflow_cfg_secret_options
 
@@ -281,3 +282,29 @@ def test_the_api_listens_on_api_host_and_the_instance_reaches_it_there():
     cfg.read_string(render_all(view)["airflow.cfg"])
     assert cfg.get("api", "host") == "10.0.0.5"
     assert cfg.get("core", "execution_api_server_url") == "http://10.0.0.5:8181/execution/"
+
+
+@pytest.mark.parametrize("os_name", ["debian", "amazon-linux-2023", "amazon-linux-2"])
+def test_each_role_starts_only_its_units_and_bad_user_data_is_not_retried(os_name):
+    out = render_all(settings(os_name))
+    facts = load_settings(cli={"os": os_name}).os_facts
+    role_dir = layout.ROLE_DIR
+    assert f"ConditionPathExists={role_dir}/worker" in out["airflow-celery-worker.service"]
+    for unit in ("airflow-scheduler.service", "airflow-db-backup.service"):
+        conditions = [line for line in out[unit].splitlines() if line.startswith("ConditionPathExists=|")]
+        assert conditions == [
+            f"ConditionPathExists=|{role_dir}/standalone",
+            f"ConditionPathExists=|{role_dir}/controller",
+        ]
+    assert not [line for line in out["airflow-log-prune.service"].splitlines() if "/role/" in line]
+    assert f"ConditionPathExists=!{role_dir}/worker" in out["mysql-unit-airflow.conf"]
+    redis = out["redis-unit-airflow.conf"]
+    assert f"ConditionPathExists={role_dir}/controller" in redis
+    assert f"ExecStart=\nExecStart={facts.redis_server} {layout.REDIS_CONF}\n" in redis
+    assert f"RestartPreventExitStatus={layout.BAD_USER_DATA_EXIT}\n" in out["airflow-firstboot.service"]
+
+
+def test_two_clusters_keep_their_secrets_apart():
+    assert secret_name("ssm", "a") != secret_name("ssm", "b")
+    assert secret_name("ssm", "a") == "/airflow-ami/a/shared-secrets"
+    assert secret_name("secretsmanager", "a") == "airflow-ami/a/shared-secrets"
