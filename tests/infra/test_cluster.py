@@ -61,6 +61,18 @@ else:
 """
 
 
+# On a node: how many secrets.env values its user data holds, and the user data's length.
+USER_DATA_LEAKS = f"""
+import sys
+sys.path.insert(0, {layout.CODE_DIR!r})
+from provisioning.awsapi import Imds
+from provisioning.envfile import read_env_file
+user_data = Imds().get("user-data") or ""
+values = [v for v in read_env_file({SECRETS_ENV!r}).values() if len(v) >= 8]
+print(sum(1 for v in values if v in user_data), len(user_data))
+"""
+
+
 def active(node: Instance, unit: str) -> str:
     return node.sh(f"systemctl is-active {unit}").stdout.strip()
 
@@ -136,8 +148,18 @@ def test_workers_share_the_controllers_secrets_and_hold_no_database_password(
             if name != "AIRFLOW__CELERY__BROKER_URL" and theirs.get(name) != controller.get(name)
         ]
         assert not differ, expect("the worker's shared secrets equal the controller's", differ, SECRETS_ENV)
-        user_data = node.sh("cat /var/lib/cloud/instance/user-data.txt 2>/dev/null").stdout
-        assert not any(v in user_data for v in theirs.values()), "no secret in user data"
+        leaked = node.check(f"python3 -c {shlex.quote(USER_DATA_LEAKS)}").split()
+        assert int(leaked[1]) > 0 and leaked[0] == "0", expect(
+            "user data (read from IMDS) holding no value of secrets.env", f"{leaked[0]} values in it", ""
+        )
+    for node in (instance, *workers):
+        found = node.probe("leaks")
+        exposed = [f"{f['where']} leaks {f['keys']}" for f in found["findings"]]
+        assert len(found["secret_keys"]) >= 3 and not exposed, expect(
+            "no secret in world-readable files, the journal or process arguments",
+            exposed or found["secret_keys"],
+            SECRETS_ENV,
+        )
 
 
 @contextlib.contextmanager
