@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import testinfra
+
+from airflow_ami.clouds import Instance
+from airflow_ami.verify import ssh_config
+from tests.infra.lib import Instance as Host
 
 REPO = Path(__file__).resolve().parents[2]
+BUILD = REPO / "build" / "debian-x86_64-local"
 REQUIRED_COMMANDS = ("packer", "systemd-nspawn", "mmdebstrap", "nft", "ip", "ssh")
 MARKER_ENV = b"AIRFLOW_AMI_LOCALCLOUD="
 
@@ -55,6 +61,13 @@ def our_leftovers() -> list[str]:
         if MARKER_ENV in environ or ("systemd-nspawn" in cmdline and "aa-" in cmdline):
             found.append(f"process {proc.name}: {cmdline.strip()[:120]}")
     return found
+
+
+def host_of(instance: Instance) -> Host:
+    """The suite's view (tests/infra/lib.py) of a launched instance."""
+    config = ssh_config(BUILD / f"ssh_config-{instance.instance_id}", instance.ssh_key_file)
+    spec = f"ssh://{instance.ssh_user}@{instance.address}"
+    return Host(host=testinfra.get_host(spec, ssh_config=str(config)))
 
 
 def bake(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:

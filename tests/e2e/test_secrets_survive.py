@@ -14,28 +14,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import testinfra
 
 from airflow_ami.clouds import Instance
 from airflow_ami.layout import layout
 from airflow_ami.localcloud import LocalCloud
 from airflow_ami.settings import load_settings
-from airflow_ami.verify import ssh_config
 from tests.infra.lib import Instance as Host
 
-from .conftest import REPO, identity, our_leftovers
+from .conftest import BUILD, host_of, identity, our_leftovers
 
-BUILD = REPO / "build" / "debian-x86_64-local"
 SETTINGS = load_settings(cli={"cloud": "local"})
 VARIABLE, CONNECTION = "airflow_ami_e2e_kept", "airflow_ami_e2e_kept"
 VALUE, PASSWORD = f"value-{secrets.token_hex(8)}", f"password-{secrets.token_hex(8)}"
 FERNET = "secret AIRFLOW__CORE__FERNET_KEY"
-
-
-def host_of(instance: Instance) -> Host:
-    config = ssh_config(BUILD / f"ssh_config-{instance.instance_id}", instance.ssh_key_file)
-    spec = f"ssh://{instance.ssh_user}@{instance.address}"
-    return Host(host=testinfra.get_host(spec, ssh_config=str(config)))
 
 
 def firstboot_done(host: Host, timeout: float = 400) -> dict[str, Any]:
