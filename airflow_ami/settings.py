@@ -332,7 +332,7 @@ DEFAULT_REHEARSAL_CLUSTER = "rehearsal"
 
 def check_cluster(value: str, settings: Mapping[str, Any]) -> None:
     # A controller or worker belongs to a named cluster (verify and teardown name one too).
-    named = bool(re.match(r"^[a-z0-9][a-z0-9-]{0,39}$", value))
+    named = bool(re.match(layout.CLUSTER_NAME_PATTERN, value))
     _check(named or (value == "" and settings.get("role", "standalone") == "standalone"))
 
 
@@ -833,7 +833,7 @@ class Settings:
     role: str = setting(
         "standalone",
         _as_str,
-        _one_of("standalone", "controller", "worker"),
+        _one_of(*layout.ROLES),
         "standalone, controller or worker",
         "launch: the instance's role, given to it as user data (README 'Scaling out')",
     )

@@ -558,17 +558,10 @@ def store_admin_password(ctx):
             "no instance metadata: cannot reach %s, password only in %s" % (store, L.ADMIN_PASSWORD_FILE)
         )
         return "skipped"
-    try:
-        creds = ctx.state.imds.role_credentials()
-    except NoMetadata as exc:
-        creds = None
-        ctx.info("no role credentials: %s" % exc)
+    creds = role_credentials(ctx)
     if not creds:
         ctx.info("instance has no IAM role: skipping %s" % store)
         return "skipped"
-    ctx.add_secret(creds["secret_key"])
-    if creds.get("token"):
-        ctx.add_secret(creds["token"])
     name = ctx.settings.get("admin_password_name") or "/airflow/admin-password"
     endpoint = ctx.settings.get("aws_endpoint_url") or None
     try:

@@ -17,8 +17,9 @@ import ipaddress
 import json
 import re
 
-ROLES = ("standalone", "controller", "worker")
-CLUSTER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+from .layout import CLUSTER_NAME_PATTERN, ROLES
+
+CLUSTER_RE = re.compile(CLUSTER_NAME_PATTERN)
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)%s(\.%s)*$" % (LABEL, LABEL))

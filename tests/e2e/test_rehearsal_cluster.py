@@ -54,9 +54,7 @@ def test_a_worker_launched_while_tasks_wait_starts_taking_them() -> None:
             taken = False
             while not taken and time.monotonic() - started < SCALE_OUT_BOUND:
                 time.sleep(3)
-                _, body = controller.api(
-                    "GET", f"/api/v2/dags/{FANOUT_DAG}/dagRuns/{run_id}/taskInstances"
-                )
+                _, body = controller.api("GET", f"/api/v2/dags/{FANOUT_DAG}/dagRuns/{run_id}/taskInstances")
                 taken = any(
                     t.get("hostname") == second.address for t in (body or {}).get("task_instances", [])
                 )
