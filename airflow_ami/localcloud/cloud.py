@@ -317,12 +317,13 @@ class LocalCloud:
                     stop_moto(cache)
                 raise
 
-    def launch(self, settings: Settings, ami_id: str) -> Instance:
+    def launch(self, settings: Settings, ami_id: str, user_data: str | None = None) -> Instance:
         """RunInstances in moto, then boot a fresh container from the AMI's image.
 
         The instance keeps running until teardown(). With --role controller|worker
         it joins --cluster (membership()); otherwise it is alone, unreachable from
-        other instances.
+        other instances. `user_data`, when given, is served instead of the
+        document membership() writes (to try a document of one's own).
         """
         require_root()
         require_tools()
@@ -332,6 +333,8 @@ class LocalCloud:
             rootfs = image_rootfs(cache, ami_id)
             port, _ = ensure_moto(cache, settings.region, ami_id)
             joins = membership(cache, settings, port)
+            if user_data is not None:
+                joins["user_data"] = user_data
             ec2 = ec2_client(port, settings.region)
             key = new_key_pair(cache, ec2, "launch")
             reservation = ec2.run_instances(

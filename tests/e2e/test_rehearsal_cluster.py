@@ -4,13 +4,20 @@ single-instance rehearsal (test_rehearsal.py, just before this module) built."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from collections.abc import Iterator
 
+import pytest
+
+from airflow_ami.clouds import Instance
 from airflow_ami.lifecycle import reusable_ami
 from airflow_ami.localcloud import LocalCloud
-from airflow_ami.settings import load_settings
-from tests.infra.lib import FANOUT_DAG
-from tests.infra.test_cluster import in_the_bundle, running_tis
+from airflow_ami.localcloud.cloud import cluster_ports
+from airflow_ami.settings import Settings, load_settings
+from tests.infra.lib import FANOUT_DAG, FIRSTBOOT_UNIT, layout
+from tests.infra.lib import Instance as Host
+from tests.infra.test_cluster import in_the_bundle, reaches, running_tis, secret_digests
 
 from .conftest import bake, host_of, our_leftovers
 
@@ -35,7 +42,21 @@ def test_rehearse_a_controller_and_two_workers() -> None:
 SCALE_OUT_BOUND = 300
 
 
-def test_a_worker_launched_while_tasks_wait_starts_taking_them() -> None:
+@dataclasses.dataclass
+class Cluster:
+    cloud: LocalCloud
+    settings: Settings
+    ami: str
+    controller: Host
+
+    def launch(self, role: str, cluster: str | None = None, user_data: str | None = None) -> Instance:
+        settings = dataclasses.replace(self.settings, role=role, cluster=cluster or self.settings.cluster)
+        return self.cloud.launch(settings, self.ami, user_data=user_data)
+
+
+@pytest.fixture(scope="module")
+def scale_out() -> Iterator[Cluster]:
+    """A controller and one worker of cluster scale-out, on the last rehearsal's AMI."""
     settings = load_settings(cli={"cloud": "local"})
     ami = reusable_ami(settings)
     assert ami, "no AMI of the single-instance rehearsal to reuse"
@@ -43,28 +64,74 @@ def test_a_worker_launched_while_tasks_wait_starts_taking_them() -> None:
     cluster = dataclasses.replace(settings, cluster="scale-out", worker_concurrency=2)
     try:
         controller = host_of(cloud.launch(dataclasses.replace(cluster, role="controller"), ami))
-        cloud.launch(dataclasses.replace(cluster, role="worker"), ami)
-        state = controller.wait_healthy(300)
-        assert state["healthy"], controller.health_message(state, "the controller after launch")
-        with in_the_bundle(controller, FANOUT_DAG):
-            run_id = controller.trigger(FANOUT_DAG, {"n": 8, "seconds": 20})
-            running_tis(controller, FANOUT_DAG, run_id)
-            started = time.monotonic()
-            second = cloud.launch(dataclasses.replace(cluster, role="worker"), ami)
-            taken = False
-            while not taken and time.monotonic() - started < SCALE_OUT_BOUND:
-                time.sleep(3)
-                _, body = controller.api("GET", f"/api/v2/dags/{FANOUT_DAG}/dagRuns/{run_id}/taskInstances")
-                taken = any(
-                    t.get("hostname") == second.address for t in (body or {}).get("task_instances", [])
-                )
-            took = time.monotonic() - started
-            print(f"scale-out: the new worker took a queued task {took:.0f} s after its launch began")
-            assert taken, (
-                f"the worker launched at {second.address} took no queued task in {SCALE_OUT_BOUND} s"
-            )
-            run = controller.wait_run(FANOUT_DAG, run_id)
-            assert run["state"] == "success", controller.run_summary(run)
+        yield Cluster(cloud, cluster, ami, controller)
     finally:
         cloud.teardown(settings)
         assert our_leftovers() == []
+
+
+def first_boot_ended(host: Host, timeout: float = 400) -> str:
+    """Wait until first boot has succeeded or failed; returns its unit's state."""
+    deadline = time.monotonic() + timeout
+    while (state := host.sh(f"systemctl is-active {FIRSTBOOT_UNIT}").stdout.strip()) not in (
+        "active",
+        "failed",
+    ):
+        assert time.monotonic() < deadline, host.sh(f"journalctl -u {FIRSTBOOT_UNIT} -n 40").stdout
+        time.sleep(3)
+    return state
+
+
+def test_a_worker_launched_while_tasks_wait_starts_taking_them(scale_out: Cluster) -> None:
+    controller = scale_out.controller
+    scale_out.launch("worker")
+    state = controller.wait_healthy(300)
+    assert state["healthy"], controller.health_message(state, "the controller after launch")
+    with in_the_bundle(controller, FANOUT_DAG):
+        run_id = controller.trigger(FANOUT_DAG, {"n": 8, "seconds": 20})
+        running_tis(controller, FANOUT_DAG, run_id)
+        started = time.monotonic()
+        second = scale_out.launch("worker")
+        taken = False
+        while not taken and time.monotonic() - started < SCALE_OUT_BOUND:
+            time.sleep(3)
+            _, body = controller.api("GET", f"/api/v2/dags/{FANOUT_DAG}/dagRuns/{run_id}/taskInstances")
+            taken = any(t.get("hostname") == second.address for t in (body or {}).get("task_instances", []))
+        took = time.monotonic() - started
+        print(f"scale-out: the new worker took a queued task {took:.0f} s after its launch began")
+        assert taken, f"the worker launched at {second.address} took no queued task in {SCALE_OUT_BOUND} s"
+        run = controller.wait_run(FANOUT_DAG, run_id)
+        assert run["state"] == "success", controller.run_summary(run)
+
+
+def test_two_clusters_share_no_secret_and_no_network(scale_out: Cluster) -> None:
+    other = host_of(scale_out.launch("controller", cluster="other"))
+    assert first_boot_ended(other) == "active", other.sh(f"journalctl -u {FIRSTBOOT_UNIT} -n 40").stdout
+    ours, theirs = secret_digests(scale_out.controller), secret_digests(other)
+    shared = sorted(k for k, v in ours.items() if theirs.get(k) == v)
+    assert ours and not shared, f"clusters scale-out and other share {shared}"
+    address = scale_out.controller.check("hostname -I").split()[0]
+    closed = {port: reaches(other, address, port) for port in cluster_ports(scale_out.settings)}
+    assert not any(closed.values()), f"another cluster's controller reaches ours: {closed}"
+
+
+def test_bad_user_data_fails_first_boot_and_joins_nothing(scale_out: Cluster) -> None:
+    good = {
+        "role": "worker",
+        "cluster": "scale-out",
+        "controller": "10.0.0.1",
+        "dags_s3_uri": "s3://bucket/dags",
+    }
+    bad = json.dumps({**good, "worker_concurrency": "many"})
+    node = host_of(scale_out.launch("worker", user_data=bad))
+    assert first_boot_ended(node) == "failed"
+    lines = node.check(f"journalctl -u {FIRSTBOOT_UNIT} -o cat | grep 'user data'").splitlines()
+    assert len(lines) == 1 and "worker_concurrency" in lines[0], f"one line naming the key: {lines}"
+    shown = node.check(f"systemctl show -p ExecMainStatus -p NRestarts {FIRSTBOOT_UNIT}")
+    status = dict(line.split("=", 1) for line in shown.splitlines())
+    assert status == {"ExecMainStatus": str(layout.BAD_USER_DATA_EXIT), "NRestarts": "0"}, status
+    assert node.sh(f"ls -A {layout.ROLE_DIR}").stdout.strip() == "", "a role marker after bad user data"
+    started = [
+        u for u in layout.SERVICE_UNITS if node.sh(f"systemctl is-active {u}").stdout.strip() == "active"
+    ]
+    assert started == [], f"units started after bad user data: {started}"

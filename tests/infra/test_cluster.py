@@ -34,13 +34,8 @@ from .lib import (
     unexpected_listeners,
 )
 
-CONTROLLER_UNITS = (
-    "airflow-scheduler.service",
-    "airflow-dag-processor.service",
-    "airflow-api-server.service",
-    "airflow-triggerer.service",
-)
-WORKER_UNIT = "airflow-celery-worker.service"
+CONTROLLER_UNITS = tuple(s["unit"] for s in layout.AIRFLOW_SERVICES if "controller" in s["roles"])
+(WORKER_UNIT,) = (s["unit"] for s in layout.AIRFLOW_SERVICES if "worker" in s["roles"])
 SHARED = (
     "AIRFLOW__CORE__FERNET_KEY",
     "AIRFLOW__API_AUTH__JWT_SECRET",
