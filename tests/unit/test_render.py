@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import hcl2
 import pytest
 
 from airflow_ami import packer
 from airflow_ami.build import profiles
 from airflow_ami.layout import layout
 from airflow_ami.render import PER_ENTRY_TEMPLATES, hcl, render
-from airflow_ami.settings import ARCHES, load_settings
+from airflow_ami.settings import ARCHES, Settings, load_settings
 
 OLD_PACKER = (1, 6, 6)
 NEW_PACKER = (1, 11, 2)
+# Comments carry no meaning for Packer; unquoted strings make the trees read like the template.
+HCL_TREE = hcl2.SerializationOptions(with_comments=False, strip_string_quotes=True)
+PLUGIN_VERSION = re.compile(r"^(>=|~>|=)?\s*\d+\.\d+\.\d+$")
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -113,17 +120,76 @@ def test_optional_settings_appear_only_when_set(build_root: Path) -> None:
     assert text.count("--dry-run") == 3
 
 
-def test_modern_packer_gets_plugins_and_imdsv2_options(build_root: Path) -> None:
-    old = (render(load_settings(cli={"build_name": "old"}), OLD_PACKER) / "airflow.pkr.hcl").read_text()
-    new = (render(load_settings(cli={"build_name": "new"}), NEW_PACKER) / "airflow.pkr.hcl").read_text()
-    for block in (
-        "required_plugins",
-        "metadata_options",
-        'http_tokens                 = "required"',
-        'imds_support = "v2.0"',
-    ):
-        assert block in new
-        assert block not in old
+def template_tree(settings: Settings, version: tuple[int, int, int]) -> dict[str, Any]:
+    return hcl2.loads(
+        (render(settings, version) / "airflow.pkr.hcl").read_text(), serialization_options=HCL_TREE
+    )
+
+
+def split_modern(tree: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tree without the parts only Packer >= 1.7 gets, and those parts (None where absent)."""
+    rest = copy.deepcopy(tree)
+    source = rest["source"][0]["amazon-ebs"]["airflow"]
+    modern = {
+        "packer": rest.pop("packer", None),
+        "metadata_options": source.pop("metadata_options", None),
+        "imds_support": source.pop("imds_support", None),
+    }
+    return rest, modern
+
+
+@pytest.mark.parametrize("os_name", profiles())
+@pytest.mark.parametrize("arch", ARCHES)
+def test_modern_packer_gets_plugins_and_imdsv2_options_and_nothing_else(
+    build_root: Path, os_name: str, arch: str
+) -> None:
+    # Packer >= 1.7 cannot run here, so its variant is checked against the 1.6 one that packer validates.
+    s = load_settings(cli={"os": os_name, "arch": arch, "tags": "Team=data", "ami_regions": "eu-west-1"})
+    old_rest, old_modern = split_modern(template_tree(s, OLD_PACKER))
+    new_rest, new_modern = split_modern(template_tree(s, NEW_PACKER))
+    assert old_modern == {"packer": None, "metadata_options": None, "imds_support": None}
+    amazon = new_modern["packer"][0]["required_plugins"][0]["amazon"]
+    assert PLUGIN_VERSION.match(amazon["version"])
+    assert new_modern["packer"] == [
+        {
+            "required_plugins": [
+                {
+                    "amazon": {"source": "github.com/hashicorp/amazon", "version": amazon["version"]},
+                    "__is_block__": True,
+                }
+            ],
+            "__is_block__": True,
+        }
+    ]
+    assert new_modern["metadata_options"] == [
+        {
+            "http_endpoint": "enabled",
+            "http_tokens": "required",
+            "http_put_response_hop_limit": 1,
+            "__is_block__": True,
+        }
+    ]
+    assert new_modern["imds_support"] == "v2.0"
+    assert new_rest == old_rest
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("most_recent = true", "most_recent = false"),
+        ('imds_support = "v2.0"', 'imds_support = "v2.0"\n  ena_support  = true'),
+    ],
+    ids=["changed-elsewhere", "added-beside-the-imds-options"],
+)
+def test_modern_variant_comparison_sees_any_other_difference(
+    build_root: Path, before: str, after: str
+) -> None:
+    s = load_settings()
+    old_rest, _ = split_modern(template_tree(s, OLD_PACKER))
+    text = (render(s, NEW_PACKER) / "airflow.pkr.hcl").read_text()
+    assert before in text
+    diverged = hcl2.loads(text.replace(before, after), serialization_options=HCL_TREE)
+    assert split_modern(diverged)[0] != old_rest
 
 
 def test_hcl_strings_cannot_interpolate() -> None:
