@@ -35,8 +35,26 @@ def build_ami(c: Context, settings: cli.Settings) -> None:
 
 @cli.settings_task
 def launch(c: Context, settings: cli.Settings, ami: str = "") -> None:
-    """Launch an instance of the AMI (default: the last build's) and wait for SSH."""
+    """Launch the AMI (default: the last build's), or a cluster with --workers N; wait for Airflow."""
     cli.launch(settings, ami)
+
+
+@cli.settings_task
+def ssh(c: Context, settings: cli.Settings) -> None:
+    """Open a shell on the launched instance (a cluster's controller); a command after -- runs instead."""
+    cli.ssh(settings, shlex.split(c.remainder))
+
+
+@cli.settings_task
+def status(c: Context, settings: cli.Settings, json: bool = False) -> None:
+    """The launched instances and Airflow's health (--json for machines); exit 1 if not all well."""
+    cli.status(settings, json)
+
+
+@cli.settings_task
+def scale(c: Context, settings: cli.Settings) -> None:
+    """Set the launched cluster's workers to --workers N (AWS: its Auto Scaling group)."""
+    cli.scale(settings)
 
 
 @cli.settings_task
@@ -47,8 +65,20 @@ def instances(c: Context, settings: cli.Settings) -> None:
 
 @cli.settings_task
 def prune_amis(c: Context, settings: cli.Settings, keep: int = 3, yes: bool = False) -> None:
-    """List (with --yes: deregister) all but the newest --keep AMIs of this prefix, OS and arch."""
+    """Per region, list unused AMIs of this prefix/OS/arch past the newest --keep; --yes deregisters them."""
     cli.prune_amis(settings, keep, yes)
+
+
+@cli.settings_task
+def copy_ami(c: Context, settings: cli.Settings, to_regions: str = "", ami: str = "") -> None:
+    """Copy the AMI (default: the last build's) with its tags to --to-regions; --kms-key-id re-encrypts."""
+    cli.copy_ami(settings, to_regions, ami)
+
+
+@cli.settings_task
+def share_ami(c: Context, settings: cli.Settings, accounts: str = "", ami: str = "") -> None:
+    """Let --accounts launch every copy of the AMI (default: the last build's) and use its snapshots."""
+    cli.share_ami(settings, accounts, ami)
 
 
 @cli.settings_task
@@ -59,7 +89,7 @@ def verify(c: Context, settings: cli.Settings, host: str = "") -> None:
 
 @cli.settings_task
 def teardown(c: Context, settings: cli.Settings) -> None:
-    """Terminate what launch started (--cloud local: stop the whole local cloud)."""
+    """Remove what launch made (AWS: exactly what its record lists; --cloud local: the whole local cloud)."""
     cli.teardown(settings)
 
 
@@ -82,6 +112,21 @@ def test(c: Context) -> None:
 
 
 ns = Collection(
-    render, validate, build_ami, launch, instances, verify, teardown, prune_amis, rehearse, clean, test
+    render,
+    validate,
+    build_ami,
+    launch,
+    ssh,
+    status,
+    scale,
+    instances,
+    verify,
+    teardown,
+    prune_amis,
+    copy_ami,
+    share_ami,
+    rehearse,
+    clean,
+    test,
 )
 ns.configure({"ami": cli.config_defaults()})

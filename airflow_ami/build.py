@@ -35,7 +35,9 @@ def build_ami(
     build = BuildDir(render(settings, version))
     check_template(build)
     build.manifest.unlink(missing_ok=True)
-    source_ami = packer.build(build.template, env=env, out=out)
+    # Packer's AWS SDK reads the same profile from the environment as boto3 does from settings.
+    profile = {"AWS_PROFILE": settings.profile} if settings.profile else {}
+    source_ami = packer.build(build.template, env={**profile, **(env or {})}, out=out)
     amis = manifest.last_run_amis(build.manifest)
     if not packer.loads_plugins(version):
         ec2.require_imdsv2(settings, amis, env)

@@ -42,6 +42,11 @@ class BuildDir:
         return self.root / "ami.json"
 
     @property
+    def copied_regions_record(self) -> Path:
+        """Every region copy-ami copied to (ami.json is rewritten by each bake; prune-amis looks here too)."""
+        return self.root / "copied-regions.json"
+
+    @property
     def instance_record(self) -> Path:
         return self.root / "instance.json"
 

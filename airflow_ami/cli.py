@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime
 import functools
 import inspect
+import json
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +16,8 @@ from typing import Any
 import botocore.exceptions
 from invoke import Context, Exit, task
 
-from . import build, codecheck, ec2, lifecycle, localcloud, packer
+from . import amis, build, codecheck, health, lifecycle, localcloud, packer
+from .aws_launch import LaunchError
 from .builddir import BUILD_ROOT, MissingRecord
 from .localcloud import LocalCloudError
 from .manifest import ManifestError
@@ -26,12 +29,17 @@ __all__ = [
     "build_ami",
     "clean",
     "config_defaults",
+    "copy_ami",
     "instances",
     "launch",
     "prune_amis",
     "rehearse",
     "render_build",
+    "scale",
     "settings_task",
+    "share_ami",
+    "ssh",
+    "status",
     "teardown",
     "validate",
     "verify",
@@ -55,6 +63,9 @@ def exit_codes() -> Iterator[None]:
         ManifestError,
         MissingRecord,
         LocalCloudError,
+        amis.AmiError,
+        LaunchError,
+        health.Unhealthy,
         botocore.exceptions.BotoCoreError,
         botocore.exceptions.ClientError,
     ) as exc:
@@ -134,10 +145,37 @@ def build_ami(settings: Settings) -> None:
 
 def launch(settings: Settings, ami: str) -> None:
     with exit_codes():
-        instance = lifecycle.launch(settings, ami)
-    sys.stdout.write(
-        f"launch: {instance.instance_id} at {instance.address} (ssh {instance.ssh_user}@{instance.address})\n"
-    )
+        members = lifecycle.launch(settings, ami)
+        for member in members:
+            sys.stdout.write(
+                f"launch: {member.role} {member.instance_id} at {member.address or '(no address)'}\n"
+            )
+        sys.stdout.write("".join(f"launch: {line}\n" for line in lifecycle.ready(settings, members[0])))
+
+
+def ssh(settings: Settings, command: list[str]) -> None:
+    with exit_codes():
+        argv = lifecycle.ssh_argv(settings, command)
+    code = subprocess.run(argv, check=False).returncode
+    if code != 0:
+        raise Exit(code=code)
+
+
+def status(settings: Settings, as_json: bool) -> None:
+    with exit_codes():
+        report = lifecycle.status(settings)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(lifecycle.status_text(report))
+    if not report["ok"]:
+        raise Exit(code=EXIT_FAILED)
+
+
+def scale(settings: Settings) -> None:
+    with exit_codes():
+        scaled = lifecycle.cloud_for(settings).scale(settings, settings.workers)
+    sys.stdout.write(f"scale: {scaled} set to {settings.workers} workers\n")
 
 
 def instances(settings: Settings) -> None:
@@ -164,11 +202,34 @@ def teardown(settings: Settings) -> None:
 
 def prune_amis(settings: Settings, keep: int, yes: bool) -> None:
     with exit_codes():
-        if keep < 0:
-            raise SettingsError("keep", "a whole number >= 0", keep)
-        pruned = ec2.prune(settings, keep, apply=yes)
-    verb = "deregistered" if yes else "would deregister (dry run; --yes to act)"
-    sys.stdout.write(f"prune-amis: {verb}: {', '.join(pruned) or 'nothing'}\n")
+        regions = amis.prune(settings, keep, apply=yes)
+    verb = "deregistered with their snapshots" if yes else "would deregister (dry run; --yes to act)"
+    for pruned in regions:
+        where = f"prune-amis: {pruned.region}:"
+        sys.stdout.write(f"{where} {verb}: {', '.join(pruned.removed) or 'nothing'}\n")
+        for ami_id, users in pruned.in_use.items():
+            sys.stdout.write(f"{where} kept {ami_id}, in use by {', '.join(users)}\n")
+        sys.stdout.write(f"{where} kept the newest {keep}: {', '.join(pruned.kept) or 'none found'}\n")
+
+
+def copy_ami(settings: Settings, to_regions: str, ami: str) -> None:
+    with exit_codes():
+        copies = amis.copy(settings, to_regions, ami)
+    for region, copy_id in copies.items():
+        sys.stdout.write(f"copy-ami: {copy_id} in {region} (available, tags copied)\n")
+
+
+def share_ami(settings: Settings, accounts: str, ami: str) -> None:
+    with exit_codes():
+        shared = amis.share(settings, accounts, ami)
+    users = ", ".join(shared.accounts)
+    for region, ami_id in sorted(shared.amis.items()):
+        sys.stdout.write(f"share-ami: {ami_id} in {region} and its snapshots shared with {users}\n")
+    for key in shared.customer_keys:
+        sys.stdout.write(
+            f"share-ami: {key} encrypts its snapshots: its key policy must let {users} use it"
+            f" ({amis.KEY_ACTIONS}), or create grants for them; until then they cannot launch it\n"
+        )
 
 
 def rehearse(settings: Settings, pytest_args: list[str]) -> None:

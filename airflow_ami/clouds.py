@@ -59,6 +59,18 @@ class Cloud(Protocol):
 
     def launch(self, settings: Settings, ami_id: str) -> Instance: ...
 
+    def launch_cluster(self, settings: Settings, ami_id: str) -> list[Instance]:
+        """A controller and --workers workers of --cluster; the controller first."""
+        ...
+
+    def api_url(self, settings: Settings, instance: Instance) -> str:
+        """The instance's API base URL if this machine reaches it, else ""."""
+        ...
+
+    def scale(self, settings: Settings, count: int) -> str:
+        """--cluster's workers to `count`; returns what was scaled."""
+        ...
+
     def instances(self, settings: Settings) -> list[Instance]: ...
 
     def teardown(self, settings: Settings) -> list[str]:

@@ -7,19 +7,19 @@ separate `launch`, `verify` and `teardown` runs find it.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from . import build, verify
+from . import build, health, verify
+from .aws_launch import AwsCloud, port_forward_command
 from .builddir import BuildDir, MissingRecord
 from .clouds import Cloud, Instance
-from .ec2 import AwsCloud
+from .layout import layout
 from .localcloud import LocalCloud
-from .settings import Settings
+from .settings import Settings, api_url
 
 CLOUDS: dict[str, Callable[[], Cloud]] = {"aws": AwsCloud, "local": LocalCloud}
 
@@ -38,15 +38,121 @@ def bake(settings: Settings) -> dict[str, Any]:
     return {**record, "timings": host.timings}
 
 
-def launch(settings: Settings, ami_id: str = "") -> Instance:
-    out = BuildDir.of(settings)
-    ami_id = ami_id or out.read(out.ami_record, "run `./bake build-ami` first or pass --ami")["ami_id"]
-    instance = cloud_for(settings).launch(settings, ami_id)
-    out.write(out.instance_record, instance.as_record())
-    if instance.role != "standalone":
-        members = [*cluster_members(out, instance.cluster), instance.as_record()]
-        out.write(out.cluster_record, {"cluster": instance.cluster, "members": members})
-    return instance
+def launch(
+    settings: Settings, ami_id: str = "", out: TextIO = sys.stdout, wait: bool = True
+) -> list[Instance]:
+    """Launch the instance, or with --workers N (no --role) a controller and N workers;
+    record them, and (`wait`) wait until Airflow is healthy. The controller comes first."""
+    bdir = BuildDir.of(settings)
+    ami_id = ami_id or bdir.read(bdir.ami_record, "run `./bake build-ami` first or pass --ami")["ami_id"]
+    cloud = cloud_for(settings)
+    if settings.workers and settings.role == "standalone":
+        members = cloud.launch_cluster(settings, ami_id)
+    else:
+        members = [cloud.launch(settings, ami_id)]
+    head = members[0]
+    bdir.write(bdir.instance_record, head.as_record())
+    if head.role != "standalone":
+        recorded = [*cluster_members(bdir, head.cluster), *(m.as_record() for m in members)]
+        bdir.write(bdir.cluster_record, {"cluster": head.cluster, "members": recorded})
+    if head.role != "worker":
+        wait_for_airflow(settings, head, out)
+    return members
+
+
+def wait_for_airflow(settings: Settings, instance: Instance, out: TextIO) -> None:
+    base = cloud_for(settings).api_url(settings, instance)
+    if base:
+        health.wait_healthy(base, out)
+    else:
+        out.write(
+            "launch: the API is not reachable from this machine (no --allow-cidr: no inbound rule);"
+            f" forward it with: {port_forward_command(settings, instance)}\n"
+        )
+
+
+def ready(settings: Settings, instance: Instance) -> list[str]:
+    """Where the UI is, who logs in, and the command that fetches the password."""
+    base = cloud_for(settings).api_url(settings, instance) or api_url(settings, "localhost")
+    cloud = "" if settings.cloud == "aws" else f" --cloud {settings.cloud}"
+    lines = [
+        f"url: {base}/",
+        f"admin user: {settings.admin_username}",
+        f"admin password: ./bake ssh{cloud} -- sudo cat {layout.ADMIN_PASSWORD_FILE}",
+    ]
+    profile = f" --profile {settings.profile}" if settings.profile else ""
+    where = f" --region {settings.region}{profile}"
+    if settings.admin_password_store == "ssm":
+        lines.append(
+            f"  or: aws ssm get-parameter --name {settings.admin_password_name} --with-decryption"
+            f" --query Parameter.Value --output text{where}"
+        )
+    elif settings.admin_password_store == "secretsmanager":
+        lines.append(
+            f"  or: aws secretsmanager get-secret-value --secret-id {settings.admin_password_name}"
+            f" --query SecretString --output text{where}"
+        )
+    return lines
+
+
+def launched(bdir: BuildDir) -> Instance:
+    """The instance (or controller) the last launch recorded."""
+    return Instance.from_record(
+        bdir.read(bdir.instance_record, "nothing launched: run `./bake launch` first")
+    )
+
+
+def ssh_argv(settings: Settings, command: Sequence[str] = ()) -> list[str]:
+    """ssh to the launched instance (a cluster's controller), running `command` if given."""
+    bdir = BuildDir.of(settings)
+    instance = launched(bdir)
+    if not instance.address:
+        raise MissingRecord(
+            f"{instance.instance_id} has no address this machine can use: launch with"
+            " --ssh-interface private_ip from inside its VPC, or reach it with `aws ssm start-session`"
+        )
+    config = verify.ssh_config(bdir.ssh_config, instance.ssh_key_file)
+    return ["ssh", "-F", str(config), f"{instance.ssh_user}@{instance.address}", *command]
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """What the last launch runs, whether it runs, and Airflow's health (None: not reachable)."""
+    bdir = BuildDir.of(settings)
+    head = launched(bdir)
+    cloud = cloud_for(settings)
+    live = {i.instance_id: i for i in cloud.instances(settings)}
+    members = (
+        [Instance.from_record(m) for m in cluster_members(bdir, head.cluster)] if head.cluster else [head]
+    )
+    members += [i for i in live.values() if i.cluster == head.cluster and i not in members and head.cluster]
+    base = cloud.api_url(settings, head) if head.instance_id in live else ""
+    body = health.read(base) if base else None
+    healthy = health.is_healthy(body) if base else None
+    rows = [{**m.as_record(), "running": m.instance_id in live} for m in members]
+    return {
+        "cloud": settings.cloud,
+        "instances": rows,
+        "api_url": base,
+        "health": health.components(body) if base else None,
+        "healthy": healthy,
+        "ok": all(r["running"] for r in rows) and healthy is not False,
+    }
+
+
+def status_text(report: dict[str, Any]) -> str:
+    lines = [
+        f"{r['role']:<10} {r['instance_id']:<21} {r['address'] or '-':<15} "
+        + ("running" if r["running"] else "gone")
+        for r in report["instances"]
+    ]
+    if report["healthy"] is None:
+        lines.append("airflow: not reachable from this machine (see `./bake launch`'s port forwarding line)")
+    else:
+        parts = ", ".join(f"{k} {v}" for k, v in report["health"].items())
+        lines.append(
+            f"airflow: {'healthy' if report['healthy'] else 'UNHEALTHY'} at {report['api_url']} ({parts})"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def cluster_members(out: BuildDir, cluster: str) -> list[dict[str, Any]]:
@@ -136,15 +242,8 @@ def rehearse(settings: Settings, pytest_args: Sequence[str] = (), out: TextIO = 
             with phase("build-ami", timings, out):
                 record = bake(settings)
             details, ami_id = record["timings"], record["ami_id"]
-        if settings.workers:
-            with phase("launch-controller", timings, out):
-                launch(dataclasses.replace(settings, role="controller"), ami_id)
-            with phase("launch-workers", timings, out):
-                for _ in range(settings.workers):
-                    launch(dataclasses.replace(settings, role="worker"), ami_id)
-        else:
-            with phase("launch", timings, out):
-                launch(settings, ami_id)
+        with phase("launch", timings, out):
+            launch(settings, ami_id, out)
         with phase("verify", timings, out):
             code = verify_instance(settings, pytest_args=pytest_args)
         status = "passed" if code == 0 else "verify failed"

@@ -216,8 +216,12 @@ def check_ami_regions(value: tuple[str, ...], s: Mapping[str, Any]) -> None:
     _check(len(set(value)) == len(value) and s["region"] not in value)
 
 
-def check_ami_users(value: tuple[str, ...], s: Mapping[str, Any]) -> None:
+def check_accounts(value: tuple[str, ...], _: Mapping[str, Any]) -> None:
     _check(all(ACCOUNT_RE.match(account) for account in value))
+
+
+def check_ami_users(value: tuple[str, ...], s: Mapping[str, Any]) -> None:
+    check_accounts(value, s)
     # AWS cannot share an AMI encrypted with the account's default EBS key.
     _check(not value or not s["encrypt_boot"] or bool(s["kms_key_id"]))
 
@@ -330,6 +334,21 @@ def _between(low: int, high: int) -> Callable[[int, Mapping[str, Any]], None]:
 DEFAULT_REHEARSAL_CLUSTER = "rehearsal"
 
 
+S3_URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?)?$"
+
+
+def check_dags_s3_uri(value: str, s: Mapping[str, Any]) -> None:
+    # On AWS a cluster's nodes read their DAGs from this bundle; the local cloud makes its own.
+    _check(bool(re.match(S3_URI_PATTERN, value)))
+    standalone = s.get("workers", 0) == 0 and s.get("role") == "standalone"
+    _check(bool(value) or s.get("cloud") != "aws" or standalone)
+
+
+def check_role(value: str, s: Mapping[str, Any]) -> None:
+    # On AWS the workers come from the launch's Auto Scaling group, never one by one.
+    _check(value in layout.ROLES and (value == "standalone" or s.get("cloud") != "aws"))
+
+
 def check_cluster(value: str, settings: Mapping[str, Any]) -> None:
     # A controller or worker belongs to a named cluster (verify and teardown name one too).
     named = bool(re.match(layout.CLUSTER_NAME_PATTERN, value))
@@ -349,6 +368,11 @@ RECORD = "record"  # build/<build-name>/ami.json
 CONSTRAINTS_IN_BUNDLE = "files/constraints.txt"
 EXTRA_CA_IN_BUNDLE = "files/extra-ca.pem"
 TAG_PREFIX = "airflow-ami:"
+
+
+def tag_key(name: str) -> str:
+    """The AMI tag a field declared to reach TAGS is written to."""
+    return TAG_PREFIX + name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -400,14 +424,16 @@ def _constraints_view(s: Settings) -> dict[str, Any]:
     }
 
 
+def api_url(s: Settings, address: str) -> str:
+    """The API's base URL at `address` (an instance's own, or its address seen from outside)."""
+    scheme = "https" if s.api_tls == "self-signed" else "http"
+    return f"{scheme}://{f'[{address}]' if ':' in address else address}:{s.api_port}"
+
+
 def _api_view(s: Settings) -> dict[str, Any]:
     """api_host, and api_url: where clients on the instance itself reach the API."""
     local = "127.0.0.1" if s.api_host in ("0.0.0.0", "::") else s.api_host
-    scheme = "https" if s.api_tls == "self-signed" else "http"
-    return {
-        "api_host": s.api_host,
-        "api_url": f"{scheme}://{f'[{local}]' if ':' in local else local}:{s.api_port}",
-    }
+    return {"api_host": s.api_host, "api_url": api_url(s, local)}
 
 
 def _extra_ca_view(s: Settings) -> dict[str, Any]:
@@ -478,7 +504,7 @@ class Settings:
         _one_of(*ARCHES),
         "x86_64 or arm64",
         "CPU architecture",
-        reaches=(INSTANCE, MANIFEST, RECORD),
+        reaches=(INSTANCE, TAGS, MANIFEST, RECORD),
     )
     region: str = setting(
         "us-east-1",
@@ -508,7 +534,7 @@ class Settings:
         _as_str,
         _matches(r"^subnet-[0-9a-f]{8,17}$", empty_ok=True),
         "subnet- followed by 8-17 hex digits, or empty",
-        "subnet of the build instance",
+        "subnet of the build instance and of launched ones (default: the default VPC's)",
     )
     ssh_interface: str = setting(
         "public_ip",
@@ -585,6 +611,8 @@ class Settings:
         check_ami_name_prefix,
         f"3-{128 - AMI_NAME_SUFFIX_LEN} characters of A-Z a-z 0-9 ( ) [ ] space . / - ' @ _",
         "AMI name prefix; the name adds version, OS, arch and time",
+        # prune-amis picks this pipeline's AMIs by this tag, never by the name.
+        reaches=(TAGS,),
     )
     tags: tuple[tuple[str, str], ...] = setting(
         {},
@@ -797,7 +825,7 @@ class Settings:
     backup_s3_uri: str = setting(
         "",
         _as_str,
-        _matches(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?)?$"),
+        _matches(S3_URI_PATTERN),
         "s3://BUCKET[/PREFIX] (a valid bucket name), or empty for local dumps only",
         "where the daily dump is also put, with the instance role's credentials",
         reaches=(INSTANCE,),
@@ -833,8 +861,9 @@ class Settings:
     role: str = setting(
         "standalone",
         _as_str,
-        _one_of(*layout.ROLES),
-        "standalone, controller or worker",
+        check_role,
+        "standalone, controller or worker (controller and worker: --cloud local only; on AWS a cluster"
+        " is launched whole with --workers N)",
         "launch: the instance's role, given to it as user data (README 'Scaling out')",
     )
     cluster: str = setting(
@@ -849,7 +878,8 @@ class Settings:
         _as_int,
         _between(0, 8),
         "a whole number 0-8",
-        "rehearse: a controller and this many workers instead of one standalone instance",
+        "launch/rehearse: a controller and this many workers instead of one standalone instance"
+        " (on AWS the workers are an Auto Scaling group); scale: the new number of workers",
     )
     worker_concurrency: int = setting(
         0,
@@ -857,6 +887,28 @@ class Settings:
         _between(0, 256),
         "a whole number 0-256 (0: Airflow's default, 16)",
         "launch/rehearse: tasks one worker runs at once (user data worker_concurrency)",
+    )
+    dags_s3_uri: str = setting(
+        "",
+        _as_str,
+        check_dags_s3_uri,
+        "s3://BUCKET[/PREFIX] holding at least one object; needed for a cluster on AWS",
+        "launch --cloud aws: the S3 DAG bundle every node of the cluster reads (user data dags_s3_uri)",
+    )
+    allow_cidr: tuple[str, ...] = setting(
+        (),
+        _as_list,
+        check_cidrs,
+        "comma-separated CIDRs such as 203.0.113.7/32",
+        "launch --cloud aws: who may reach SSH and the API port (empty: no inbound rule;"
+        " reach the instance through SSM port forwarding)",
+    )
+    profile: str = setting(
+        "",
+        _as_str,
+        _matches(r"^[A-Za-z0-9_.+-]{1,64}$", empty_ok=True),
+        "a profile name of the AWS config files, or empty for boto3's default chain",
+        "AWS profile every AWS call of the pipeline uses (credentials stay in the AWS config)",
     )
     cluster_secret_store: str = setting(
         "ssm",
@@ -919,7 +971,7 @@ class Settings:
 
     def ami_tags(self) -> dict[str, str]:
         """The user's tags plus airflow-ami:<field> for the fields declared to reach the tags."""
-        ours = {TAG_PREFIX + name.replace("_", "-"): str(v) for name, v in self.reaching(TAGS).items()}
+        ours = {tag_key(name): str(v) for name, v in self.reaching(TAGS).items()}
         return {**dict(self.tags), **ours}
 
 

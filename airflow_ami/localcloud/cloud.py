@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 from airflow_ami.clouds import BuildHost, Instance
 from airflow_ami.layout import layout
-from airflow_ami.settings import Settings
+from airflow_ami.settings import Settings, api_url
 
 from .baseimage import base_ami_name, base_dir, ensure_base_image, prune_images
 from .instance import (
@@ -33,6 +34,7 @@ from .instance import (
     destroy_instance,
     set_metadata_service,
     shutdown_instance,
+    ssh_command,
     wait_for_ssh,
 )
 from .moto import (
@@ -368,6 +370,43 @@ class LocalCloud:
                 raise
         log.info("instance %s up at %s after %.1fs", instance_id, record["ip"], time.monotonic() - t0)
         return _instance(record, settings.region)
+
+    def launch_cluster(self, settings: Settings, ami_id: str) -> list[Instance]:
+        """A controller and --workers workers of --cluster, one launch each."""
+        controller = self.launch(dataclasses.replace(settings, role="controller"), ami_id)
+        worker = dataclasses.replace(settings, role="worker")
+        return [controller, *(self.launch(worker, ami_id) for _ in range(settings.workers))]
+
+    def api_url(self, settings: Settings, instance: Instance) -> str:
+        """Every local instance is reachable from this machine."""
+        return api_url(settings, instance.address)
+
+    def scale(self, settings: Settings, count: int) -> str:
+        """--cluster's workers to `count`: new ones launched from the controller's AMI;
+        extra ones stopped as a worker is scaled in (warm shutdown), then terminated."""
+        require_root()
+        cache = cache_dir()
+        with locked_state(cache) as state:
+            members = [r for r in state["instances"].values() if r.get("cluster") == settings.cluster]
+        controllers = [r for r in members if r.get("role") == "controller"]
+        if not controllers:
+            raise LocalCloudError(
+                f"no controller of cluster {settings.cluster} is running: launch the cluster first"
+                f" (`./bake launch --cloud local --workers N --cluster {settings.cluster}`)"
+            )
+        workers = sorted((r for r in members if r.get("role") == "worker"), key=lambda r: r["instance_id"])
+        worker = dataclasses.replace(settings, role="worker")
+        for _ in range(count - len(workers)):
+            self.launch(worker, controllers[0]["ami_id"])
+        port, _ = ensure_moto(cache, settings.region)
+        for record in workers[count:]:
+            with interrupts_as_exceptions():
+                worker_unit = layout.WORKER_SERVICE
+                stop = ssh_command(record, "sudo", "systemctl", "stop", worker_unit["unit"])
+                subprocess.run(stop, check=False, capture_output=True, timeout=worker_unit["stop_timeout"])
+                destroy_instance(cache, record)
+                ec2_client(port, settings.region).terminate_instances(InstanceIds=[record["instance_id"]])
+        return settings.cluster
 
     def instances(self, settings: Settings) -> list[Instance]:
         """The launched instances (build instances are not among them)."""

@@ -120,6 +120,7 @@ AIRFLOW_SERVICES = (
     },
 )
 SERVICE_UNITS = tuple(s["unit"] for s in AIRFLOW_SERVICES)
+(WORKER_SERVICE,) = (s for s in AIRFLOW_SERVICES if s["roles"] == ("worker",))
 FIRSTBOOT_UNIT = "airflow-firstboot.service"
 # All that first boot writes (its sandbox makes the rest of the system read-only).
 FIRSTBOOT_WRITES = (ETC_AIRFLOW, STATE_DIR, AIRFLOW_HOME)

@@ -79,17 +79,31 @@ def test_rehearse_builds_launches_verifies_and_tears_down() -> None:
 
 
 @pytest.fixture(scope="module")
-def launched() -> Iterator[None]:
-    """An instance of the AMI the rehearsal built, for the negative checks."""
+def launched() -> Iterator[str]:
+    """An instance of the AMI the rehearsal built, for the negative checks; launch's output."""
     result = bake("launch", "--cloud", "local")
     assert result.returncode == 0, "launch failed; its output is above"
-    yield
+    yield result.stdout
     assert bake("teardown", "--cloud", "local").returncode == 0
     assert our_leftovers() == []
+    gone = bake("status", "--cloud", "local")
+    assert gone.returncode == 1 and "nothing launched" in gone.stderr
+
+
+def test_launch_waits_for_airflow_and_status_and_ssh_reach_it(launched: str) -> None:
+    record = json.loads((BUILD / "instance.json").read_text())
+    assert "Airflow healthy at" in launched
+    assert f"url: http://{record['address']}:" in launched and "admin user: admin" in launched
+    status = bake("status", "--cloud", "local", "--json")
+    assert status.returncode == 0, status.stdout
+    report = json.loads(status.stdout)
+    assert report["healthy"] is True and [r["running"] for r in report["instances"]] == [True]
+    shell = bake("ssh", "--cloud", "local", "--", "hostname", "-I")
+    assert shell.returncode == 0 and record["address"] in shell.stdout.split()
 
 
 @pytest.fixture(scope="module")
-def instance_host(launched: None) -> tuple[Any, str, str]:
+def instance_host(launched: str) -> tuple[Any, str, str]:
     """(testinfra host, its --hosts spec, ssh_config) of the launched instance."""
     record = json.loads((BUILD / "instance.json").read_text())
     config = str(ssh_config(BUILD / "ssh_config", record["ssh_key_file"]))

@@ -21,7 +21,7 @@ from tests.infra.test_cluster import in_the_bundle, reaches, running_tis, secret
 
 from .conftest import bake, host_of, our_leftovers
 
-PHASES = ("launch-controller", "launch-workers", "verify", "teardown")
+PHASES = ("launch", "verify", "teardown")
 
 
 def test_rehearse_a_controller_and_two_workers() -> None:

@@ -35,7 +35,7 @@ from .lib import (
 )
 
 CONTROLLER_UNITS = tuple(s["unit"] for s in layout.AIRFLOW_SERVICES if "controller" in s["roles"])
-(WORKER_UNIT,) = (s["unit"] for s in layout.AIRFLOW_SERVICES if "worker" in s["roles"])
+WORKER_UNIT = layout.WORKER_SERVICE["unit"]
 SHARED = (
     "AIRFLOW__CORE__FERNET_KEY",
     "AIRFLOW__API_AUTH__JWT_SECRET",

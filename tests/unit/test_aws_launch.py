@@ -1,0 +1,241 @@
+"""Launch, scale and teardown on EC2, against moto (never real AWS)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.client
+import botocore.exceptions
+import pytest
+
+from airflow_ami import aws_launch, lifecycle
+from airflow_ami.layout import layout
+from airflow_ami.settings import Settings, load_settings
+
+REGION = "us-east-1"
+Calls = list[tuple[str, str, dict[str, Any]]]  # the `aws` fixture (conftest.py)
+
+
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aws_launch, "POLL", 0.0)
+
+
+def ami() -> str:
+    client = boto3.client("ec2", region_name=REGION)
+    source = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = client.run_instances(ImageId=source, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    image = client.create_image(InstanceId=instance, Name="airflow-3.3.2-amazon-linux-2-x86_64-1")["ImageId"]
+    client.terminate_instances(InstanceIds=[instance])
+    return str(image)
+
+
+def settings(**cli: str) -> Settings:
+    return load_settings(cli={"cloud": "aws", "region": REGION, **cli})
+
+
+def ours(launch_id: str) -> dict[str, list[str]]:
+    """What exists in the region with this launch's id (tags, or its name for the ASG)."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    tagged = [{"Name": f"tag:{aws_launch.LAUNCH_ID_TAG}", "Values": [launch_id]}]
+    running = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    name = f"airflow-ami-{launch_id}"
+    groups = boto3.client("autoscaling", region_name=REGION).describe_auto_scaling_groups()[
+        "AutoScalingGroups"
+    ]
+    return {
+        "instances": [
+            i["InstanceId"]
+            for r in ec2.describe_instances(Filters=tagged + running)["Reservations"]
+            for i in r["Instances"]
+        ],
+        "security_groups": [
+            g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == name
+        ],
+        "key_pairs": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"] if k["KeyName"] == name],
+        "launch_templates": [
+            t["LaunchTemplateId"]
+            for t in ec2.describe_launch_templates()["LaunchTemplates"]
+            if t["LaunchTemplateName"] == name
+        ],
+        "auto_scaling_groups": [
+            g["AutoScalingGroupName"] for g in groups if g["AutoScalingGroupName"] == name
+        ],
+    }
+
+
+def nothing(launch_id: str) -> dict[str, list[str]]:
+    return {kind: [] for kind in ours(launch_id)}
+
+
+def launch_id(s: Settings) -> str:
+    record = aws_launch.LaunchRecord.load(s)
+    assert record is not None
+    return record.launch_id
+
+
+def ingress(group_id: str) -> list[dict[str, Any]]:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    return list(ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]["IpPermissions"])
+
+
+def test_an_instance_is_imdsv2_only_encrypted_tagged_and_closed(aws: Calls, build_root: Path) -> None:
+    s = settings(tags="Team=data")
+    image = ami()
+    (instance,) = aws_launch.launch(s, image, io.StringIO())
+    run = next(params for _, op, params in aws if op == "RunInstances" and params["ImageId"] == image)
+    assert run["MetadataOptions"] == {"HttpTokens": "required", "HttpEndpoint": "enabled"}
+    assert run["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
+    assert "UserData" not in run, "a standalone instance gets no user data"
+    described = boto3.client("ec2", region_name=REGION).describe_instances(InstanceIds=[instance.instance_id])
+    tags = {t["Key"]: t["Value"] for t in described["Reservations"][0]["Instances"][0]["Tags"]}
+    assert tags["Team"] == "data" and tags[aws_launch.LAUNCH_TAG] == image
+    assert tags[aws_launch.LAUNCH_ID_TAG] == launch_id(s)
+    found = ours(launch_id(s))
+    assert [ingress(g) for g in found["security_groups"]] == [[]], "no --allow-cidr: no inbound rule"
+    key_file = Path(instance.ssh_key_file)
+    assert key_file.read_text().startswith("-----BEGIN") and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert found["key_pairs"] and found["instances"] == [instance.instance_id]
+
+
+def test_allow_cidr_opens_ssh_and_the_api_to_that_cidr_only(aws: Calls, build_root: Path) -> None:
+    s = settings(allow_cidr="203.0.113.7/32")
+    aws_launch.launch(s, ami(), io.StringIO())
+    (group,) = ours(launch_id(s))["security_groups"]
+    opened = sorted((p["FromPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in ingress(group))
+    assert opened == [(22, ["203.0.113.7/32"]), (s.api_port, ["203.0.113.7/32"])]
+
+
+def test_a_cluster_is_a_controller_and_an_auto_scaling_group_of_workers(aws: Calls, build_root: Path) -> None:
+    s = settings(
+        workers="2", cluster="analytics", dags_s3_uri="s3://dags-bucket/dags", worker_concurrency="4"
+    )
+    image = ami()
+    members = aws_launch.launch(s, image, io.StringIO())
+    assert [m.role for m in members] == ["controller", "worker", "worker"]
+    assert {m.cluster for m in members} == {"analytics"}
+    found = ours(launch_id(s))
+    (group,) = found["security_groups"]
+    between = sorted(p["FromPort"] for p in ingress(group) if p["UserIdGroupPairs"])
+    assert between == sorted([layout.REDIS_PORT, s.api_port, layout.WORKER_LOG_PORT])
+    assert all(pair["GroupId"] == group for p in ingress(group) for pair in p["UserIdGroupPairs"])
+    (template,) = found["launch_templates"]
+    data = boto3.client("ec2", region_name=REGION).describe_launch_template_versions(
+        LaunchTemplateId=template
+    )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    doc = json.loads(base64.b64decode(data["UserData"]))
+    described = boto3.client("ec2", region_name=REGION).describe_instances(
+        InstanceIds=[members[0].instance_id]
+    )
+    assert doc == {
+        "role": "worker",
+        "cluster": "analytics",
+        "controller": described["Reservations"][0]["Instances"][0]["PrivateIpAddress"],
+        "dags_s3_uri": "s3://dags-bucket/dags",
+        "worker_concurrency": 4,
+    }
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    controller = next(params for _, op, params in aws if op == "RunInstances" and params["ImageId"] == image)
+    assert json.loads(base64.b64decode(controller["UserData"]))["role"] == "controller"
+    assert found["auto_scaling_groups"] == [f"airflow-ami-{launch_id(s)}"]
+
+
+def test_scale_sets_the_auto_scaling_group(aws: Calls, build_root: Path) -> None:
+    s = settings(workers="1", cluster="analytics", dags_s3_uri="s3://dags-bucket/dags")
+    aws_launch.launch(s, ami(), io.StringIO())
+    aws_launch.scale(s, 3)
+    (group,) = boto3.client("autoscaling", region_name=REGION).describe_auto_scaling_groups()[
+        "AutoScalingGroups"
+    ]
+    assert (group["MinSize"], group["DesiredCapacity"], group["MaxSize"]) == (3, 3, 3)
+
+
+def test_scale_without_a_cluster_says_to_launch_one(aws: Calls, build_root: Path) -> None:
+    with pytest.raises(aws_launch.LaunchError, match="launch a cluster first"):
+        aws_launch.scale(settings(), 2)
+
+
+def test_teardown_removes_this_launch_only_and_is_idempotent(aws: Calls, build_root: Path) -> None:
+    image = ami()
+    mine = settings(workers="2", cluster="analytics", dags_s3_uri="s3://dags-bucket/dags")
+    theirs = settings(build_name="someone-else")
+    aws_launch.launch(mine, image, io.StringIO())
+    aws_launch.launch(theirs, image, io.StringIO())
+    mine_id, their_id = launch_id(mine), launch_id(theirs)
+    before = ours(their_id)
+    removed = aws_launch.teardown(mine, io.StringIO())
+    assert ours(mine_id) == nothing(mine_id)
+    assert len(removed) == 5 and not aws_launch.launch_record_path(mine).exists()
+    assert ours(their_id) == before, "another launch in the region was touched"
+    assert aws_launch.teardown(mine, io.StringIO()) == []
+
+
+def test_a_second_launch_into_a_recorded_one_is_refused(aws: Calls, build_root: Path) -> None:
+    s = settings()
+    image = ami()
+    aws_launch.launch(s, image, io.StringIO())
+    with pytest.raises(aws_launch.LaunchError, match="teardown"):
+        aws_launch.launch(s, image, io.StringIO())
+
+
+FAILING_STEPS = (
+    "CreateKeyPair",
+    "DescribeSubnets",
+    "CreateSecurityGroup",
+    "AuthorizeSecurityGroupIngress",
+    "RunInstances",
+    "CreateLaunchTemplate",
+    "CreateAutoScalingGroup",
+    "DescribeInstanceStatus",
+)
+
+
+@pytest.mark.parametrize("step", FAILING_STEPS)
+def test_teardown_after_a_launch_failed_at_each_step_leaves_nothing(
+    aws: Calls, build_root: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    s = settings(
+        workers="2", cluster="analytics", dags_s3_uri="s3://dags-bucket/dags", allow_cidr="10.0.0.0/8"
+    )
+    image = ami()
+    spied = botocore.client.BaseClient._make_api_call
+
+    def failing(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if operation == step:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "Throttling", "Message": step}}, operation
+            )
+        return spied(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", failing)
+    with pytest.raises(botocore.exceptions.ClientError):
+        aws_launch.launch(s, image, io.StringIO())
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", spied)
+    made = launch_id(s)
+    aws_launch.teardown(s, io.StringIO())
+    assert ours(made) == nothing(made)
+    assert not aws_launch.launch_record_path(s).exists()
+    assert aws_launch.teardown(s, io.StringIO()) == []
+
+
+def test_lifecycle_records_the_cluster_and_says_how_to_reach_it(aws: Calls, build_root: Path) -> None:
+    s = settings(workers="2", cluster="analytics", dags_s3_uri="s3://dags-bucket/dags")
+    out = io.StringIO()
+    members = lifecycle.launch(s, ami(), out)
+    assert "AWS-StartPortForwardingSession" in out.getvalue(), "no --allow-cidr: the SSM way in is printed"
+    bdir = lifecycle.BuildDir.of(s)
+    assert json.loads(bdir.instance_record.read_text())["instance_id"] == members[0].instance_id
+    assert len(json.loads(bdir.cluster_record.read_text())["members"]) == 3
+    report = lifecycle.status(s)
+    assert report["ok"] and report["healthy"] is None and len(report["instances"]) == 3
+    lines = lifecycle.ready(s, members[0])
+    assert lines[1] == "admin user: admin" and "./bake ssh -- sudo cat" in lines[2]
+    lifecycle.teardown(s)
+    with pytest.raises(lifecycle.MissingRecord, match="nothing launched"):
+        lifecycle.status(s)
