@@ -277,10 +277,11 @@ def check_cidrs(value: tuple[str, ...], _: Mapping[str, Any]) -> None:
 
 
 def check_iam_instance_profile(value: str, s: Mapping[str, Any]) -> None:
-    _check(
-        bool(re.match(r"^[\w+=,.@-]{1,128}$", value))
-        or (value == "" and s["ssh_interface"] != "session_manager")
-    )
+    # A cluster's nodes share their secrets through SSM/Secrets Manager and read the
+    # DAG bundle from S3, with their instance role.
+    aws_cluster = s.get("cloud") == "aws" and s.get("workers", 0) > 0
+    needed = s["ssh_interface"] == "session_manager" or aws_cluster
+    _check(bool(re.match(r"^[\w+=,.@-]{1,128}$", value)) or (value == "" and not needed))
 
 
 def check_keypair(value: str, s: Mapping[str, Any]) -> None:
@@ -547,8 +548,8 @@ class Settings:
         "",
         _as_str,
         check_iam_instance_profile,
-        "an instance profile name (required with ssh_interface=session_manager)",
-        "instance profile of the build instance",
+        "an instance profile name (required with ssh_interface=session_manager, and for a cluster on AWS)",
+        "instance profile of the build instance and of launched ones",
     )
     ssh_cidrs: tuple[str, ...] = setting(
         (),

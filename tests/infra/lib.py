@@ -16,6 +16,7 @@ import json
 import shlex
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +57,10 @@ PROBE_MISSING_RC = 111
 
 TEST_DAG_PREFIX = "airflow_ami_testinfra_"
 FANOUT_DAG = "airflow_ami_testinfra_fanout"
+# While a test kills what runs a task, the scheduler looks for such tasks sooner than
+# Airflow's 300 s (the mechanism is the same): a task whose heartbeats stopped (its worker
+# died), and tasks of a scheduler that died (orphans, reset and retried).
+QUICK_TASK_RECOVERY = {"TASK_INSTANCE_HEARTBEAT_TIMEOUT": 45, "ORPHANED_TASKS_CHECK_INTERVAL": 30}
 XCOM_DAG = "airflow_ami_testinfra_xcom"
 INFLIGHT_DAG = "airflow_ami_testinfra_inflight"
 OPERATORS_DAG = "airflow_ami_testinfra_operators"
@@ -279,6 +284,25 @@ class Instance:
 
     def read_text(self, path: str) -> str:
         return self.check(f"cat {shlex.quote(path)}")
+
+    @contextlib.contextmanager
+    def quick_task_recovery(self) -> Iterator[None]:
+        """For the duration, the scheduler finds tasks whose runner died within a minute
+        instead of Airflow's five: a runtime drop-in (also gone at a reboot)."""
+        unit = "airflow-scheduler.service"
+        drop_in = f"/run/systemd/system/{unit}.d/zz-testinfra-quick-task-recovery.conf"
+        lines = "".join(f"Environment=AIRFLOW__SCHEDULER__{k}={v}\n" for k, v in QUICK_TASK_RECOVERY.items())
+        self.check(f"mkdir -p {shlex.quote(drop_in.rsplit('/', 1)[0])}")
+        self.write_file(drop_in, f"[Service]\n{lines}".encode())
+        try:
+            self.check(f"systemctl daemon-reload && systemctl restart {unit}")
+            yield
+        finally:
+            self.check(f"rm -f {drop_in} && systemctl daemon-reload && systemctl restart {unit}")
+            state = self.wait_healthy(self.recovery_timeout)
+            assert state["healthy"], self.health_message(
+                state, "after the scheduler's settings were restored"
+            )
 
     # --- probe (instance-side helper) -----------------------------------------
     def upload_probe(self) -> None:

@@ -297,15 +297,16 @@ def test_stopping_a_worker_lets_its_tasks_finish(
 def test_a_killed_worker_s_task_is_retried_on_another_worker(
     instance: Instance, workers: list[Instance], bundle_inflight: None
 ) -> None:
-    run_id = instance.trigger(INFLIGHT_DAG)
-    first = running_tis(instance, INFLIGHT_DAG, run_id)[0]
-    node = worker_at(workers, first["hostname"])
-    try:
-        node.check(f"systemctl kill -s KILL {WORKER_UNIT} && systemctl stop {WORKER_UNIT}")
-        # A task whose worker died fails by heartbeat timeout, then retries.
-        run = instance.wait_run(INFLIGHT_DAG, run_id, max(instance.run_timeout, 1500.0))
-    finally:
-        node.check(f"systemctl start {WORKER_UNIT}")
+    with instance.quick_task_recovery():
+        run_id = instance.trigger(INFLIGHT_DAG)
+        first = running_tis(instance, INFLIGHT_DAG, run_id)[0]
+        node = worker_at(workers, first["hostname"])
+        try:
+            node.check(f"systemctl kill -s KILL {WORKER_UNIT} && systemctl stop {WORKER_UNIT}")
+            # A task whose worker died fails by heartbeat timeout, then retries.
+            run = instance.wait_run(INFLIGHT_DAG, run_id, max(instance.run_timeout, 1500.0))
+        finally:
+            node.check(f"systemctl start {WORKER_UNIT}")
     retried = next(t for t in run.get("task_instances") or [] if t["task_id"] == first["task_id"])
     assert run["state"] == "success" and retried["hostname"] != first["hostname"], expect(
         f"{first['task_id']} (on {first['hostname']} when its worker was killed) retried elsewhere,"

@@ -112,10 +112,11 @@ def test_run_in_flight_survives_scheduler_kill(instance: Instance) -> None:
     unit = "airflow-scheduler.service"
     state = instance.wait_healthy(instance.recovery_timeout)
     assert state["healthy"], instance.health_message(state, "healthy before the run")
-    run_id, running = start_inflight_run(instance)
-    sigkill_and_wait_restart(instance, unit, time.monotonic() + instance.recovery_timeout)
-    # A task killed with its scheduler is failed by heartbeat timeout and retried.
-    run = instance.wait_run(INFLIGHT_DAG, run_id, max(instance.run_timeout, 1500.0))
+    with instance.quick_task_recovery():
+        run_id, running = start_inflight_run(instance)
+        sigkill_and_wait_restart(instance, unit, time.monotonic() + instance.recovery_timeout)
+        # A task killed with its scheduler is failed by heartbeat timeout and retried.
+        run = instance.wait_run(INFLIGHT_DAG, run_id, max(instance.run_timeout, 1500.0))
     assert run["state"] == "success", expect(
         f"{INFLIGHT_DAG} run {run_id} (in flight when {unit} got SIGKILL, task "
         f"{running} running) to complete successfully",

@@ -27,8 +27,8 @@ pytestmark = pytest.mark.browser
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "ui"
 WAIT = 60
-# Written by the fan-out DAG's `plan` task through the task SDK (its XCom push).
-LOG_TEXT = "Pushing xcom"
+# What the task SDK logs when the fan-out DAG's `plan` task returns.
+LOG_TEXT = "Returned value was"
 
 
 def ui_url(instance: Instance) -> str:

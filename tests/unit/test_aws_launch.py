@@ -114,7 +114,11 @@ def test_allow_cidr_opens_ssh_and_the_api_to_that_cidr_only(aws: Calls, build_ro
 
 def test_a_cluster_is_a_controller_and_an_auto_scaling_group_of_workers(aws: Calls, build_root: Path) -> None:
     s = settings(
-        workers="2", cluster="analytics", dags_s3_uri="s3://dags-bucket/dags", worker_concurrency="4"
+        workers="2",
+        cluster="analytics",
+        dags_s3_uri="s3://dags-bucket/dags",
+        iam_instance_profile="airflow-node",
+        worker_concurrency="4",
     )
     image = ami()
     members = aws_launch.launch(s, image, io.StringIO())
@@ -147,7 +151,12 @@ def test_a_cluster_is_a_controller_and_an_auto_scaling_group_of_workers(aws: Cal
 
 
 def test_scale_sets_the_auto_scaling_group(aws: Calls, build_root: Path) -> None:
-    s = settings(workers="1", cluster="analytics", dags_s3_uri="s3://dags-bucket/dags")
+    s = settings(
+        workers="1",
+        cluster="analytics",
+        dags_s3_uri="s3://dags-bucket/dags",
+        iam_instance_profile="airflow-node",
+    )
     aws_launch.launch(s, ami(), io.StringIO())
     aws_launch.scale(s, 3)
     (group,) = boto3.client("autoscaling", region_name=REGION).describe_auto_scaling_groups()[
@@ -163,7 +172,12 @@ def test_scale_without_a_cluster_says_to_launch_one(aws: Calls, build_root: Path
 
 def test_teardown_removes_this_launch_only_and_is_idempotent(aws: Calls, build_root: Path) -> None:
     image = ami()
-    mine = settings(workers="2", cluster="analytics", dags_s3_uri="s3://dags-bucket/dags")
+    mine = settings(
+        workers="2",
+        cluster="analytics",
+        dags_s3_uri="s3://dags-bucket/dags",
+        iam_instance_profile="airflow-node",
+    )
     theirs = settings(build_name="someone-else")
     aws_launch.launch(mine, image, io.StringIO())
     aws_launch.launch(theirs, image, io.StringIO())
@@ -201,7 +215,11 @@ def test_teardown_after_a_launch_failed_at_each_step_leaves_nothing(
     aws: Calls, build_root: Path, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
     s = settings(
-        workers="2", cluster="analytics", dags_s3_uri="s3://dags-bucket/dags", allow_cidr="10.0.0.0/8"
+        workers="2",
+        cluster="analytics",
+        dags_s3_uri="s3://dags-bucket/dags",
+        iam_instance_profile="airflow-node",
+        allow_cidr="10.0.0.0/8",
     )
     image = ami()
     spied = botocore.client.BaseClient._make_api_call
@@ -225,7 +243,12 @@ def test_teardown_after_a_launch_failed_at_each_step_leaves_nothing(
 
 
 def test_lifecycle_records_the_cluster_and_says_how_to_reach_it(aws: Calls, build_root: Path) -> None:
-    s = settings(workers="2", cluster="analytics", dags_s3_uri="s3://dags-bucket/dags")
+    s = settings(
+        workers="2",
+        cluster="analytics",
+        dags_s3_uri="s3://dags-bucket/dags",
+        iam_instance_profile="airflow-node",
+    )
     out = io.StringIO()
     members = lifecycle.launch(s, ami(), out)
     assert "AWS-StartPortForwardingSession" in out.getvalue(), "no --allow-cidr: the SSM way in is printed"

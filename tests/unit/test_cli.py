@@ -48,7 +48,7 @@ BAD = [
     ("build-ami", ["--ami-users", "42"], "setting ami_users"),
     ("launch", ["--cloud", "aws", "--allow-cidr", "203.0.113.7"], "setting allow_cidr"),
     ("launch", ["--cloud", "aws", "--role", "worker", "--cluster", "a"], "setting role"),
-    ("launch", ["--cloud", "aws", "--workers", "2"], "setting dags_s3_uri"),
+    ("launch", ["--cloud", "aws", "--workers", "2", "--iam-instance-profile", "node"], "setting dags_s3_uri"),
     ("status", ["--profile", "no spaces"], "setting profile"),
     ("scale", ["--workers", "99"], "setting workers"),
 ]

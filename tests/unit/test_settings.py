@@ -82,6 +82,9 @@ def test_a_field_that_does_not_exist_is_rejected() -> None:
 GOOD_KEY = "arn:aws:kms:eu-west-1:123456789012:key/12345678-1234-1234-1234-123456789012"
 
 # (field, bad value, extra settings that make it the only bad one)
+# A cluster launched on AWS: its DAG bundle and the instance profile that reads it and the secrets.
+AWS_CLUSTER = {"cloud": "aws", "workers": "2", "dags_s3_uri": "s3://dags/d", "iam_instance_profile": "node"}
+
 BAD_VALUES = [
     ("os", "windows", {}),
     ("cloud", "gcp", {}),
@@ -177,7 +180,8 @@ BAD_VALUES = [
     ("cluster", "Bad Name", {"cloud": "local", "workers": "2"}),
     ("workers", "9", {"cloud": "local", "workers": "2", "cluster": "analytics"}),
     ("role", "worker", {"cloud": "aws", "cluster": "analytics"}),
-    ("dags_s3_uri", "", {"cloud": "aws", "workers": "2", "dags_s3_uri": "s3://dags-bucket/dags"}),
+    ("dags_s3_uri", "", {**AWS_CLUSTER}),
+    ("iam_instance_profile", "", {**AWS_CLUSTER}),
     ("dags_s3_uri", "s3://UPPER/x", {}),
     ("allow_cidr", "203.0.113.7", {}),
     ("allow_cidr", "10.0.0.1/8", {}),
