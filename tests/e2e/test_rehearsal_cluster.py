@@ -82,7 +82,7 @@ def first_boot_ended(host: Host, timeout: float = 400) -> str:
     return state
 
 
-def test_a_worker_launched_while_tasks_wait_starts_taking_them(scale_out: Cluster) -> None:
+def test_a_worker_added_while_tasks_wait_takes_them_and_scale_in_removes_one(scale_out: Cluster) -> None:
     controller = scale_out.controller
     scale_out.launch("worker")
     state = controller.wait_healthy(300)
@@ -91,7 +91,9 @@ def test_a_worker_launched_while_tasks_wait_starts_taking_them(scale_out: Cluste
         run_id = controller.trigger(FANOUT_DAG, {"n": 8, "seconds": 20})
         running_tis(controller, FANOUT_DAG, run_id)
         started = time.monotonic()
-        second = scale_out.launch("worker")
+        before = {i.instance_id for i in scale_out.cloud.instances(scale_out.settings)}
+        scale_out.cloud.scale(scale_out.settings, 2)
+        (second,) = [i for i in scale_out.cloud.instances(scale_out.settings) if i.instance_id not in before]
         taken = False
         while not taken and time.monotonic() - started < SCALE_OUT_BOUND:
             time.sleep(3)
@@ -102,6 +104,13 @@ def test_a_worker_launched_while_tasks_wait_starts_taking_them(scale_out: Cluste
         assert taken, f"the worker launched at {second.address} took no queued task in {SCALE_OUT_BOUND} s"
         run = controller.wait_run(FANOUT_DAG, run_id)
         assert run["state"] == "success", controller.run_summary(run)
+    scale_out.cloud.scale(scale_out.settings, 1)
+    workers = [
+        i
+        for i in scale_out.cloud.instances(scale_out.settings)
+        if i.role == "worker" and i.cluster == scale_out.settings.cluster
+    ]
+    assert len(workers) == 1, f"scaled in to 1 worker, still running: {workers}"
 
 
 def test_two_clusters_share_no_secret_and_no_network(scale_out: Cluster) -> None:
