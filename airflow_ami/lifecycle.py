@@ -96,10 +96,14 @@ def ready(settings: Settings, instance: Instance) -> list[str]:
 
 
 def launched(bdir: BuildDir) -> Instance:
-    """The instance (or controller) the last launch recorded."""
-    return Instance.from_record(
+    """The instance the last launch recorded or, when that was a worker, its controller."""
+    last = Instance.from_record(
         bdir.read(bdir.instance_record, "nothing launched: run `./bake launch` first")
     )
+    if last.role != "worker":
+        return last
+    members = [Instance.from_record(m) for m in cluster_members(bdir, last.cluster)]
+    return next((m for m in members if m.role == "controller"), last)
 
 
 def ssh_argv(settings: Settings, command: Sequence[str] = ()) -> list[str]:

@@ -1,0 +1,32 @@
+"""The pipeline's records: which launched instance status and ssh talk to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow_ami import lifecycle
+from airflow_ami.settings import load_settings
+
+
+def test_status_and_ssh_go_to_the_controller_after_a_worker_was_launched_last(build_root: Path) -> None:
+    s = load_settings(cli={"cloud": "local", "role": "worker", "cluster": "analytics"})
+    bdir = lifecycle.BuildDir.of(s)
+    node = {
+        "cloud": "local",
+        "ami_id": "ami-1",
+        "region": "us-east-1",
+        "ssh_user": "admin",
+        "cluster": "analytics",
+    }
+    controller = {
+        **node,
+        "instance_id": "i-1",
+        "address": "10.0.0.1",
+        "role": "controller",
+        "ssh_key_file": "k",
+    }
+    worker = {**node, "instance_id": "i-2", "address": "10.0.0.2", "role": "worker", "ssh_key_file": "k"}
+    bdir.write(bdir.instance_record, worker)
+    bdir.write(bdir.cluster_record, {"cluster": "analytics", "members": [controller, worker]})
+    assert lifecycle.launched(bdir).instance_id == "i-1"
+    assert lifecycle.ssh_argv(s, ["hostname"])[-2:] == ["admin@10.0.0.1", "hostname"]
