@@ -75,6 +75,7 @@ def test_rehearse_builds_launches_verifies_and_tears_down() -> None:
     assert "rehearse: passed" in result.stdout
     for phase in ("build-ami", "launch", "verify", "teardown"):
         assert f"rehearse: --- {phase}" in result.stdout
+    assert "tests/infra/test_ui_browser.py ." in result.stdout, "the UI was not checked in a browser"
     assert our_leftovers() == []
 
 
