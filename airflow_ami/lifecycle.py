@@ -7,6 +7,7 @@ separate `launch`, `verify` and `teardown` runs find it.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -60,7 +61,24 @@ def launch(
     return members
 
 
+# What the image decided at bake time (ami.json): the launch's own flags cannot change it.
+BAKED = ("api_port", "api_tls", "admin_username", "admin_password_store", "admin_password_name")
+
+
+def as_baked(settings: Settings, instance: Instance) -> Settings:
+    """The settings with the baked values of the instance's AMI, when ami.json records it."""
+    bdir = BuildDir.of(settings)
+    try:
+        record = bdir.read(bdir.ami_record, "")
+    except MissingRecord:
+        return settings
+    if instance.ami_id not in (record.get("ami_id"), *dict(record.get("amis") or {}).values()):
+        return settings
+    return dataclasses.replace(settings, **{k: record[k] for k in BAKED if k in record})
+
+
 def wait_for_airflow(settings: Settings, instance: Instance, out: TextIO) -> None:
+    settings = as_baked(settings, instance)
     base = cloud_for(settings).api_url(settings, instance)
     if base:
         health.wait_healthy(base, out)
@@ -73,6 +91,7 @@ def wait_for_airflow(settings: Settings, instance: Instance, out: TextIO) -> Non
 
 def ready(settings: Settings, instance: Instance) -> list[str]:
     """Where the UI is, who logs in, and the command that fetches the password."""
+    settings = as_baked(settings, instance)
     base = cloud_for(settings).api_url(settings, instance) or api_url(settings, "localhost")
     cloud = "" if settings.cloud == "aws" else f" --cloud {settings.cloud}"
     lines = [
@@ -129,7 +148,7 @@ def status(settings: Settings) -> dict[str, Any]:
         [Instance.from_record(m) for m in cluster_members(bdir, head.cluster)] if head.cluster else [head]
     )
     members += [i for i in live.values() if i.cluster == head.cluster and i not in members and head.cluster]
-    base = cloud.api_url(settings, head) if head.instance_id in live else ""
+    base = cloud.api_url(as_baked(settings, head), head) if head.instance_id in live else ""
     body = health.read(base) if base else None
     healthy = health.is_healthy(body) if base else None
     rows = [{**m.as_record(), "running": m.instance_id in live} for m in members]

@@ -746,7 +746,7 @@ class Settings:
         "a port number 1024-65535 that the image does not use itself"
         f" ({', '.join(f'{what} {port}' for what, port in layout.IMAGE_PORTS.items())})",
         "Airflow API server port",
-        reaches=(INSTANCE,),
+        reaches=(INSTANCE, RECORD),
     )
     api_host: str = setting(
         "0.0.0.0",
@@ -764,7 +764,7 @@ class Settings:
         "none or self-signed",
         "none: plain HTTP (put TLS in front, e.g. an ALB); self-signed: first boot makes a"
         " certificate for the instance and the API serves HTTPS",
-        reaches=(INSTANCE,),
+        reaches=(INSTANCE, RECORD),
     )
     admin_username: str = setting(
         "admin",
@@ -772,7 +772,7 @@ class Settings:
         _matches(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"),
         "a user name of letters, digits, _ . -",
         "Airflow admin user made at first boot",
-        reaches=(INSTANCE,),
+        reaches=(INSTANCE, RECORD),
     )
     admin_password_store: str = setting(
         "none",
@@ -780,7 +780,7 @@ class Settings:
         _one_of("none", "ssm", "secretsmanager"),
         "none, ssm or secretsmanager",
         "where first boot also stores the admin password",
-        reaches=(INSTANCE,),
+        reaches=(INSTANCE, RECORD),
     )
     admin_password_name: str = setting(
         "/airflow/admin-password",
@@ -789,7 +789,7 @@ class Settings:
         "an SSM parameter / secret name such as /airflow/admin-password: up to 500 of"
         " A-Z a-z 0-9 _ . - in /-separated parts, not starting with aws or ssm",
         "name of the stored admin password",
-        reaches=(INSTANCE,),
+        reaches=(INSTANCE, RECORD),
     )
     keep_build_sources: bool = setting(
         False,

@@ -27,6 +27,12 @@ def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aws_launch, "POLL", 0.0)
 
 
+@pytest.fixture(autouse=True)
+def instance_profile(aws: Calls) -> None:
+    """The role a cluster's nodes launch with (EC2 refuses a profile that does not exist)."""
+    boto3.client("iam", region_name=REGION).create_instance_profile(InstanceProfileName="airflow-node")
+
+
 def ami() -> str:
     client = boto3.client("ec2", region_name=REGION)
     source = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]

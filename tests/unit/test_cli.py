@@ -50,7 +50,7 @@ BAD = [
     ("launch", ["--cloud", "aws", "--role", "worker", "--cluster", "a"], "setting role"),
     ("launch", ["--cloud", "aws", "--workers", "2", "--iam-instance-profile", "node"], "setting dags_s3_uri"),
     ("status", ["--profile", "no spaces"], "setting profile"),
-    ("scale", ["--workers", "99"], "setting workers"),
+    ("scale", ["--cloud", "local", "--workers", "99"], "setting workers"),
 ]
 
 

@@ -30,3 +30,26 @@ def test_status_and_ssh_go_to_the_controller_after_a_worker_was_launched_last(bu
     bdir.write(bdir.cluster_record, {"cluster": "analytics", "members": [controller, worker]})
     assert lifecycle.launched(bdir).instance_id == "i-1"
     assert lifecycle.ssh_argv(s, ["hostname"])[-2:] == ["admin@10.0.0.1", "hostname"]
+
+
+def test_launch_reaches_the_api_as_the_image_was_baked_not_as_launch_flags_say(build_root: Path) -> None:
+    s = load_settings(cli={"cloud": "local"})
+    bdir = lifecycle.BuildDir.of(s)
+    baked = {
+        "api_tls": "self-signed",
+        "api_port": 8443,
+        "admin_username": "ops",
+        "admin_password_store": "ssm",
+    }
+    bdir.write(bdir.ami_record, {"ami_id": "ami-1", "amis": {"us-east-1": "ami-1"}, **baked})
+    instance = lifecycle.Instance("local", "i-1", "ami-1", "us-east-1", "10.0.0.1", "admin", "k")
+    assert (
+        lifecycle.cloud_for(s).api_url(lifecycle.as_baked(s, instance), instance) == "https://10.0.0.1:8443"
+    )
+    lines = lifecycle.ready(s, instance)
+    assert (
+        lines[:2] == ["url: https://10.0.0.1:8443/", "admin user: ops"]
+        and "aws ssm get-parameter" in lines[3]
+    )
+    other = lifecycle.Instance("local", "i-2", "ami-2", "us-east-1", "10.0.0.2", "admin", "k")
+    assert lifecycle.as_baked(s, other) == s, "another AMI's instance: the record says nothing about it"
