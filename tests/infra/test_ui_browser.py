@@ -40,7 +40,9 @@ def ui_url(instance: Instance) -> str:
 
 @pytest.fixture(scope="module")
 def browser(instance: Instance) -> Iterator[webdriver.Chrome]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    # Debian's chromium, or the Google Chrome that CI runners ship.
+    chromium = shutil.which("chromium") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
     if not (chromium and driver):
         pytest.fail(
             "chromium and chromedriver are not installed: ./bake installs them (apt chromium chromium-driver)"
