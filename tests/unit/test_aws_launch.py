@@ -46,6 +46,13 @@ def settings(**cli: str) -> Settings:
     return load_settings(cli={"cloud": "aws", "region": REGION, **cli})
 
 
+def cluster(**cli: str) -> Settings:
+    """Settings of a cluster launch (its DAG bundle and the nodes' instance profile)."""
+    return settings(
+        cluster="analytics", dags_s3_uri="s3://dags-bucket/dags", iam_instance_profile="airflow-node", **cli
+    )
+
+
 def ours(launch_id: str) -> dict[str, list[str]]:
     """What exists in the region with this launch's id (tags, or its name for the ASG)."""
     ec2 = boto3.client("ec2", region_name=REGION)
@@ -119,13 +126,7 @@ def test_allow_cidr_opens_ssh_and_the_api_to_that_cidr_only(aws: Calls, build_ro
 
 
 def test_a_cluster_is_a_controller_and_an_auto_scaling_group_of_workers(aws: Calls, build_root: Path) -> None:
-    s = settings(
-        workers="2",
-        cluster="analytics",
-        dags_s3_uri="s3://dags-bucket/dags",
-        iam_instance_profile="airflow-node",
-        worker_concurrency="4",
-    )
+    s = cluster(workers="2", worker_concurrency="4")
     image = ami()
     members = aws_launch.launch(s, image, io.StringIO())
     assert [m.role for m in members] == ["controller", "worker", "worker"]
@@ -157,12 +158,7 @@ def test_a_cluster_is_a_controller_and_an_auto_scaling_group_of_workers(aws: Cal
 
 
 def test_scale_sets_the_auto_scaling_group(aws: Calls, build_root: Path) -> None:
-    s = settings(
-        workers="1",
-        cluster="analytics",
-        dags_s3_uri="s3://dags-bucket/dags",
-        iam_instance_profile="airflow-node",
-    )
+    s = cluster(workers="1")
     aws_launch.launch(s, ami(), io.StringIO())
     aws_launch.scale(s, 3)
     (group,) = boto3.client("autoscaling", region_name=REGION).describe_auto_scaling_groups()[
@@ -178,12 +174,7 @@ def test_scale_without_a_cluster_says_to_launch_one(aws: Calls, build_root: Path
 
 def test_teardown_removes_this_launch_only_and_is_idempotent(aws: Calls, build_root: Path) -> None:
     image = ami()
-    mine = settings(
-        workers="2",
-        cluster="analytics",
-        dags_s3_uri="s3://dags-bucket/dags",
-        iam_instance_profile="airflow-node",
-    )
+    mine = cluster(workers="2")
     theirs = settings(build_name="someone-else")
     aws_launch.launch(mine, image, io.StringIO())
     aws_launch.launch(theirs, image, io.StringIO())
@@ -220,13 +211,7 @@ FAILING_STEPS = (
 def test_teardown_after_a_launch_failed_at_each_step_leaves_nothing(
     aws: Calls, build_root: Path, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
-    s = settings(
-        workers="2",
-        cluster="analytics",
-        dags_s3_uri="s3://dags-bucket/dags",
-        iam_instance_profile="airflow-node",
-        allow_cidr="10.0.0.0/8",
-    )
+    s = cluster(workers="2", allow_cidr="10.0.0.0/8")
     image = ami()
     spied = botocore.client.BaseClient._make_api_call
 
@@ -249,12 +234,7 @@ def test_teardown_after_a_launch_failed_at_each_step_leaves_nothing(
 
 
 def test_lifecycle_records_the_cluster_and_says_how_to_reach_it(aws: Calls, build_root: Path) -> None:
-    s = settings(
-        workers="2",
-        cluster="analytics",
-        dags_s3_uri="s3://dags-bucket/dags",
-        iam_instance_profile="airflow-node",
-    )
+    s = cluster(workers="2")
     out = io.StringIO()
     members = lifecycle.launch(s, ami(), out)
     assert "AWS-StartPortForwardingSession" in out.getvalue(), "no --allow-cidr: the SSM way in is printed"
