@@ -28,9 +28,8 @@ from typing import Any, TextIO
 import botocore.exceptions
 
 from .builddir import BuildDir
-from .clouds import BuildHost, Instance
+from .clouds import BuildHost, Instance, cluster_ports
 from .ec2 import client
-from .layout import layout
 from .settings import Settings
 from .settings import api_url as settings_api_url
 
@@ -168,11 +167,6 @@ def make_security_group(
     if rules:
         ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=rules)
     return str(group)
-
-
-def cluster_ports(settings: Settings) -> list[int]:
-    """What a cluster's group opens between its members: broker, execution API, worker logs."""
-    return [layout.REDIS_PORT, settings.api_port, layout.WORKER_LOG_PORT]
 
 
 def instance_data(
@@ -344,10 +338,9 @@ def port_forward_command(settings: Settings, instance: Instance) -> str:
     )
 
 
-def workers(settings: Settings, key_file: str) -> list[Instance]:
+def workers(settings: Settings, record: LaunchRecord, key_file: str) -> list[Instance]:
     """The workers of the launch's Auto Scaling group that are running now."""
-    record = LaunchRecord.load(settings)
-    groups = [r["id"] for r in record.of("auto_scaling_group")] if record else []
+    groups = [r["id"] for r in record.of("auto_scaling_group")]
     if not groups:
         return []
     autoscaling = client(settings, settings.region, service="autoscaling")
@@ -487,7 +480,7 @@ def instances(settings: Settings) -> list[Instance]:
                 for i in r["Instances"]
                 if i["State"]["Name"] != "terminated"
             ]
-    return [*found, *workers(settings, key_file)]
+    return [*found, *workers(settings, record, key_file)]
 
 
 class AwsCloud:

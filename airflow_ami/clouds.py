@@ -13,7 +13,14 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from .layout import layout
 from .settings import Settings
+
+
+def cluster_ports(settings: Settings) -> list[int]:
+    """What a cluster's security group opens between its members, on EC2 and in the
+    local cloud: the broker, the execution API, the workers' log servers."""
+    return [layout.REDIS_PORT, settings.api_port, layout.WORKER_LOG_PORT]
 
 
 @dataclass(frozen=True)

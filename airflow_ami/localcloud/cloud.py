@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from airflow_ami.clouds import BuildHost, Instance
+from airflow_ami.clouds import BuildHost, Instance, cluster_ports
 from airflow_ami.layout import layout
 from airflow_ami.settings import Settings, api_url
 
@@ -276,12 +276,6 @@ def membership(cache: Path, settings: Settings, moto_port: int) -> dict[str, Any
         "role": settings.role,
         "user_data": json.dumps(doc, sort_keys=True),
     }
-
-
-def cluster_ports(settings: Settings) -> list[int]:
-    """What a cluster's security group opens between its members: the broker, the
-    execution API, the workers' log servers."""
-    return [layout.REDIS_PORT, settings.api_port, layout.WORKER_LOG_PORT]
 
 
 # ---- the cloud ----

@@ -10,10 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from airflow_ami.clouds import Instance
+from airflow_ami.clouds import Instance, cluster_ports
 from airflow_ami.lifecycle import reusable_ami
 from airflow_ami.localcloud import LocalCloud
-from airflow_ami.localcloud.cloud import cluster_ports
 from airflow_ami.settings import Settings, load_settings
 from tests.infra.lib import FANOUT_DAG, FIRSTBOOT_UNIT, layout
 from tests.infra.lib import Instance as Host
