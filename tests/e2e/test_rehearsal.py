@@ -25,15 +25,26 @@ BUILD = REPO / "build" / "debian-x86_64-local"
 
 
 def interrupt_rehearse_when(trigger: str, timeout: float = 2400) -> tuple[int, str]:
-    """Start ./bake rehearse, press Ctrl-C (SIGINT to its process group) once `trigger` is printed."""
-    proc = subprocess.Popen(
-        ["./bake", "rehearse"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    """Start ./bake rehearse, press Ctrl-C (SIGINT to its process group) once `trigger` is printed.
+
+    It starts as a terminal's foreground job would, SIGINT at its default. A suite run
+    in the background (`./bake test &`, nohup, some CI wrappers) has SIGINT ignored, and
+    exec keeps an ignored signal ignored: Python would then install no KeyboardInterrupt
+    handler and the Ctrl-C would reach nothing but Packer. A handler of ours, by contrast,
+    is reset to the default by exec.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            ["./bake", "rehearse"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert proc.stdout is not None
     seen = []
     deadline = time.monotonic() + timeout
@@ -132,3 +143,4 @@ def test_two_instances_of_one_image_share_no_secret_or_identity(instance_host: t
     assert len([k for k in first_id if k.startswith("secret ")]) >= 4, first_id.keys()
     shared = [key for key in first_id if first_id[key] == second_id[key]]
     assert shared == [], f"two instances of one image share {shared}"
+
