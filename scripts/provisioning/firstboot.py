@@ -40,7 +40,7 @@ from .inifile import set_options
 from .mysqlctl import mysql_sql, wait_for_mysql
 from .runner import StepFailed, run_steps
 from .secretgen import alphanumeric, env_file_line, fernet_key, sql_string, sqlalchemy_mysql_url
-from .sizing import mem_mib_from_meminfo, resolve_parallelism
+from .sizing import api_workers_for, buffer_pool_mib_for, memory_limit_mib, resolve_parallelism
 from .tlscert import openssl_argv, request_config, subject_alt_names
 from .userdata import STANDALONE, BadUserData, parse_user_data
 
@@ -148,8 +148,10 @@ class FirstbootState(object):
         self.record = None
         # decide_what_to_do: "complete" or "rotate" ("done" stops the run)
         self.mode = None
-        # size_parallelism: the [core] parallelism written to airflow.cfg
+        # size_to_the_instance: the [core] parallelism written to airflow.cfg, and the
+        # instance's memory in MiB
         self.parallelism = None
+        self.mem_mib = None
         # generate_secrets: the secrets this boot uses, by name
         self.generated = {}
 
@@ -282,19 +284,52 @@ def decide_what_to_do(ctx):
     return None
 
 
-def size_parallelism(ctx):
-    """Set [core] parallelism in airflow.cfg from CPUs and memory, unless pinned."""
-    setting = ctx.settings.get("parallelism", "auto")
+# Where a container (the local cloud's instances) finds its memory limit: cgroup v2, v1.
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def instance_memory_mib():
     with open("/proc/meminfo") as fh:
-        mem = mem_mib_from_meminfo(fh.read())
+        meminfo = fh.read()
+    limits = []
+    for path in CGROUP_MEMORY_LIMITS:
+        if os.path.exists(path):
+            with open(path) as fh:
+                limits.append(fh.read())
+    return memory_limit_mib(meminfo, limits)
+
+
+def size_to_the_instance(ctx):
+    """Set [core] parallelism (unless pinned) and the api-server's workers in airflow.cfg
+    from the instance's CPUs and memory."""
+    setting = ctx.settings.get("parallelism", "auto")
+    mem = ctx.state.mem_mib = instance_memory_mib()
     cpus = len(os.sched_getaffinity(0))
     slots = resolve_parallelism(setting, cpus, mem)
+    workers = api_workers_for(mem)
     ctx.state.parallelism = slots
-    ctx.info("%s CPUs, %d MiB -> parallelism %d (setting %s)" % (cpus, mem, slots, setting))
+    ctx.info(
+        "%s CPUs, %d MiB -> parallelism %d (setting %s), %d api-server worker(s)"
+        % (cpus, mem, slots, setting, workers)
+    )
     with open(L.AIRFLOW_CFG) as fh:
         text = fh.read()
     new = set_options(text, "core", {"parallelism": str(slots), "max_active_tasks_per_dag": str(slots)})
+    new = set_options(new, "api", {"workers": str(workers)})
     ctx.write_file(L.AIRFLOW_CFG, new, 0o644, "root", "root")
+
+
+def size_mysql_buffer_pool(ctx):
+    """innodb_buffer_pool_size to the instance's memory: resized online and persisted
+    (mysqld-auto.cnf in the data directory), so MySQL needs no restart."""
+    mib = buffer_pool_mib_for(ctx.state.mem_mib)
+    wait_for_mysql(ctx)
+    ctx.act(
+        "set innodb_buffer_pool_size to %d MiB" % mib,
+        mysql_sql,
+        ctx,
+        "SET PERSIST innodb_buffer_pool_size = %d;" % (mib << 20),
+    )
 
 
 def role_credentials(ctx):
@@ -659,12 +694,13 @@ STEPS = [
     write_role,
     read_existing_secrets,
     decide_what_to_do,
-    size_parallelism,
+    size_to_the_instance,
     fetch_cluster_secrets,
     generate_secrets,
     publish_cluster_secrets,
     stop_mysql_on_a_worker,
     on_the_database_node(rekey_mysql_user),
+    on_the_database_node(size_mysql_buffer_pool),
     write_secrets_env,
     write_redis_config,
     on_the_database_node(write_admin_password_file),

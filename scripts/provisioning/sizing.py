@@ -1,4 +1,4 @@
-"""Size Airflow's parallelism to the instance (pure)."""
+"""Size Airflow and MySQL to the instance: its CPUs and its memory (pure)."""
 
 # A LocalExecutor task is a forked Python process with Airflow imported: budget for it.
 MIB_PER_TASK = 256
@@ -7,6 +7,14 @@ RESERVED_MIB = 1536
 TASKS_PER_CPU = 8
 MIN_PARALLELISM = 4
 MAX_PARALLELISM = 128
+# An api-server worker is a whole Airflow web app, about 275 MB resident: one per 8 GiB.
+API_WORKER_MIB = 8192
+MAX_API_WORKERS = 4
+# InnoDB's buffer pool: a sixteenth of memory, from MySQL's own 128 MiB default to 2 GiB.
+# Airflow's metadata is small, and the pool takes memory only as it reads pages.
+MIN_BUFFER_POOL_MIB = 128
+MAX_BUFFER_POOL_MIB = 2048
+BUFFER_POOL_CHUNK_MIB = 128
 
 
 def parallelism_for(cpus, mem_mib):
@@ -30,6 +38,29 @@ def resolve_parallelism(setting, cpus, mem_mib):
     if value < 1:
         raise ValueError("parallelism must be >= 1 or 'auto', got %r" % setting)
     return value
+
+
+def api_workers_for(mem_mib):
+    """api-server workers: 1 on 8 GiB (a t3.large), 2 on 16 GiB, at most MAX_API_WORKERS.
+    MemTotal is a little under the nominal size, hence rounding, not flooring."""
+    return max(1, min(MAX_API_WORKERS, round(int(mem_mib) / API_WORKER_MIB)))
+
+
+def buffer_pool_mib_for(mem_mib):
+    """innodb_buffer_pool_size in MiB, a whole number of chunks (MySQL rounds to them)."""
+    mib = int(mem_mib) // 16 // BUFFER_POOL_CHUNK_MIB * BUFFER_POOL_CHUNK_MIB
+    return max(MIN_BUFFER_POOL_MIB, min(MAX_BUFFER_POOL_MIB, mib))
+
+
+def memory_limit_mib(meminfo_text, cgroup_limits):
+    """The instance's memory: MemTotal, or a lower cgroup limit when the machine is a
+    container (cgroup v2 memory.max or v1 memory.limit_in_bytes; "max" means none)."""
+    mem = mem_mib_from_meminfo(meminfo_text)
+    for text in cgroup_limits:
+        value = text.strip()
+        if value.isdigit():
+            mem = min(mem, int(value) // (1 << 20))
+    return mem
 
 
 def mem_mib_from_meminfo(text):

@@ -11,6 +11,7 @@ from .lib import (
     AIRFLOW_ENV,
     AIRFLOW_UNITS,
     FANOUT_DAG,
+    FIRSTBOOT_UNIT,
     HEALTH_PATH,
     SECRETS_ENV,
     SETTINGS_PATH,
@@ -47,6 +48,16 @@ def test_parallelism_allows_parallel_tasks(instance: Instance, settings: dict[st
             f"parallelism {value}",
             hint,
         )
+
+
+def test_api_server_workers_follow_the_instance_s_memory(instance: Instance) -> None:
+    sizing = instance.sizing()
+    value = instance.airflow_config("api", "workers")
+    assert value == str(sizing["api_workers"]), expect(
+        f"[api] workers = {sizing['api_workers']} for {sizing['mem_mib']} MiB of memory",
+        value,
+        f"journalctl -u {FIRSTBOOT_UNIT} (size_to_the_instance); [api] workers in {AIRFLOW_CFG}",
+    )
 
 
 def test_metadata_connection_is_mysql(instance: Instance) -> None:

@@ -33,6 +33,20 @@ def test_max_allowed_packet(instance: Instance, settings: dict[str, Any]) -> Non
     )
 
 
+def test_mysql_is_sized_to_the_instance_and_keeps_no_performance_schema(instance: Instance) -> None:
+    sizing = instance.sizing()
+    pool = variable(instance, "innodb_buffer_pool_size")
+    assert pool == str(sizing["buffer_pool_mib"] << 20), expect(
+        f"innodb_buffer_pool_size {sizing['buffer_pool_mib']} MiB for {sizing['mem_mib']} MiB of memory",
+        pool,
+        f"journalctl -u {layout.FIRSTBOOT_UNIT} (size_mysql_buffer_pool); mysqld-auto.cnf in the datadir",
+    )
+    schema = variable(instance, "performance_schema")
+    assert schema.upper() in ("OFF", "0"), expect(
+        "performance_schema=OFF", schema, VARS_HINT.format(name="performance_schema")
+    )
+
+
 def test_airflow_database_is_utf8mb4(instance: Instance) -> None:
     rows = instance.mysql(
         "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "

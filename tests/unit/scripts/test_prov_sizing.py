@@ -1,8 +1,14 @@
 import pytest
 from provisioning.sizing import (
+    MAX_API_WORKERS,
+    MAX_BUFFER_POOL_MIB,
     MAX_PARALLELISM,
+    MIN_BUFFER_POOL_MIB,
     MIN_PARALLELISM,
+    api_workers_for,
+    buffer_pool_mib_for,
     mem_mib_from_meminfo,
+    memory_limit_mib,
     parallelism_for,
     resolve_parallelism,
 )
@@ -45,3 +51,27 @@ def test_meminfo_parse():
     assert mem_mib_from_meminfo(text) == 7852
     with pytest.raises(ValueError):
         mem_mib_from_meminfo("MemFree: 1 kB\n")
+
+
+@pytest.mark.parametrize(
+    ("mem", "workers", "pool"),
+    [
+        (1024, 1, MIN_BUFFER_POOL_MIB),  # t3.micro
+        (7852, 1, 384),  # t3.large: MemTotal a little under 8 GiB
+        (15800, 2, 896),
+        (31700, 4, 1920),
+        (786432, MAX_API_WORKERS, MAX_BUFFER_POOL_MIB),
+    ],
+)
+def test_api_workers_and_the_buffer_pool_follow_memory(mem, workers, pool):
+    assert api_workers_for(mem) == workers
+    assert buffer_pool_mib_for(mem) == pool
+    assert pool % 128 == 0
+
+
+def test_a_container_s_memory_is_its_cgroup_limit_not_the_host_s():
+    host = "MemTotal:       24683520 kB\n"
+    assert memory_limit_mib(host, ["8589934592\n"]) == 8192
+    assert memory_limit_mib(host, ["max\n"]) == 24105
+    assert memory_limit_mib(host, ["9223372036854771712\n"]) == 24105  # cgroup v1: no limit
+    assert memory_limit_mib(host, []) == 24105

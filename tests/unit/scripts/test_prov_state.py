@@ -44,6 +44,7 @@ def test_firstboot_state_defaults():
         "record": None,
         "mode": None,
         "parallelism": None,
+        "mem_mib": None,
         "generated": {},
     }
 
