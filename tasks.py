@@ -99,6 +99,14 @@ def rehearse(c: Context, settings: cli.Settings) -> None:
     cli.rehearse(settings, shlex.split(c.remainder))
 
 
+@cli.settings_task(cloud="local")
+def bench(c: Context, settings: cli.Settings, quick: bool = False, on_launched: bool = False) -> None:
+    """Measure bake, boot, parallelism, throughput, size and memory in the local cloud, each beside a
+    baseline of the same run; print the table, write build/bench.json (--quick: smaller N;
+    --on-launched: only the instance `launch` recorded, no bake, cluster or teardown)."""
+    cli.bench_run(settings, quick, on_launched)
+
+
 @task
 def clean(c: Context) -> None:
     """Stop the local cloud and delete its cached images and build/."""
@@ -126,6 +134,7 @@ ns = Collection(
     copy_ami,
     share_ami,
     rehearse,
+    bench,
     clean,
     test,
 )

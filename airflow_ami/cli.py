@@ -16,7 +16,7 @@ from typing import Any
 import botocore.exceptions
 from invoke import Context, Exit, task
 
-from . import amis, build, codecheck, health, lifecycle, localcloud, packer
+from . import amis, bench, build, codecheck, health, lifecycle, localcloud, packer
 from .aws_launch import LaunchError
 from .builddir import BUILD_ROOT, MissingRecord
 from .localcloud import LocalCloudError
@@ -26,6 +26,7 @@ from .settings import FIELDS, Field, Settings, SettingsError, load_settings
 
 __all__ = [
     "Settings",
+    "bench_run",
     "build_ami",
     "clean",
     "config_defaults",
@@ -66,6 +67,8 @@ def exit_codes() -> Iterator[None]:
         amis.AmiError,
         LaunchError,
         health.Unhealthy,
+        bench.BenchError,
+        bench.infra.InstanceError,
         botocore.exceptions.BotoCoreError,
         botocore.exceptions.ClientError,
     ) as exc:
@@ -237,6 +240,11 @@ def rehearse(settings: Settings, pytest_args: list[str]) -> None:
         code = lifecycle.rehearse(settings, pytest_args)
     if code != 0:
         raise Exit("rehearse: the launched instance failed verification (see above)", code=EXIT_FAILED)
+
+
+def bench_run(settings: Settings, quick: bool, on_launched: bool) -> None:
+    with exit_codes():
+        bench.bench(settings, quick=quick, on_launched=on_launched)
 
 
 def clean() -> None:

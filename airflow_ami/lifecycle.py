@@ -29,11 +29,11 @@ def cloud_for(settings: Settings) -> Cloud:
     return CLOUDS[settings.cloud]()
 
 
-def bake(settings: Settings) -> dict[str, Any]:
+def bake(settings: Settings, out: TextIO = sys.stdout) -> dict[str, Any]:
     """build-ami on the settings' cloud; returns the AMI record plus the build's `timings`."""
     with cloud_for(settings).build_host(settings) as host:
         started = time.monotonic()
-        record = build.build_ami(host.settings, env=host.env)
+        record = build.build_ami(host.settings, env=host.env, out=out)
         host.timings["packer_build"] = time.monotonic() - started
         host.keep_image(record)
     return {**record, "timings": host.timings}
@@ -56,7 +56,7 @@ def launch(
     if head.role != "standalone":
         recorded = [*cluster_members(bdir, head.cluster), *(m.as_record() for m in members)]
         bdir.write(bdir.cluster_record, {"cluster": head.cluster, "members": recorded})
-    if head.role != "worker":
+    if wait and head.role != "worker":
         wait_for_airflow(settings, head, out)
     return members
 
@@ -227,8 +227,8 @@ def teardown(settings: Settings) -> list[str]:
 
 
 @contextmanager
-def phase(name: str, timings: dict[str, float], out: TextIO) -> Iterator[None]:
-    out.write(f"rehearse: --- {name}\n")
+def phase(name: str, timings: dict[str, float], out: TextIO, task: str = "rehearse") -> Iterator[None]:
+    out.write(f"{task}: --- {name}\n")
     out.flush()
     start = time.monotonic()
     try:

@@ -144,3 +144,40 @@ def test_two_instances_of_one_image_share_no_secret_or_identity(instance_host: t
     shared = [key for key in first_id if first_id[key] == second_id[key]]
     assert shared == [], f"two instances of one image share {shared}"
 
+
+# What `bench --quick --on-launched` measures on an instance it did not launch itself.
+ON_LAUNCHED_FIGURES = (
+    "image_added_mb",
+    "idle_rss_mb",
+    "fanout_span_s",
+    "fanout_serial_span_s",
+    "efficiency",
+    "speedup",
+    "tiny_tasks_per_min",
+    "trigger_to_first_task_s",
+    "install_uv_s",
+    "install_pip_s",
+    "install_ratio",
+    "boot_migrate_s",
+)
+
+
+def is_a_measure(value: object) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+def test_bench_quick_measures_the_launched_instance_and_leaves_it_healthy(launched: str) -> None:
+    """The bench's code path once, on this module's instance (last: it empties its database).
+    Figures are only checked for being measured, never against a target."""
+    bench_json = REPO / "build" / "bench.json"
+    bench_json.unlink(missing_ok=True)
+    result = bake("bench", "--quick", "--on-launched")
+    assert result.returncode == 0, "bench failed; its output is above"
+    figures = json.loads(bench_json.read_text())
+    assert figures["mode"] == "quick" and figures["on_launched"] is True
+    unmeasured = [k for k in ON_LAUNCHED_FIGURES if not is_a_measure(figures.get(k))]
+    assert unmeasured == [], f"bench.json lacks {unmeasured}"
+    assert isinstance(figures["per_task_rss_mb"], (int, float))
+    assert figures["install_pins"] > 0 and figures["idle_rss_by_unit_mb"]
+    assert "tiny_tasks_per_min" in result.stdout and "bench: wrote build/bench.json" in result.stdout
+    assert bake("status", "--cloud", "local").returncode == 0, "the instance is not healthy after the bench"

@@ -67,6 +67,19 @@ OPERATORS_DAG = "airflow_ami_testinfra_operators"
 MEMORY_DAG = "airflow_ami_testinfra_memory"
 TEST_DAGS = (FANOUT_DAG, XCOM_DAG, INFLIGHT_DAG, OPERATORS_DAG, MEMORY_DAG)
 
+# On a cluster's controller: put (path given) or delete an object of the S3 DAG bundle.
+S3_PUT = """
+import boto3, json, sys
+settings = json.load(open(%(settings)r))
+region = json.load(open(%(record)r))["region"]
+s3 = boto3.client("s3", region_name=region, endpoint_url=settings.get("aws_endpoint_url") or None)
+bucket, key = sys.argv[1], sys.argv[2]
+if len(sys.argv) > 3:
+    s3.put_object(Bucket=bucket, Key=key, Body=open(sys.argv[3], "rb").read())
+else:
+    s3.delete_object(Bucket=bucket, Key=key)
+"""
+
 
 class InstanceError(AssertionError):
     """A command on the instance failed in a way that fails the test."""
@@ -288,10 +301,17 @@ class Instance:
     @contextlib.contextmanager
     def quick_task_recovery(self) -> Iterator[None]:
         """For the duration, the scheduler finds tasks whose runner died within a minute
-        instead of Airflow's five: a runtime drop-in (also gone at a reboot)."""
+        instead of Airflow's five."""
+        with self.scheduler_env({f"AIRFLOW__SCHEDULER__{k}": v for k, v in QUICK_TASK_RECOVERY.items()}):
+            yield
+
+    @contextlib.contextmanager
+    def scheduler_env(self, values: dict[str, object]) -> Iterator[None]:
+        """For the duration, the scheduler runs with these extra environment variables:
+        a runtime drop-in (also gone at a reboot), the scheduler restarted at both ends."""
         unit = "airflow-scheduler.service"
-        drop_in = f"/run/systemd/system/{unit}.d/zz-testinfra-quick-task-recovery.conf"
-        lines = "".join(f"Environment=AIRFLOW__SCHEDULER__{k}={v}\n" for k, v in QUICK_TASK_RECOVERY.items())
+        drop_in = f"/run/systemd/system/{unit}.d/zz-testinfra-env.conf"
+        lines = "".join(f"Environment={k}={v}\n" for k, v in values.items())
         self.check(f"mkdir -p {shlex.quote(drop_in.rsplit('/', 1)[0])}")
         self.write_file(drop_in, f"[Service]\n{lines}".encode())
         try:
@@ -383,6 +403,19 @@ class Instance:
             self._cache[ck] = lines[-1].strip() if lines else ""
         return str(self._cache[ck])
 
+    def sizing(self) -> dict[str, int]:
+        """What the image's own sizing rules (provisioning/sizing.py) give for this instance's
+        memory, computed on the instance by its installed code."""
+        if "sizing" not in self._cache:
+            script = (
+                f"import json, sys; sys.path.insert(0, {layout.CODE_DIR!r});"
+                "from provisioning.firstboot import instance_memory_mib as m;"
+                "from provisioning.sizing import api_workers_for as a, buffer_pool_mib_for as b;"
+                "print(json.dumps({'mem_mib': m(), 'api_workers': a(m()), 'buffer_pool_mib': b(m())}))"
+            )
+            self._cache["sizing"] = json.loads(self.check(f"python3 -c {shlex.quote(script)}"))
+        return dict(self._cache["sizing"])
+
     def parallelism(self) -> int:
         return int(self.airflow_config("core", "parallelism"))
 
@@ -464,6 +497,35 @@ class Instance:
                         f"{journal('airflow-dag-processor.service')}; {AIRFLOW_CLI} dags list-import-errors",
                     )
                 )
+
+    @contextlib.contextmanager
+    def in_the_bundle(self, dag_id: str) -> Iterator[None]:
+        """A cluster's controller: `dag_id` put in the cluster's S3 DAG bundle and registered
+        there, so every worker runs it; taken out again at the end."""
+        bundles = json.loads(self.airflow_config("dag_processor", "dag_bundle_config_list"))
+        kwargs = bundles[0]["kwargs"]
+        key = "/".join(p for p in (kwargs["prefix"], f"{dag_id}.py") if p)
+        script = S3_PUT % {"settings": SETTINGS_PATH, "record": FIRSTBOOT_MARKER}
+        local = f"/run/{dag_id}.py"
+        self.write_file(local, (DAGS_SRC / f"{dag_id}.py").read_bytes())
+        put = f"{AIRFLOW_VENV_PYTHON} -c {shlex.quote(script)} {kwargs['bucket_name']} {shlex.quote(key)}"
+        self.check(f"{put} {local}")
+        self.airflow(f"dags reserialize --bundle-name {bundles[0]['name']}")
+        wait = self.probe("wait-dag", dag_id, "420")
+        if wait["status"] != 200:
+            raise InstanceError(
+                expect(
+                    f"{dag_id} registered from s3://{kwargs['bucket_name']}/{key}",
+                    wait,
+                    journal("airflow-dag-processor.service", 80),
+                )
+            )
+        self.uploaded_dags.add(dag_id)
+        try:
+            yield
+        finally:
+            self.check(put)
+            self.sh(f"rm -f {local}")
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         if dag_id not in self.uploaded_dags:
@@ -555,16 +617,20 @@ class Instance:
         backend = self.host.backend
         backend.__dict__.pop("client", None)
 
-    def reboot(self) -> float:
-        """Reboot and wait until the instance answers from a new boot. Returns seconds."""
-        before = self.boot_token()
-        start = time.monotonic()
+    def request_reboot(self) -> None:
+        """Ask for a reboot in two seconds and return; the instance goes down after."""
         # RuntimeError: the connection dropped under us, the reboot has started.
         with contextlib.suppress(RuntimeError):
             self.sh(
                 'systemd-run --on-active=2 "$(command -v systemctl)" reboot >/dev/null 2>&1'
                 " || systemctl --no-block reboot"
             )
+
+    def reboot(self) -> float:
+        """Reboot and wait until the instance answers from a new boot. Returns seconds."""
+        before = self.boot_token()
+        start = time.monotonic()
+        self.request_reboot()
         last_error = ""
         while time.monotonic() - start < self.reboot_timeout:
             time.sleep(5)

@@ -21,6 +21,8 @@ Sub-commands:
   firstboot-journal                          boots in which airflow-firstboot.service ran
   boot-token                                 identity of the current boot
   tls-check                                  api_tls self-signed: verify the API's certificate
+  memory SECONDS UNIT...                     resident memory of the units' processes (the
+                                             largest total seen, sampled for SECONDS)
 """
 
 from __future__ import annotations
@@ -556,6 +558,52 @@ def cmd_tls_check(_args):
     emit({"verified": verified, "plain_http": plain})
 
 
+def proc_kib(path, field):
+    """A "Field:   123 kB" value of a /proc file, 0 when the process is gone."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def memory_sample(units):
+    """{unit: {"rss_mb", "pss_mb", "processes"}} of the processes in those units' cgroups.
+    PSS splits pages shared by forked workers among them; RSS counts them in each."""
+    found = {u: {"rss_mb": 0.0, "pss_mb": 0.0, "processes": 0} for u in units}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        unit = pid_unit(name)
+        if unit not in found:
+            continue
+        rss = proc_kib(f"/proc/{name}/status", "VmRSS")
+        if not rss:  # a kernel thread, or gone meanwhile
+            continue
+        found[unit]["rss_mb"] += rss / 1024
+        found[unit]["pss_mb"] += proc_kib(f"/proc/{name}/smaps_rollup", "Pss") / 1024
+        found[unit]["processes"] += 1
+    return found
+
+
+def cmd_memory(args):
+    seconds, units = float(args[0]), args[1:]
+    deadline = time.time() + seconds
+    best = None
+    while True:
+        sample = memory_sample(units)
+        total = sum(u["rss_mb"] for u in sample.values())
+        if best is None or total > best["rss_mb"]:
+            best = {"rss_mb": total, "pss_mb": sum(u["pss_mb"] for u in sample.values()), "units": sample}
+        if time.time() >= deadline:
+            break
+        time.sleep(0.5)
+    emit(best)
+
+
 COMMANDS = {
     "api": cmd_api,
     "tls-check": cmd_tls_check,
@@ -567,6 +615,7 @@ COMMANDS = {
     "leaks": cmd_leaks,
     "firstboot-journal": cmd_firstboot_journal,
     "boot-token": cmd_boot_token,
+    "memory": cmd_memory,
 }
 
 

@@ -7,7 +7,6 @@ DAG there from the controller (with the controller's instance role) and removes 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shlex
 import time
@@ -17,13 +16,10 @@ from typing import Any
 import pytest
 
 from .lib import (
-    AIRFLOW_VENV_PYTHON,
-    DAGS_SRC,
     FANOUT_DAG,
     FIRSTBOOT_MARKER,
     INFLIGHT_DAG,
     SECRETS_ENV,
-    SETTINGS_PATH,
     Instance,
     describe_listener,
     expect,
@@ -43,19 +39,6 @@ SHARED = (
     "AIRFLOW__CELERY__BROKER_URL",
 )
 # The S3 client of the controller's venv, with its instance role (IMDS) and region.
-S3_PUT = """
-import boto3, json, sys
-settings = json.load(open(%(settings)r))
-region = json.load(open(%(record)r))["region"]
-s3 = boto3.client("s3", region_name=region, endpoint_url=settings.get("aws_endpoint_url") or None)
-bucket, key = sys.argv[1], sys.argv[2]
-if len(sys.argv) > 3:
-    s3.put_object(Bucket=bucket, Key=key, Body=open(sys.argv[3], "rb").read())
-else:
-    s3.delete_object(Bucket=bucket, Key=key)
-"""
-
-
 # On a node: how many secrets.env values its user data holds, and the user data's length.
 USER_DATA_LEAKS = f"""
 import sys
@@ -157,39 +140,15 @@ def test_workers_share_the_controllers_secrets_and_hold_no_database_password(
         )
 
 
-@contextlib.contextmanager
-def in_the_bundle(instance: Instance, dag_id: str) -> Iterator[None]:
-    """`dag_id` put in the cluster's S3 bundle (from the controller) and registered there."""
-    bundles = json.loads(instance.airflow_config("dag_processor", "dag_bundle_config_list"))
-    kwargs = bundles[0]["kwargs"]
-    key = "/".join(p for p in (kwargs["prefix"], f"{dag_id}.py") if p)
-    script = S3_PUT % {"settings": SETTINGS_PATH, "record": FIRSTBOOT_MARKER}
-    local = f"/run/{dag_id}.py"
-    instance.write_file(local, (DAGS_SRC / f"{dag_id}.py").read_bytes())
-    put = f"{AIRFLOW_VENV_PYTHON} -c {shlex.quote(script)} {kwargs['bucket_name']} {shlex.quote(key)}"
-    instance.check(f"{put} {local}")
-    instance.airflow(f"dags reserialize --bundle-name {bundles[0]['name']}")
-    wait = instance.probe("wait-dag", dag_id, "420")
-    assert wait["status"] == 200, expect(
-        f"{dag_id} registered from s3://{kwargs['bucket_name']}/{key}",
-        wait,
-        journal("airflow-dag-processor.service", 80),
-    )
-    instance.uploaded_dags.add(dag_id)
-    yield
-    instance.check(put)
-    instance.sh(f"rm -f {local}")
-
-
 @pytest.fixture(scope="module")
 def bundle_fanout(instance: Instance) -> Iterator[None]:
-    with in_the_bundle(instance, FANOUT_DAG):
+    with instance.in_the_bundle(FANOUT_DAG):
         yield
 
 
 @pytest.fixture(scope="module")
 def bundle_inflight(instance: Instance) -> Iterator[None]:
-    with in_the_bundle(instance, INFLIGHT_DAG):
+    with instance.in_the_bundle(INFLIGHT_DAG):
         yield
 
 

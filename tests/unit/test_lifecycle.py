@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from airflow_ami import lifecycle
 from airflow_ami.settings import load_settings
 
@@ -53,3 +55,21 @@ def test_launch_reaches_the_api_as_the_image_was_baked_not_as_launch_flags_say(b
     )
     other = lifecycle.Instance("local", "i-2", "ami-2", "us-east-1", "10.0.0.2", "admin", "k")
     assert lifecycle.as_baked(s, other) == s, "another AMI's instance: the record says nothing about it"
+
+
+class LaunchOnly:
+    """A cloud whose launch returns an instance at once."""
+
+    def launch(self, settings: object, ami_id: str) -> lifecycle.Instance:
+        return lifecycle.Instance("local", "i-1", ami_id, "us-east-1", "10.0.0.1", "admin", "k")
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_launch_waits_for_airflow_only_when_asked(
+    build_root: Path, monkeypatch: pytest.MonkeyPatch, wait: bool
+) -> None:
+    waited: list[str] = []
+    monkeypatch.setattr(lifecycle, "cloud_for", lambda _s: LaunchOnly())
+    monkeypatch.setattr(lifecycle, "wait_for_airflow", lambda _s, head, _o: waited.append(head.instance_id))
+    (head,) = lifecycle.launch(load_settings(cli={"cloud": "local"}), "ami-1", wait=wait)
+    assert head.instance_id == "i-1" and waited == (["i-1"] if wait else [])
