@@ -306,7 +306,7 @@ def size_to_the_instance(ctx):
     mem = ctx.state.mem_mib = instance_memory_mib()
     cpus = len(os.sched_getaffinity(0))
     slots = resolve_parallelism(setting, cpus, mem)
-    workers = api_workers_for(mem)
+    workers = api_workers_for(cpus, mem)
     ctx.state.parallelism = slots
     ctx.info(
         "%s CPUs, %d MiB -> parallelism %d (setting %s), %d api-server worker(s)"

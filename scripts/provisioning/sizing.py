@@ -7,8 +7,10 @@ RESERVED_MIB = 1536
 TASKS_PER_CPU = 8
 MIN_PARALLELISM = 4
 MAX_PARALLELISM = 128
-# An api-server worker is a whole Airflow web app, about 275 MB resident: one per 8 GiB.
+# An api-server worker is a whole Airflow web app, about 275 MB resident, and busy with
+# CPU when tasks call it: one per 8 GiB and per 2 CPUs.
 API_WORKER_MIB = 8192
+CPUS_PER_API_WORKER = 2
 MAX_API_WORKERS = 4
 # InnoDB's buffer pool: a sixteenth of memory, from MySQL's own 128 MiB default to 2 GiB.
 # Airflow's metadata is small, and the pool takes memory only as it reads pages.
@@ -40,10 +42,12 @@ def resolve_parallelism(setting, cpus, mem_mib):
     return value
 
 
-def api_workers_for(mem_mib):
-    """api-server workers: 1 on 8 GiB (a t3.large), 2 on 16 GiB, at most MAX_API_WORKERS.
-    MemTotal is a little under the nominal size, hence rounding, not flooring."""
-    return max(1, min(MAX_API_WORKERS, round(int(mem_mib) / API_WORKER_MIB)))
+def api_workers_for(cpus, mem_mib):
+    """api-server workers: 1 on a t3.large (2 CPUs, 8 GiB), 2 on 4 CPUs and 16 GiB, at most
+    MAX_API_WORKERS. MemTotal is a little under the nominal size, hence rounding."""
+    by_mem = round(int(mem_mib) / API_WORKER_MIB)
+    by_cpu = int(cpus) // CPUS_PER_API_WORKER
+    return max(1, min(MAX_API_WORKERS, by_mem, by_cpu))
 
 
 def buffer_pool_mib_for(mem_mib):

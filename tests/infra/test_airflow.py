@@ -54,7 +54,7 @@ def test_api_server_workers_follow_the_instance_s_memory(instance: Instance) -> 
     sizing = instance.sizing()
     value = instance.airflow_config("api", "workers")
     assert value == str(sizing["api_workers"]), expect(
-        f"[api] workers = {sizing['api_workers']} for {sizing['mem_mib']} MiB of memory",
+        f"[api] workers = {sizing['api_workers']} for {sizing['cpus']} CPUs and {sizing['mem_mib']} MiB",
         value,
         f"journalctl -u {FIRSTBOOT_UNIT} (size_to_the_instance); [api] workers in {AIRFLOW_CFG}",
     )

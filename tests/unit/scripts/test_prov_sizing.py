@@ -54,17 +54,19 @@ def test_meminfo_parse():
 
 
 @pytest.mark.parametrize(
-    ("mem", "workers", "pool"),
+    ("cpus", "mem", "workers", "pool"),
     [
-        (1024, 1, MIN_BUFFER_POOL_MIB),  # t3.micro
-        (7852, 1, 384),  # t3.large: MemTotal a little under 8 GiB
-        (15800, 2, 896),
-        (31700, 4, 1920),
-        (786432, MAX_API_WORKERS, MAX_BUFFER_POOL_MIB),
+        (2, 1024, 1, MIN_BUFFER_POOL_MIB),  # t3.micro
+        (2, 7852, 1, 384),  # t3.large: MemTotal a little under 8 GiB
+        (4, 15800, 2, 896),  # m5.xlarge
+        (8, 31700, 4, 1920),  # m5.2xlarge
+        (2, 24105, 1, 1408),  # 2 CPUs: more memory buys no second worker
+        (8, 7852, 1, 384),  # c5.2xlarge-like: memory-bound
+        (96, 786432, MAX_API_WORKERS, MAX_BUFFER_POOL_MIB),
     ],
 )
-def test_api_workers_and_the_buffer_pool_follow_memory(mem, workers, pool):
-    assert api_workers_for(mem) == workers
+def test_api_workers_follow_cpus_and_memory_and_the_buffer_pool_memory(cpus, mem, workers, pool):
+    assert api_workers_for(cpus, mem) == workers
     assert buffer_pool_mib_for(mem) == pool
     assert pool % 128 == 0
 
