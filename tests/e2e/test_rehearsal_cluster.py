@@ -16,7 +16,7 @@ from airflow_ami.localcloud import LocalCloud
 from airflow_ami.settings import Settings, load_settings
 from tests.infra.lib import FANOUT_DAG, FIRSTBOOT_UNIT, layout
 from tests.infra.lib import Instance as Host
-from tests.infra.test_cluster import in_the_bundle, reaches, running_tis, secret_digests
+from tests.infra.test_cluster import reaches, running_tis, secret_digests
 
 from .conftest import bake, host_of, our_leftovers
 
@@ -86,7 +86,7 @@ def test_a_worker_added_while_tasks_wait_takes_them_and_scale_in_removes_one(sca
     scale_out.launch("worker")
     state = controller.wait_healthy(300)
     assert state["healthy"], controller.health_message(state, "the controller after launch")
-    with in_the_bundle(controller, FANOUT_DAG):
+    with controller.in_the_bundle(FANOUT_DAG):
         run_id = controller.trigger(FANOUT_DAG, {"n": 8, "seconds": 20})
         running_tis(controller, FANOUT_DAG, run_id)
         started = time.monotonic()
