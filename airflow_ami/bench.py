@@ -33,6 +33,7 @@ from typing import Any, TextIO
 import testinfra
 
 from tests.infra import lib as infra
+from tests.infra.lib import parse_ts
 
 from . import health, lifecycle
 from .builddir import BUILD_ROOT, BuildDir
@@ -81,24 +82,25 @@ def bake_steps(lines: list[str]) -> dict[str, float]:
     return steps
 
 
-def _ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+def succeeded(task_instances: list[dict[str, Any]], task_id: str) -> list[dict[str, Any]]:
+    return [t for t in task_instances if t["task_id"] == task_id and t["state"] == "success"]
 
 
 def task_span(task_instances: list[dict[str, Any]], task_id: str) -> tuple[int, float]:
     """(how many `task_id` instances succeeded, first start to last end in seconds)."""
-    done = [t for t in task_instances if t["task_id"] == task_id and t["state"] == "success"]
+    done = succeeded(task_instances, task_id)
     if not done:
         return 0, 0.0
-    return len(done), max(_ts(t["end_date"]) for t in done) - min(_ts(t["start_date"]) for t in done)
+    ends = max(parse_ts(t["end_date"]) for t in done)
+    return len(done), ends - min(parse_ts(t["start_date"]) for t in done)
 
 
 def where_the_time_goes(task_instances: list[dict[str, Any]], task_id: str, seconds: int) -> dict[str, float]:
     """The span's overhead split: how far apart the tasks started, and how much longer than
     its S seconds a task ran (its own start-up and finish inside Airflow's record)."""
-    done = [t for t in task_instances if t["task_id"] == task_id and t["state"] == "success"]
-    starts = [_ts(t["start_date"]) for t in done]
-    runs = [_ts(t["end_date"]) - _ts(t["start_date"]) for t in done]
+    done = succeeded(task_instances, task_id)
+    starts = [parse_ts(t["start_date"]) for t in done]
+    runs = [parse_ts(t["end_date"]) - parse_ts(t["start_date"]) for t in done]
     return {
         "fanout_start_spread_s": round(max(starts) - min(starts), 2) if starts else 0.0,
         "fanout_task_overhead_s": round(sum(runs) / len(runs) - seconds, 2) if runs else 0.0,
@@ -111,7 +113,7 @@ def fanout_figures(parallel: float, serial: float, seconds: int) -> dict[str, fl
         "fanout_span_s": round(parallel, 2),
         "fanout_serial_span_s": round(serial, 2),
         "efficiency": round(seconds / parallel, 3) if parallel else 0.0,
-        "speedup": round(serial / parallel, 2) if parallel else 0.0,
+        "speedup": ratio(serial, parallel),
     }
 
 
@@ -121,8 +123,8 @@ def tasks_per_min(count: int, span: float) -> float:
 
 def trigger_to_first_task(run: dict[str, Any], task_instances: list[dict[str, Any]]) -> float:
     """From the REST API trigger (the run's queued_at) to the first task's start."""
-    first = min(_ts(t["start_date"]) for t in task_instances if t.get("start_date"))
-    return round(first - _ts(run["queued_at"]), 2)
+    first = min(parse_ts(t["start_date"]) for t in task_instances if t.get("start_date"))
+    return round(first - parse_ts(run["queued_at"]), 2)
 
 
 def tree_sizes(root: Path, depth: int = 3) -> dict[str, int]:
@@ -156,31 +158,34 @@ def ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else 0.0
 
 
-# What the table shows: key, its baseline's key (or ""), and what the ratio means.
+# What the table shows: key, its baseline's key and their ratio's key (or ""), what it is.
 TABLE = (
-    ("bake_s", "", "whole build-ami --cloud local, cached base image"),
-    ("install_uv_s", "install_pip_s", "install_ratio = pip / uv"),
-    ("boot_healthy_s", "boot_migrate_s", "boot_ratio = migrating boot / ours"),
-    ("fanout_span_s", "fanout_serial_span_s", "speedup = serial / parallel"),
-    ("efficiency", "", "S / span of the fan-out (1.0: no overhead)"),
-    ("fanout_start_spread_s", "", "first to last start of the fan-out's tasks"),
-    ("fanout_task_overhead_s", "", "a fan-out task's run beyond its S seconds"),
-    ("tiny_tasks_per_min", "", "no-op tasks, first start to last end"),
-    ("trigger_to_first_task_s", "", "REST trigger to the first task's start"),
-    ("image_added_mb", "", "bytes over the base image"),
-    ("idle_rss_mb", "", "Airflow services + MySQL, idle"),
-    ("per_task_rss_mb", "", "added per running task"),
-    ("cluster_tiny_tasks_per_min", "tiny_tasks_per_min", "cluster_speedup = cluster / standalone"),
+    ("bake_s", "", "", "whole build-ami --cloud local, cached base image"),
+    ("install_uv_s", "install_pip_s", "install_ratio", "install_ratio = pip / uv"),
+    ("boot_healthy_s", "boot_migrate_s", "boot_ratio", "boot_ratio = migrating boot / ours"),
+    ("fanout_span_s", "fanout_serial_span_s", "speedup", "speedup = serial / parallel"),
+    ("efficiency", "", "", "S / span of the fan-out (1.0: no overhead)"),
+    ("fanout_start_spread_s", "", "", "first to last start of the fan-out's tasks"),
+    ("fanout_task_overhead_s", "", "", "a fan-out task's run beyond its S seconds"),
+    ("tiny_tasks_per_min", "", "", "no-op tasks, first start to last end"),
+    ("trigger_to_first_task_s", "", "", "REST trigger to the first task's start"),
+    ("image_added_mb", "", "", "bytes over the base image"),
+    ("idle_rss_mb", "", "", "Airflow services + MySQL, idle"),
+    ("per_task_rss_mb", "", "", "added per running task"),
+    (
+        "cluster_tiny_tasks_per_min",
+        "tiny_tasks_per_min",
+        "cluster_speedup",
+        "cluster_speedup = cluster / standalone",
+    ),
 )
-RATIOS = {"install_pip_s": "install_ratio", "boot_migrate_s": "boot_ratio", "fanout_serial_span_s": "speedup"}
 
 
 def table(results: Mapping[str, Any]) -> str:
     lines = [f"{'figure':<28} {'value':>9} {'baseline':>9} {'ratio':>7}  what"]
-    for key, base, what in TABLE:
+    for key, base, ratio_key, what in TABLE:
         if key not in results and base not in results:
             continue
-        ratio_key = "cluster_speedup" if key.startswith("cluster_") else RATIOS.get(base, "")
         value, baseline, shown = (results.get(k, "-") if k else "" for k in (key, base, ratio_key))
         lines.append(f"{key:<28} {value:>9} {baseline:>9} {shown:>7}  {what}")
     for path, mb in (results.get("image_contributors_mb") or {}).items():
@@ -217,13 +222,10 @@ def infra_instance(out: BuildDir, instance: Instance) -> Any:
 
 
 def healthy_at(base: str, timeout: float = 600.0) -> float:
-    """The wall-clock time the health endpoint first reports every component healthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if health.is_healthy(health.read(base, timeout=2)):
-            return time.time()
-        time.sleep(0.5)
-    raise health.Unhealthy(f"Airflow at {base} was not healthy within {timeout:.0f} s")
+    """The wall-clock time the health endpoint first reports every component healthy
+    (launch's own wait, polled often enough for a boot time and not printed)."""
+    health.wait_healthy(base, io.StringIO(), timeout=timeout, poll=0.5)
+    return time.time()
 
 
 def boot_started_at(node: Any) -> float:
@@ -237,27 +239,20 @@ def boot_started_at(node: Any) -> float:
 
 
 def run_fanout(node: Any, n: int, seconds: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    run_id = node.trigger(FANOUT, {"n": n, "seconds": seconds})
-    done = node.wait_run(FANOUT, run_id)
+    run_id = node.trigger(infra.FANOUT_DAG, {"n": n, "seconds": seconds})
+    done = node.wait_run(infra.FANOUT_DAG, run_id)
     if done["state"] != "success":
         raise BenchError(f"the fan-out run {run_id} ended {done['state']}: {node.run_summary(done)}")
     return done["run"], list(done["task_instances"])
-
-
-FANOUT = "airflow_ami_testinfra_fanout"
 
 
 class BenchError(RuntimeError):
     """A workload did not do what it must for its figure to mean anything."""
 
 
-def standalone_units(node: Any) -> list[str]:
-    """The Airflow services of a standalone instance, and MySQL."""
-    return [*(s["unit"] for s in layout.AIRFLOW_SERVICES if "standalone" in s["roles"]), node.mysql_unit]
-
-
 def memory(node: Any, seconds: float = 0) -> dict[str, Any]:
-    return node.probe("memory", str(seconds), *standalone_units(node))
+    """The Airflow services of a standalone instance, and MySQL."""
+    return node.probe("memory", str(seconds), *infra.AIRFLOW_UNITS, node.mysql_unit)
 
 
 def measure_memory_and_fanout(node: Any, plan: Plan) -> dict[str, Any]:
@@ -412,7 +407,8 @@ def _retry(call: Callable[[], float], attempts: int = 20) -> float:
 
 def measure_image(settings: Settings, ami_id: str) -> dict[str, Any]:
     images = local_images(cache_dir())
-    record = BuildDir.of(settings).read(BuildDir.of(settings).ami_record, "")
+    bdir = BuildDir.of(settings)
+    record = bdir.read(bdir.ami_record, "")
     image = Path(images[ami_id]["rootfs"])
     base = Path(images[record["source_ami"]]["rootfs"])
     return image_added(tree_sizes(base), tree_sizes(image))
@@ -479,7 +475,8 @@ def bench(
     finally:
         if not on_launched:
             lifecycle.teardown(settings)
-        # What was measured is kept even when a later stage failed: a full run is long.
+        # What was measured is kept even when a later stage failed (a full run is long),
+        # and a run that measured nothing leaves the last bench.json as it was.
         document = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine(),
@@ -490,11 +487,12 @@ def bench(
             "stages_s": {k: round(v, 1) for k, v in timings.items()},
             **results,
         }
-        BENCH_JSON.parent.mkdir(parents=True, exist_ok=True)
-        BENCH_JSON.write_text(json.dumps(document, indent=2) + "\n")
-        out.write(table(document))
-        done = "wrote" if complete else "stopped early; wrote what it measured to"
-        out.write(f"bench: {done} {BENCH_JSON.relative_to(BUILD_ROOT.parent)}\n")
+        if results:
+            BENCH_JSON.parent.mkdir(parents=True, exist_ok=True)
+            BENCH_JSON.write_text(json.dumps(document, indent=2) + "\n")
+            out.write(table(document))
+            done = "wrote" if complete else "stopped early; wrote what it measured to"
+            out.write(f"bench: {done} {BENCH_JSON.relative_to(BUILD_ROOT.parent)}\n")
     return document
 
 
@@ -503,7 +501,7 @@ def measure_cluster(settings: Settings, ami_id: str, plan: Plan, out: TextIO) ->
     controller = lifecycle.launch(cluster, ami_id, out)[0]
     node = infra_instance(BuildDir.of(settings), controller)
     # The workers read DAGs from the cluster's S3 bundle, not the controller's folder.
-    with node.in_the_bundle(FANOUT):
+    with node.in_the_bundle(infra.FANOUT_DAG):
         figures = measure_tiny(node, plan, prefix="cluster_")
     node.cleanup()
     return figures

@@ -410,10 +410,11 @@ class Instance:
             script = (
                 f"import json, sys; sys.path.insert(0, {layout.CODE_DIR!r});"
                 "import os; c = len(os.sched_getaffinity(0));"
-                "from provisioning.firstboot import instance_memory_mib as m;"
+                "from provisioning.firstboot import instance_memory_mib;"
                 "from provisioning.sizing import api_workers_for as a, buffer_pool_mib_for as b;"
-                "print(json.dumps({'cpus': c, 'mem_mib': m(), 'api_workers': a(c, m()),"
-                " 'buffer_pool_mib': b(m())}))"
+                "m = instance_memory_mib();"
+                "print(json.dumps({'cpus': c, 'mem_mib': m, 'api_workers': a(c, m),"
+                " 'buffer_pool_mib': b(m)}))"
             )
             self._cache["sizing"] = json.loads(self.check(f"python3 -c {shlex.quote(script)}"))
         return dict(self._cache["sizing"])

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from airflow_ami import bench
+from airflow_ami.builddir import MissingRecord
+from airflow_ami.settings import load_settings
 
 
 def ti(task_id: str, start: str, end: str, state: str = "success") -> dict[str, Any]:
@@ -150,3 +152,15 @@ def test_the_tee_passes_output_through_and_keeps_its_lines() -> None:
 @pytest.mark.parametrize("plan", [bench.FULL, bench.QUICK])
 def test_plans_keep_the_issue_s_fanout_of_eight(plan: bench.Plan) -> None:
     assert plan.fanout_tasks == 8 and plan.tiny_tasks <= bench.FULL.tiny_tasks == 200
+
+
+def test_a_run_that_measured_nothing_keeps_the_last_bench_json(
+    build_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    last = build_root / "bench.json"
+    last.parent.mkdir(parents=True)
+    last.write_text('{"tiny_tasks_per_min": 365.0}\n')
+    monkeypatch.setattr(bench, "BENCH_JSON", last)
+    with pytest.raises(MissingRecord, match="nothing launched"):
+        bench.bench(load_settings(cli={"cloud": "local"}), quick=True, on_launched=True, out=io.StringIO())
+    assert last.read_text() == '{"tiny_tasks_per_min": 365.0}\n'
