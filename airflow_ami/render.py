@@ -93,22 +93,30 @@ def render_template(settings: Settings, packer_version: tuple[int, int, int]) ->
 def unit_directives(
     view: dict[str, Any], kind: str, section: str, service: dict[str, str] | None = None
 ) -> list[tuple[str, str]]:
-    """(directive, value) of packer/systemd.yaml's `kind` / `section` that the OS's systemd knows.
+    """(directive, value) of packer/systemd.yaml's `kind` / `section` that the units' systemd knows.
 
-    Of one directive listed for several releases, those of the newest release the
-    OS has win.
+    That systemd is the OS's own, or the release of the profile `unit_directives`
+    rehearses. Of one directive listed for several releases (under its old name
+    too, when it was renamed), those of the newest release it has win.
     """
-    version = view["os_facts"]["systemd_version"]
+    version = view["unit_directives_systemd"]
     known = [
         (name, value, since) for name, value, since in SYSTEMD_DIRECTIVES[kind][section] if since <= version
     ]
-    newest = {name: max(since for n, _, since in known if n == name) for name, _, _ in known}
+    same = SYSTEMD_DIRECTIVES["renamed"]
+    newest: dict[str, int] = {}
+    for name, _, since in known:
+        newest[same.get(name, name)] = max(since, newest.get(same.get(name, name), 0))
     values = {
         "writes": layout.AIRFLOW_LOGS,
         "firstboot_writes": " ".join(layout.FIRSTBOOT_WRITES),
         **(service or {}),
     }
-    return [(name, value.format(**values)) for name, value, since in known if since == newest[name]]
+    return [
+        (name, value.format(**values))
+        for name, value, since in known
+        if since == newest[same.get(name, name)]
+    ]
 
 
 def role_conditions(roles: tuple[str, ...]) -> list[str]:

@@ -441,6 +441,25 @@ def _extra_ca_view(s: Settings) -> dict[str, Any]:
     return {"extra_ca_bundle": EXTRA_CA_IN_BUNDLE if s.extra_ca_bundle else ""}
 
 
+def _systemd_of(os_name: str, arch: str) -> int:
+    return _profile_layer(os_name, arch)[1].systemd_version
+
+
+def check_unit_directives(value: str, s: Mapping[str, Any]) -> None:
+    # Another profile's set is a rehearsal of that profile's sandbox on this OS, and only
+    # a set this OS's systemd knows whole means what it means there.
+    if value == "os":
+        return
+    _check(value in _profiles() and s["cloud"] == "local")
+    _check(_systemd_of(value, s["arch"]) <= _systemd_of(s["os"], s["arch"]))
+
+
+def _unit_directives_view(s: Settings) -> dict[str, Any]:
+    """unit_directives, and unit_directives_systemd: the release whose directive set the units carry."""
+    profile = s.os if s.unit_directives == "os" else s.unit_directives
+    return {"unit_directives": s.unit_directives, "unit_directives_systemd": _systemd_of(profile, s.arch)}
+
+
 @dataclass(frozen=True)
 class OsFacts:
     """Facts of an OS profile (packer/profiles/<os>.yaml `os_facts`), not choices."""
@@ -942,6 +961,17 @@ class Settings:
         _matches(r"^([a-z0-9][a-z0-9._-]{0,62})?$"),
         "lower-case letters, digits, . _ and -",
         "build directory name under build/ (default: <os>-<arch>, plus -<cloud> off AWS)",
+    )
+    unit_directives: str = setting(
+        "os",
+        _as_str,
+        check_unit_directives,
+        "os, or (--cloud local only) an OS profile whose systemd is no newer than this OS's"
+        " (amazon-linux-2, amazon-linux-2023, debian)",
+        "sandbox directives of the image's units (packer/systemd.yaml): os, those its own systemd"
+        " knows; a profile's name rehearses that profile's set on this OS (amazon-linux-2: systemd 219's)",
+        reaches=(INSTANCE, RECORD),
+        instance_view=_unit_directives_view,
     )
     dry_run: bool = setting(
         False,

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from .lib import Instance, expect, layout
+from .lib import AIRFLOW_UNITS, Instance, expect, journal, layout
 
 # systemd-analyze security: 0-10, lower is safer; up to 4.9 is rated "OK".
 MAX_EXPOSURE = 4.9
@@ -39,3 +39,38 @@ def test_unit_exposure_is_ok(instance: Instance, unit: str) -> None:
         f"{exposure} {found.group(2)}",
         f"systemd-analyze security {unit} (the ✗ lines); packer/systemd.yaml",
     )
+
+
+def mount_mode(mountinfo: str, path: str) -> str:
+    """'ro' or 'rw': how `path` is mounted in a /proc/<pid>/mountinfo table.
+
+    The mount with the longest mount point above `path` holds it; of mounts stacked on
+    one point, the last listed is on top.
+    """
+    mode, best = "", -1
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        point, options = fields[4], fields[5].split(",")
+        above = path == point or path.startswith(point.rstrip("/") + "/")
+        if above and len(point) >= best:
+            mode, best = ("ro" if "ro" in options else "rw"), len(point)
+    return mode
+
+
+# What ProtectSystem= makes read-only (systemd.exec(5)): `full` the OS and its config,
+# `strict` the whole file system but for the unit's writable paths.
+READ_ONLY = {"full": ("/usr", "/etc", layout.ETC_AIRFLOW), "strict": ("/usr", "/etc", "/var/lib", "/srv")}
+
+
+@pytest.mark.parametrize("unit", AIRFLOW_UNITS)
+def test_a_service_s_sandbox_holds_as_its_directives_say(instance: Instance, unit: str) -> None:
+    """The directives' meaning, not their presence: the running process's own mounts."""
+    props = instance.unit_props(unit, "MainPID", "ProtectSystem")
+    look = f"systemctl cat {unit}; packer/systemd.yaml (directive set {instance.settings['unit_directives']})"
+    assert props["ProtectSystem"] in READ_ONLY, expect(
+        "ProtectSystem=full or strict", f"ProtectSystem={props['ProtectSystem']}", look
+    )
+    mountinfo = instance.check(f"cat /proc/{props['MainPID']}/mountinfo", look=journal(unit))
+    wanted = {**dict.fromkeys(READ_ONLY[props["ProtectSystem"]], "ro"), layout.AIRFLOW_LOGS: "rw"}
+    found = {path: mount_mode(mountinfo, path) for path in wanted}
+    assert found == wanted, expect(wanted, found, f"/proc/<MainPID of {unit}>/mountinfo; {look}")

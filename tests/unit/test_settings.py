@@ -198,6 +198,9 @@ BAD_VALUES = [
     ("db_retention_days", "forever", {}),
     ("uv_wheel_sha256", "D7F459FE", {}),
     ("mysql_signing_key_fingerprint", "a8d3785c", {}),
+    ("unit_directives", "amazon-linux-2", {}),
+    ("unit_directives", "windows", {"cloud": "local"}),
+    ("unit_directives", "debian", {"cloud": "local", "os": "amazon-linux-2"}),
 ]
 
 
@@ -236,6 +239,7 @@ GOOD_VALUES = [
     ("index_url", "https://build:S3cr3tT0ken@pypi.example/simple"),
     ("index_url", "https://mirror.example/simple"),
     ("max_allowed_packet", "256M"),
+    ("unit_directives", "os"),
 ]
 
 
@@ -302,7 +306,11 @@ def test_the_views_derive_from_the_declarations() -> None:
     s = load_settings(cli={"os": "debian", "tags": "Team=data"})
     view = s.instance_view()
     declared = {f.name for f in FIELDS if INSTANCE in f.reaches}
-    derived = {"constraints": {"constraints_url", "constraints_file"}, "api_host": {"api_host", "api_url"}}
+    derived = {
+        "constraints": {"constraints_url", "constraints_file"},
+        "api_host": {"api_host", "api_url"},
+        "unit_directives": {"unit_directives", "unit_directives_systemd"},
+    }
     assert set(view) == {"_generated", "os_facts"} | {
         key for name in declared for key in derived.get(name, {name})
     }

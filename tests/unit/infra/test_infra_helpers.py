@@ -160,3 +160,22 @@ def test_breakage_causes_match_the_suite_messages() -> None:
         text = "\n".join(samples[case])
         for cause in spec.causes:
             assert re.search(cause, text), (case, cause)
+
+
+def test_mount_mode_reads_the_mount_on_top_that_holds_the_path() -> None:
+    from tests.infra.test_sandbox import mount_mode  # noqa: PLC0415
+
+    mountinfo = "\n".join(
+        [
+            "20 1 0:21 / / rw,relatime shared:1 - ext4 /dev/root rw",
+            "31 20 0:21 /usr /usr ro,relatime shared:2 - ext4 /dev/root rw",
+            "32 20 0:21 /etc /etc rw,relatime shared:3 - ext4 /dev/root rw",
+            "33 32 0:21 /etc /etc ro,relatime shared:4 - ext4 /dev/root rw",
+            "34 33 0:21 /etc/airflow /etc/airflow rw,relatime shared:5 - ext4 /dev/root rw",
+        ]
+    )
+    assert mount_mode(mountinfo, "/usr/bin/python3") == "ro"
+    assert mount_mode(mountinfo, "/etc") == "ro"
+    assert mount_mode(mountinfo, "/etc/airflow/secrets.env") == "rw"
+    assert mount_mode(mountinfo, "/etc/airflowx") == "ro"
+    assert mount_mode(mountinfo, "/opt/airflow/logs") == "rw"

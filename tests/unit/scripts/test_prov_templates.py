@@ -183,18 +183,31 @@ def directives_of(text):
     return found
 
 
+def known_directives(kind, version):
+    """{(section, name)} of packer/systemd.yaml's `kind` that systemd `version` has, under its
+    newest name there (a renamed directive's old name only before the rename)."""
+    entries = [(section, *e) for section, listed in SYSTEMD_DIRECTIVES[kind].items() for e in listed]
+    renamed_in = {
+        old: since
+        for old, new in SYSTEMD_DIRECTIVES["renamed"].items()
+        for _, name, _, since in entries
+        if name == new
+    }
+    return {
+        (section, name)
+        for section, name, _, since in entries
+        if since <= version and not renamed_in.get(name, version + 1) <= version
+    }
+
+
 @pytest.mark.parametrize("os_name", ["amazon-linux-2", "amazon-linux-2023", "debian"])
 def test_no_unit_carries_a_directive_its_systemd_does_not_know(os_name):
     view = settings(os_name)
     version = view["os_facts"]["systemd_version"]
+    assert view["unit_directives_systemd"] == version
     files = render_all(view)
     for kind, units in (("service", layout.SERVICE_UNITS), ("firstboot", [layout.FIRSTBOOT_UNIT])):
-        known = {
-            (section, name)
-            for section, entries in SYSTEMD_DIRECTIVES[kind].items()
-            for name, _, since in entries
-            if since <= version
-        }
+        known = known_directives(kind, version)
         gated = {
             (section, name) for section, entries in SYSTEMD_DIRECTIVES[kind].items() for name, _, _ in entries
         }
@@ -236,6 +249,32 @@ def test_amazon_linux_2_units_get_only_what_systemd_219_knows():
         and "ReadWritePaths=/etc/airflow /var/lib/airflow-ami /opt/airflow" in first
     )
     assert "Restart=on-failure" not in files["airflow-firstboot.service"].splitlines()  # a oneshot on 219
+
+
+def test_amazon_linux_2_first_boot_may_write_what_it_writes_under_protect_system_full():
+    """systemd 219 has ProtectSystem=full (/etc read-only) and names writable paths
+    ReadWriteDirectories=; ReadWritePaths= came in 231."""
+    writes = " ".join(layout.FIRSTBOOT_WRITES)
+    first = render_all(settings("amazon-linux-2"))["airflow-firstboot.service"].splitlines()
+    assert "ProtectSystem=full" in first and f"ReadWriteDirectories={writes}" in first
+    assert not [line for line in first if line.startswith("ReadWritePaths=")]
+    modern = render_all(settings("debian"))["airflow-firstboot.service"].splitlines()
+    assert f"ReadWritePaths={writes}" in modern
+    assert not [line for line in modern if line.startswith("ReadWriteDirectories=")]
+
+
+def test_a_rehearsal_of_another_profile_s_directive_set_renders_that_set():
+    al2 = render_all(settings("amazon-linux-2"))
+    rehearsal = load_settings(cli={"cloud": "local", "unit_directives": "amazon-linux-2"}).instance_view()
+    assert rehearsal["os"] == "debian" and rehearsal["unit_directives_systemd"] == 219
+    rehearsed = render_all(rehearsal)
+    gated = {e[0] for kind in ("service", "firstboot") for s in SYSTEMD_DIRECTIVES[kind].values() for e in s}
+
+    def sandbox(text):
+        return sorted(line for line in text.splitlines() if line.split("=", 1)[0] in gated)
+
+    for unit in (layout.FIRSTBOOT_UNIT, *layout.SERVICE_UNITS):
+        assert sandbox(rehearsed[unit]) == sandbox(al2[unit]) != [], unit
 
 
 def exec_starts(unit_text):
