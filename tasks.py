@@ -1,8 +1,10 @@
 """Invoke tasks (run through ./bake). Thin: the logic lives in airflow_ami/.
 
-Every settings field is a flag on the tasks that take settings (`--region`,
-`--os`, ...); the same names work in invoke.yaml under `ami:` and as
-INVOKE_AMI_<FIELD> environment variables. See README.md.
+A task's settings flags are the fields of the declarations it uses
+(airflow_ami/settings: Target, BakeSettings, LaunchSettings), and only those:
+`./bake TASK --help` lists them, and a flag of another is refused (exit 2). The
+same names work in invoke.yaml under `ami:` and as INVOKE_AMI_<FIELD>
+environment variables, for every task that uses them. See README.md.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import sys
 from invoke import Collection, Context, task
 
 from airflow_ami import cli
+from airflow_ami.cli import BakeSettings, LaunchSettings, Target
 
 
-@cli.settings_task
-def render(c: Context, settings: cli.Settings) -> None:
+@cli.settings_task(BakeSettings)
+def render(c: Context, settings: BakeSettings) -> None:
     """Render the Packer template and bundle into build/<build-name>/ and print its path."""
     print(cli.render_build(settings))
 
@@ -27,84 +30,90 @@ def validate(c: Context) -> None:
     cli.validate()
 
 
-@cli.settings_task
-def build_ami(c: Context, settings: cli.Settings) -> None:
+@cli.settings_task(BakeSettings)
+def build_ami(c: Context, settings: BakeSettings) -> None:
     """Render, validate and packer-build the AMI (--cloud local: in the local cloud); write ami.json."""
     cli.build_ami(settings)
 
 
-@cli.settings_task
-def launch(c: Context, settings: cli.Settings, ami: str = "") -> None:
+@cli.settings_task(LaunchSettings)
+def launch(c: Context, settings: LaunchSettings, ami: str = "") -> None:
     """Launch the AMI (default: the last build's), or a cluster with --workers N; wait for Airflow."""
     cli.launch(settings, ami)
 
 
-@cli.settings_task
-def ssh(c: Context, settings: cli.Settings) -> None:
+@cli.settings_task(Target)
+def ssh(c: Context, settings: Target) -> None:
     """Open a shell on the launched instance (a cluster's controller); a command after -- runs instead."""
     cli.ssh(settings, shlex.split(c.remainder))
 
 
-@cli.settings_task
-def status(c: Context, settings: cli.Settings, json: bool = False) -> None:
+@cli.settings_task(Target)
+def status(c: Context, settings: Target, json: bool = False) -> None:
     """The launched instances and Airflow's health (--json for machines); exit 1 if not all well."""
     cli.status(settings, json)
 
 
-@cli.settings_task
-def scale(c: Context, settings: cli.Settings) -> None:
+@cli.settings_task(LaunchSettings, flags=("cluster", "workers"))
+def scale(c: Context, settings: LaunchSettings) -> None:
     """Set the launched cluster's workers to --workers N (AWS: its Auto Scaling group)."""
     cli.scale(settings)
 
 
-@cli.settings_task
-def instances(c: Context, settings: cli.Settings) -> None:
+@cli.settings_task(Target)
+def instances(c: Context, settings: Target) -> None:
     """List the instances launch started on --cloud (id, address, AMI)."""
     cli.instances(settings)
 
 
-@cli.settings_task
-def prune_amis(c: Context, settings: cli.Settings, keep: int = 3, yes: bool = False) -> None:
+@cli.settings_task(BakeSettings, flags=("ami_name_prefix", "ami_regions"))
+def prune_amis(c: Context, settings: BakeSettings, keep: int = 3, yes: bool = False) -> None:
     """Per region, list unused AMIs of this prefix/OS/arch past the newest --keep; --yes deregisters them."""
     cli.prune_amis(settings, keep, yes)
 
 
-@cli.settings_task
-def copy_ami(c: Context, settings: cli.Settings, to_regions: str = "", ami: str = "") -> None:
+@cli.settings_task(BakeSettings, flags=("kms_key_id",))
+def copy_ami(c: Context, settings: BakeSettings, to_regions: str = "", ami: str = "") -> None:
     """Copy the AMI (default: the last build's) with its tags to --to-regions; --kms-key-id re-encrypts."""
     cli.copy_ami(settings, to_regions, ami)
 
 
-@cli.settings_task
-def share_ami(c: Context, settings: cli.Settings, accounts: str = "", ami: str = "") -> None:
+@cli.settings_task(BakeSettings, flags=())
+def share_ami(c: Context, settings: BakeSettings, accounts: str = "", ami: str = "") -> None:
     """Let --accounts launch every copy of the AMI (default: the last build's) and use its snapshots."""
     cli.share_ami(settings, accounts, ami)
 
 
-@cli.settings_task
-def verify(c: Context, settings: cli.Settings, host: str = "") -> None:
+@cli.settings_task(LaunchSettings, flags=("cluster",))
+def verify(c: Context, settings: LaunchSettings, host: str = "") -> None:
     """Run the testinfra suite on --host (ssh://user@addr) or the launched instance; pytest args after --."""
     cli.verify(settings, host, shlex.split(c.remainder))
 
 
-@cli.settings_task
-def teardown(c: Context, settings: cli.Settings) -> None:
+@cli.settings_task(Target)
+def teardown(c: Context, settings: Target) -> None:
     """Remove what launch made (AWS: exactly what its record lists; --cloud local: the whole local cloud)."""
     cli.teardown(settings)
 
 
-@cli.settings_task(cloud="local")
-def rehearse(c: Context, settings: cli.Settings) -> None:
+@cli.settings_task(BakeSettings, LaunchSettings, cloud="local")
+def rehearse(c: Context, settings: BakeSettings, launching: LaunchSettings) -> None:
     """The main job: build-ami, launch, verify, teardown in the local cloud; prints phase durations."""
-    cli.rehearse(settings, shlex.split(c.remainder))
+    cli.rehearse(settings, launching, shlex.split(c.remainder))
 
 
-@cli.settings_task(cloud="local")
-def bench(c: Context, settings: cli.Settings, quick: bool = False, on_launched: bool = False) -> None:
+@cli.settings_task(BakeSettings, LaunchSettings, flags=cli.names_of(BakeSettings), cloud="local")
+def bench(
+    c: Context,
+    settings: BakeSettings,
+    launching: LaunchSettings,
+    quick: bool = False,
+    on_launched: bool = False,
+) -> None:
     """Measure bake, boot, parallelism, throughput, size and memory in the local cloud, each beside a
     baseline of the same run; print the table, write build/bench.json (--quick: smaller N;
     --on-launched: only the instance `launch` recorded, no bake, cluster or teardown)."""
-    cli.bench_run(settings, quick, on_launched)
+    cli.bench_run(settings, launching, quick, on_launched)
 
 
 @task

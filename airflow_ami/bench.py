@@ -6,8 +6,8 @@ baseline (plain pip, a first boot that migrates, parallelism 1, the standalone
 instance) is measured in the same run, so a ratio holds on a noisy host. The
 figures are not judged here: tests assert behaviour, this prints numbers.
 
-The workloads run through the verify suite's own instance helper
-(tests/infra/lib.py: its probe, its fan-out DAG); `0`-second sleepers are the
+The workloads run through the instance driver the verify suite uses
+(airflow_ami/driver: its probe, its fan-out DAG); `0`-second sleepers are the
 tiny tasks. Times come from Airflow's own task instance records.
 """
 
@@ -30,22 +30,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import testinfra
-
-from tests.infra import lib as infra
-from tests.infra.lib import parse_ts
-
-from . import health, lifecycle
-from .builddir import BUILD_ROOT, BuildDir
-from .clouds import Instance
-from .layout import layout
-from .localcloud.cloud import local_images
-from .localcloud.system import cache_dir
-from .settings import REPO_ROOT, Settings, api_url
-from .verify import ssh_config
+from airflow_ami import health, lifecycle
+from airflow_ami.builddir import BUILD_ROOT, BuildDir
+from airflow_ami.clouds import InstanceRecord
+from airflow_ami.clouds.local.cloud import local_images
+from airflow_ami.clouds.local.system import cache_dir
+from airflow_ami.driver import instance as driver
+from airflow_ami.driver.instance import parse_ts
+from airflow_ami.seam import layout
+from airflow_ami.settings import REPO_ROOT, BakeSettings, LaunchSettings
 
 BENCH_JSON = BUILD_ROOT / "bench.json"
-# A provisioning step's closing line, as scripts/provisioning/runner.py logs it.
+# A provisioning step's closing line, as scripts/provisioning/shared/runner.py logs it.
 STEP_RE = re.compile(r"<== (?P<step>\w+) \((?P<seconds>[\d.]+) s\)")
 # The image's own wheel tags for a distribution built from source at bake time: a
 # plain install needs the build packages the image no longer has, so it is left out.
@@ -214,11 +210,9 @@ class Tee(io.TextIOBase):
         self.out.flush()
 
 
-def infra_instance(out: BuildDir, instance: Instance) -> Any:
-    """The verify suite's helper (probe, DAG upload, scheduler drop-ins) on `instance`."""
-    config = ssh_config(out.ssh_config, instance.ssh_key_file)
-    host = testinfra.get_host(f"ssh://{instance.ssh_user}@{instance.address}", ssh_config=str(config))
-    return infra.Instance(host=host, run_timeout=1800.0, recovery_timeout=300.0)
+def driven(out: BuildDir, instance: InstanceRecord) -> driver.Instance:
+    """The driver (probe, DAG upload, scheduler drop-ins) on `instance`."""
+    return driver.Instance.of(instance, out.ssh_config, run_timeout=1800.0, recovery_timeout=300.0)
 
 
 def healthy_at(base: str, timeout: float = 600.0) -> float:
@@ -239,8 +233,8 @@ def boot_started_at(node: Any) -> float:
 
 
 def run_fanout(node: Any, n: int, seconds: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    run_id = node.trigger(infra.FANOUT_DAG, {"n": n, "seconds": seconds})
-    done = node.wait_run(infra.FANOUT_DAG, run_id)
+    run_id = node.trigger(driver.FANOUT_DAG, {"n": n, "seconds": seconds})
+    done = node.wait_run(driver.FANOUT_DAG, run_id)
     if done["state"] != "success":
         raise BenchError(f"the fan-out run {run_id} ended {done['state']}: {node.run_summary(done)}")
     return done["run"], list(done["task_instances"])
@@ -252,7 +246,7 @@ class BenchError(RuntimeError):
 
 def memory(node: Any, seconds: float = 0) -> dict[str, Any]:
     """The Airflow services of a standalone instance, and MySQL."""
-    return node.probe("memory", str(seconds), *infra.AIRFLOW_UNITS, node.mysql_unit)
+    return node.probe("memory", str(seconds), *driver.AIRFLOW_UNITS, node.mysql_unit)
 
 
 def measure_memory_and_fanout(node: Any, plan: Plan) -> dict[str, Any]:
@@ -307,11 +301,11 @@ print(json.dumps({"pins": sorted(set(pins), key=str.lower), "built": sorted(buil
 """
 
 
-# manylinux wheels as the image's uv download takes them (scripts/provisioning/install.py).
+# manylinux wheels as the image's uv download takes them (scripts/provisioning/bake/install.py).
 UV_PLATFORM = {"x86_64": "x86_64-manylinux_2_17", "arm64": "aarch64-manylinux_2_17"}
 
 
-def image_uv(settings: Settings) -> Path:
+def image_uv(settings: BakeSettings) -> Path:
     """The image's own uv (uv_version, its wheel checked against uv_wheel_sha256), fetched once
     with this checkout's uv into .cache/: the install figure is the pipeline's method."""
     target = REPO_ROOT / ".cache" / f"bench-uv-{settings.uv_version}-{settings.arch}"
@@ -332,13 +326,15 @@ def image_uv(settings: Settings) -> Path:
     return binary
 
 
-def upload(instance: Instance, config: Path, local: Path, remote: str) -> None:
+def upload(instance: InstanceRecord, config: Path, local: Path, remote: str) -> None:
     """scp a file too big for a command line to the instance (its ssh user's own path)."""
     target = f"{instance.ssh_user}@{instance.address}:{remote}"
     subprocess.run(["scp", "-q", "-F", str(config), str(local), target], check=True, timeout=600)
 
 
-def measure_install(node: Any, instance: Instance, settings: Settings, plan: Plan) -> dict[str, Any]:
+def measure_install(
+    node: Any, instance: InstanceRecord, settings: BakeSettings, plan: Plan
+) -> dict[str, Any]:
     """The image's pins, uv (the pipeline's way) vs. plain pip, each into a fresh venv, no cache."""
     work = "/var/tmp/airflow-ami-bench"
     python = f"{layout.VENV}/bin/python"
@@ -405,7 +401,7 @@ def _retry(call: Callable[[], float], attempts: int = 20) -> float:
     return call()
 
 
-def measure_image(settings: Settings, ami_id: str) -> dict[str, Any]:
+def measure_image(settings: BakeSettings, ami_id: str) -> dict[str, Any]:
     images = local_images(cache_dir())
     bdir = BuildDir.of(settings)
     record = bdir.read(bdir.ami_record, "")
@@ -422,7 +418,11 @@ def stage(name: str, out: TextIO, timings: dict[str, float]) -> Any:
 
 
 def bench(
-    settings: Settings, quick: bool = False, on_launched: bool = False, out: TextIO = sys.stdout
+    settings: BakeSettings,
+    launching: LaunchSettings,
+    quick: bool = False,
+    on_launched: bool = False,
+    out: TextIO = sys.stdout,
 ) -> dict[str, Any]:
     """Measure, print the table, write build/bench.json; returns what was written.
 
@@ -438,15 +438,15 @@ def bench(
         if on_launched:
             instance = lifecycle.launched(bdir)
         else:
-            with stage("bake", out, timings):
+            with stage("build-ami", out, timings):
                 tee = Tee(out)
-                record = lifecycle.bake(settings, out=tee)
-            results["bake_s"] = round(timings["bake"], 1)
+                record = lifecycle.build_image(settings, out=tee)
+            results["bake_s"] = round(timings["build-ami"], 1)
             results["bake_steps"] = bake_steps(tee.lines)
             with stage("launch", out, timings):
-                (instance,) = lifecycle.launch(settings, record["ami_id"], out, wait=False)
-        node = infra_instance(bdir, instance)
-        base = api_url(lifecycle.as_baked(settings, instance), instance.address)
+                (instance,) = lifecycle.launch(launching, record["ami_id"], out, wait=False)
+        node = driven(bdir, instance)
+        base = lifecycle.image_of(settings, instance.ami_id).api_url(instance.address)
         ready = healthy_at(base)
         if not on_launched:
             results["boot_healthy_s"] = round(ready - boot_started_at(node), 1)
@@ -467,7 +467,7 @@ def bench(
         if not on_launched:
             lifecycle.teardown(settings)
             with stage("cluster", out, timings):
-                results.update(measure_cluster(settings, record["ami_id"], plan, out))
+                results.update(measure_cluster(launching, record["ami_id"], plan, out))
             results["cluster_speedup"] = ratio(
                 results["cluster_tiny_tasks_per_min"], results["tiny_tasks_per_min"]
             )
@@ -496,12 +496,12 @@ def bench(
     return document
 
 
-def measure_cluster(settings: Settings, ami_id: str, plan: Plan, out: TextIO) -> dict[str, Any]:
+def measure_cluster(settings: LaunchSettings, ami_id: str, plan: Plan, out: TextIO) -> dict[str, Any]:
     cluster = dataclasses.replace(settings, workers=plan.cluster_workers, cluster="bench")
     controller = lifecycle.launch(cluster, ami_id, out)[0]
-    node = infra_instance(BuildDir.of(settings), controller)
+    node = driven(BuildDir.of(settings), controller)
     # The workers read DAGs from the cluster's S3 bundle, not the controller's folder.
-    with node.in_the_bundle(infra.FANOUT_DAG):
+    with node.in_the_bundle(driver.FANOUT_DAG):
         figures = measure_tiny(node, plan, prefix="cluster_")
     node.cleanup()
     return figures

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .settings import REPO_ROOT, Settings
+from airflow_ami.settings import REPO_ROOT, Target
 
 BUILD_ROOT = REPO_ROOT / "build"
 
@@ -21,7 +21,7 @@ class BuildDir:
     root: Path
 
     @classmethod
-    def of(cls, settings: Settings) -> BuildDir:
+    def of(cls, settings: Target) -> BuildDir:
         return cls(BUILD_ROOT / settings.build_name)
 
     @property

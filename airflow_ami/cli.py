@@ -16,16 +16,30 @@ from typing import Any
 import botocore.exceptions
 from invoke import Context, Exit, task
 
-from . import amis, bench, build, codecheck, health, lifecycle, localcloud, packer
-from .aws_launch import LaunchError
-from .builddir import BUILD_ROOT, MissingRecord
-from .localcloud import LocalCloudError
-from .manifest import ManifestError
-from .render import render
-from .settings import FIELDS, Field, Settings, SettingsError, load_settings
+from airflow_ami import bench, codecheck, health, lifecycle
+from airflow_ami.builddir import BUILD_ROOT, MissingRecord
+from airflow_ami.clouds import local
+from airflow_ami.clouds.aws import LaunchError
+from airflow_ami.clouds.local import LocalCloudError
+from airflow_ami.driver.instance import InstanceError
+from airflow_ami.image import amis, build, packer
+from airflow_ami.image.manifest import ManifestError
+from airflow_ami.image.render import render
+from airflow_ami.settings import (
+    BakeSettings,
+    Field,
+    LaunchSettings,
+    SettingsError,
+    Target,
+    all_fields,
+    fields_of,
+    load,
+)
 
 __all__ = [
-    "Settings",
+    "BakeSettings",
+    "LaunchSettings",
+    "Target",
     "bench_run",
     "build_ami",
     "clean",
@@ -33,6 +47,7 @@ __all__ = [
     "copy_ami",
     "instances",
     "launch",
+    "names_of",
     "prune_amis",
     "rehearse",
     "render_build",
@@ -68,7 +83,7 @@ def exit_codes() -> Iterator[None]:
         LaunchError,
         health.Unhealthy,
         bench.BenchError,
-        bench.infra.InstanceError,
+        InstanceError,
         botocore.exceptions.BotoCoreError,
         botocore.exceptions.ClientError,
     ) as exc:
@@ -81,32 +96,66 @@ def exit_codes() -> Iterator[None]:
 
 def config_defaults() -> dict[str, None]:
     """Every field declared (as unset) so invoke maps INVOKE_AMI_<FIELD> env vars onto it."""
-    return {f.name: None for f in FIELDS}
+    return dict.fromkeys(all_fields())
 
 
-def settings_task(body: Callable[..., Any] | None = None, **fixed: str) -> Any:
-    """An invoke task whose flags are the settings fields, resolved and validated first.
+def settings_task(
+    *takes: type, flags: tuple[str, ...] | None = None, **fixed: str
+) -> Callable[[Callable[..., Any]], Any]:
+    """An invoke task whose flags are the settings it uses, resolved and validated first.
 
-    The body is called as body(c, settings, **its own flags). Settings in
-    `fixed` (e.g. cloud="local") are not flags of that task.
+    The body is called as body(c, <one settings object per declaration in `takes`>,
+    **its own flags). Its settings flags are the fields of `takes`, or only the
+    Target's and `flags` when it uses a few fields of a larger declaration; the other
+    fields come from their layers. Settings in `fixed` (e.g. cloud="local") are not flags.
     """
-    if body is None:
-        return functools.partial(settings_task, **fixed)
-    own = list(inspect.signature(body).parameters.values())
-    own_params = own[2:]
-    fields = [f for f in FIELDS if f.name not in fixed]
-    field_params = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None) for f in fields]
 
-    @functools.wraps(body)
-    def wrapper(c: Context, **flags: Any) -> Any:
-        own_values = {p.name: flags.pop(p.name, p.default) for p in own_params}
-        with exit_codes():
-            settings = load_settings(config=c.config.get("ami", {}), cli={**flags, **fixed})
-            return body(c, settings, **own_values)
+    def decorate(body: Callable[..., Any]) -> Any:
+        own = list(inspect.signature(body).parameters.values())
+        own_params = own[1 + len(takes) :]
+        declared: dict[str, Field] = {}
+        for cls in takes:
+            for f in fields_of(cls):
+                declared.setdefault(f.name, f)
+        wanted = set(declared) if flags is None else {f.name for f in fields_of(Target)} | set(flags)
+        settable = [f for name, f in declared.items() if name in wanted and name not in fixed]
+        field_params = [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None) for f in settable
+        ]
 
-    wrapper.__signature__ = inspect.Signature([own[0], *own_params, *field_params])  # type: ignore[attr-defined]
-    help_text = {f.name.replace("_", "-"): f"{f.help}; {f.allowed}{_default(f)}" for f in fields}
-    return task(wrapper, help=help_text, auto_shortflags=False)
+        @functools.wraps(body)
+        def wrapper(c: Context, **given: Any) -> Any:
+            own_values = {p.name: given.pop(p.name, p.default) for p in own_params}
+            chosen = {**given, **fixed}
+            with exit_codes():
+                loaded = [load(cls, config=c.config.get("ami", {}), cli=_of(cls, chosen)) for cls in takes]
+                return body(c, *loaded, **own_values)
+
+        wrapper.__signature__ = inspect.Signature([own[0], *own_params, *field_params])  # type: ignore[attr-defined]
+        help_text = {f.name.replace("_", "-"): f"{f.help}; {f.allowed}{_default(f)}" for f in settable}
+        return task(wrapper, help=help_text, auto_shortflags=False)
+
+    return decorate
+
+
+def names_of(cls: type) -> tuple[str, ...]:
+    """The field names of a declaration (a task's `flags`: all of one declaration it takes)."""
+    return tuple(f.name for f in fields_of(cls))
+
+
+def _of(cls: type, chosen: dict[str, Any]) -> dict[str, Any]:
+    """The chosen values the declaration `cls` has fields for."""
+    return {name: value for name, value in chosen.items() if name in names_of(cls)}
+
+
+def refusal(task_name: str, flag: str) -> str:
+    """One line for a flag the task does not take: whose setting it is, where to look."""
+    name = flag.lstrip("-").replace("-", "_")
+    owners = [
+        word for word, cls in (("bake", BakeSettings), ("launch", LaunchSettings)) if name in names_of(cls)
+    ]
+    whose = f" (a {' and '.join(owners)} setting, which {task_name} does not use)" if owners else ""
+    return f"bake: {task_name} takes no {flag}{whose}; `./bake {task_name} --help` lists what it takes"
 
 
 def _default(f: Field) -> str:
@@ -120,14 +169,14 @@ def _default(f: Field) -> str:
     return f" (default: {str(f.default).lower() if isinstance(f.default, bool) else f.default or 'empty'})"
 
 
-def warn_end_of_support(settings: Settings) -> None:
+def warn_end_of_support(settings: BakeSettings) -> None:
     if settings.end_of_support:
         line = settings.end_of_support.warning(settings.os, datetime.date.today())
         if line:
             sys.stderr.write(f"bake: {line}\n")
 
 
-def render_build(settings: Settings) -> str:
+def render_build(settings: BakeSettings) -> str:
     warn_end_of_support(settings)
     with exit_codes():
         return str(render(settings, packer.version()))
@@ -139,14 +188,14 @@ def validate() -> None:
         codecheck.check_code()
 
 
-def build_ami(settings: Settings) -> None:
+def build_ami(settings: BakeSettings) -> None:
     warn_end_of_support(settings)
     with exit_codes():
-        record = lifecycle.bake(settings)
+        record = lifecycle.build_image(settings)
     sys.stdout.write(f"build-ami: {record['ami_id']} in {record['region']} ({record['name']})\n")
 
 
-def launch(settings: Settings, ami: str) -> None:
+def launch(settings: LaunchSettings, ami: str) -> None:
     with exit_codes():
         members = lifecycle.launch(settings, ami)
         for member in members:
@@ -156,7 +205,7 @@ def launch(settings: Settings, ami: str) -> None:
         sys.stdout.write("".join(f"launch: {line}\n" for line in lifecycle.ready(settings, members[0])))
 
 
-def ssh(settings: Settings, command: list[str]) -> None:
+def ssh(settings: Target, command: list[str]) -> None:
     with exit_codes():
         argv = lifecycle.ssh_argv(settings, command)
     code = subprocess.run(argv, check=False).returncode
@@ -164,7 +213,7 @@ def ssh(settings: Settings, command: list[str]) -> None:
         raise Exit(code=code)
 
 
-def status(settings: Settings, as_json: bool) -> None:
+def status(settings: Target, as_json: bool) -> None:
     with exit_codes():
         report = lifecycle.status(settings)
     if as_json:
@@ -175,13 +224,13 @@ def status(settings: Settings, as_json: bool) -> None:
         raise Exit(code=EXIT_FAILED)
 
 
-def scale(settings: Settings) -> None:
+def scale(settings: LaunchSettings) -> None:
     with exit_codes():
         scaled = lifecycle.cloud_for(settings).scale(settings, settings.workers)
     sys.stdout.write(f"scale: {scaled} set to {settings.workers} workers\n")
 
 
-def instances(settings: Settings) -> None:
+def instances(settings: Target) -> None:
     with exit_codes():
         found = lifecycle.instances(settings)
     for instance in found:
@@ -190,20 +239,20 @@ def instances(settings: Settings) -> None:
         sys.stdout.write(f"instances: none launched on {settings.cloud} in {settings.region}\n")
 
 
-def verify(settings: Settings, host: str, pytest_args: list[str]) -> None:
+def verify(settings: LaunchSettings, host: str, pytest_args: list[str]) -> None:
     with exit_codes():
-        code = lifecycle.verify_instance(settings, host, pytest_args)
+        code = lifecycle.verify_instance(settings, settings.cluster, host, pytest_args)
     if code != 0:
         raise Exit("verify: the instance failed the testinfra suite (see above)", code=EXIT_FAILED)
 
 
-def teardown(settings: Settings) -> None:
+def teardown(settings: Target) -> None:
     with exit_codes():
         removed = lifecycle.teardown(settings)
     sys.stdout.write(f"teardown: removed {', '.join(removed) or 'nothing (none running)'}\n")
 
 
-def prune_amis(settings: Settings, keep: int, yes: bool) -> None:
+def prune_amis(settings: BakeSettings, keep: int, yes: bool) -> None:
     with exit_codes():
         regions = amis.prune(settings, keep, apply=yes)
     verb = "deregistered with their snapshots" if yes else "would deregister (dry run; --yes to act)"
@@ -215,14 +264,14 @@ def prune_amis(settings: Settings, keep: int, yes: bool) -> None:
         sys.stdout.write(f"{where} kept the newest {keep}: {', '.join(pruned.kept) or 'none found'}\n")
 
 
-def copy_ami(settings: Settings, to_regions: str, ami: str) -> None:
+def copy_ami(settings: BakeSettings, to_regions: str, ami: str) -> None:
     with exit_codes():
         copies = amis.copy(settings, to_regions, ami)
     for region, copy_id in copies.items():
         sys.stdout.write(f"copy-ami: {copy_id} in {region} (available, tags copied)\n")
 
 
-def share_ami(settings: Settings, accounts: str, ami: str) -> None:
+def share_ami(settings: BakeSettings, accounts: str, ami: str) -> None:
     with exit_codes():
         shared = amis.share(settings, accounts, ami)
     users = ", ".join(shared.accounts)
@@ -235,19 +284,19 @@ def share_ami(settings: Settings, accounts: str, ami: str) -> None:
         )
 
 
-def rehearse(settings: Settings, pytest_args: list[str]) -> None:
+def rehearse(settings: BakeSettings, launching: LaunchSettings, pytest_args: list[str]) -> None:
     with exit_codes():
-        code = lifecycle.rehearse(settings, pytest_args)
+        code = lifecycle.rehearse(settings, launching, pytest_args)
     if code != 0:
         raise Exit("rehearse: the launched instance failed verification (see above)", code=EXIT_FAILED)
 
 
-def bench_run(settings: Settings, quick: bool, on_launched: bool) -> None:
+def bench_run(settings: BakeSettings, launching: LaunchSettings, quick: bool, on_launched: bool) -> None:
     with exit_codes():
-        bench.bench(settings, quick=quick, on_launched=on_launched)
+        bench.bench(settings, launching, quick=quick, on_launched=on_launched)
 
 
 def clean() -> None:
     with exit_codes():
-        localcloud.clean()
+        local.clean()
     shutil.rmtree(BUILD_ROOT, ignore_errors=True)

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any, TextIO
 
-from .layout import layout
+from airflow_ami.seam import layout
 
 TIMEOUT = 900.0
 

@@ -7,29 +7,36 @@ separate `launch`, `verify` and `teardown` runs find it.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from . import build, health, verify
-from .aws_launch import AwsCloud, port_forward_command
-from .builddir import BuildDir, MissingRecord
-from .clouds import Cloud, Instance
-from .layout import layout
-from .localcloud import LocalCloud
-from .settings import Settings, api_url
+from airflow_ami import health, verify
+from airflow_ami.builddir import BuildDir, MissingRecord
+from airflow_ami.clouds import Cloud, InstanceRecord
+from airflow_ami.clouds.aws import AwsCloud, port_forward_command
+from airflow_ami.clouds.local import LocalCloud
+from airflow_ami.image import build
+from airflow_ami.image.record import Baked
+from airflow_ami.seam import layout
+from airflow_ami.settings import BakeSettings, LaunchSettings, Target
 
 CLOUDS: dict[str, Callable[[], Cloud]] = {"aws": AwsCloud, "local": LocalCloud}
 
 
-def cloud_for(settings: Settings) -> Cloud:
+def cloud_for(settings: Target) -> Cloud:
     return CLOUDS[settings.cloud]()
 
 
-def bake(settings: Settings, out: TextIO = sys.stdout) -> dict[str, Any]:
+def image_of(target: Target, ami_id: str) -> Baked:
+    """What `ami_id` was baked with (its record, else its tags on the target's cloud)."""
+    cloud = cloud_for(target)
+    return Baked.of(target, ami_id, lambda ami: cloud.image_tags(target, ami))
+
+
+def build_image(settings: BakeSettings, out: TextIO = sys.stdout) -> dict[str, Any]:
     """build-ami on the settings' cloud; returns the AMI record plus the build's `timings`."""
     with cloud_for(settings).build_host(settings) as host:
         started = time.monotonic()
@@ -40,92 +47,79 @@ def bake(settings: Settings, out: TextIO = sys.stdout) -> dict[str, Any]:
 
 
 def launch(
-    settings: Settings, ami_id: str = "", out: TextIO = sys.stdout, wait: bool = True
-) -> list[Instance]:
+    settings: LaunchSettings, ami_id: str = "", out: TextIO = sys.stdout, wait: bool = True
+) -> list[InstanceRecord]:
     """Launch the instance, or with --workers N (no --role) a controller and N workers;
-    record them, and (`wait`) wait until Airflow is healthy. The controller comes first."""
+    record them, and (`wait`) wait until Airflow is healthy. The controller comes first.
+
+    Everything the image decided (its API port and TLS, its users) comes from the
+    AMI's record or tags, never from a launch flag."""
     bdir = BuildDir.of(settings)
     ami_id = ami_id or bdir.read(bdir.ami_record, "run `./bake build-ami` first or pass --ami")["ami_id"]
     cloud = cloud_for(settings)
+    image = image_of(settings, ami_id)
     if settings.workers and settings.role == "standalone":
-        members = cloud.launch_cluster(settings, ami_id)
+        members = cloud.launch_cluster(settings, image)
     else:
-        members = [cloud.launch(settings, ami_id)]
+        members = [cloud.launch(settings, image)]
     head = members[0]
     bdir.write(bdir.instance_record, head.as_record())
     if head.role != "standalone":
         recorded = [*cluster_members(bdir, head.cluster), *(m.as_record() for m in members)]
         bdir.write(bdir.cluster_record, {"cluster": head.cluster, "members": recorded})
     if wait and head.role != "worker":
-        wait_for_airflow(settings, head, out)
+        wait_for_airflow(settings, image, head, out)
     return members
 
 
-# What the image decided at bake time (ami.json): the launch's own flags cannot change it.
-BAKED = ("api_port", "api_tls", "admin_username", "admin_password_store", "admin_password_name")
-
-
-def as_baked(settings: Settings, instance: Instance) -> Settings:
-    """The settings with the baked values of the instance's AMI, when ami.json records it."""
-    bdir = BuildDir.of(settings)
-    try:
-        record = bdir.read(bdir.ami_record, "")
-    except MissingRecord:
-        return settings
-    if instance.ami_id not in (record.get("ami_id"), *dict(record.get("amis") or {}).values()):
-        return settings
-    return dataclasses.replace(settings, **{k: record[k] for k in BAKED if k in record})
-
-
-def wait_for_airflow(settings: Settings, instance: Instance, out: TextIO) -> None:
-    settings = as_baked(settings, instance)
-    base = cloud_for(settings).api_url(settings, instance)
+def wait_for_airflow(target: Target, image: Baked, instance: InstanceRecord, out: TextIO) -> None:
+    base = cloud_for(target).api_url(target, image, instance)
     if base:
         health.wait_healthy(base, out)
     else:
         out.write(
             "launch: the API is not reachable from this machine (no --allow-cidr: no inbound rule);"
-            f" forward it with: {port_forward_command(settings, instance)}\n"
+            f" forward it with: {port_forward_command(image, instance)}\n"
         )
 
 
-def ready(settings: Settings, instance: Instance) -> list[str]:
+def ready(target: Target, instance: InstanceRecord) -> list[str]:
     """Where the UI is, who logs in, and the command that fetches the password."""
-    settings = as_baked(settings, instance)
-    base = cloud_for(settings).api_url(settings, instance) or api_url(settings, "localhost")
-    cloud = "" if settings.cloud == "aws" else f" --cloud {settings.cloud}"
+    image = image_of(target, instance.ami_id)
+    base = cloud_for(target).api_url(target, image, instance) or image.api_url("localhost")
+    cloud = "" if target.cloud == "aws" else f" --cloud {target.cloud}"
     lines = [
         f"url: {base}/",
-        f"admin user: {settings.admin_username}",
+        f"admin user: {image.admin_username}",
         f"admin password: ./bake ssh{cloud} -- sudo cat {layout.ADMIN_PASSWORD_FILE}",
     ]
-    profile = f" --profile {settings.profile}" if settings.profile else ""
-    where = f" --region {settings.region}{profile}"
-    if settings.admin_password_store == "ssm":
+    profile = f" --profile {target.profile}" if target.profile else ""
+    where = f" --region {target.region}{profile}"
+    if image.admin_password_store == "ssm":
         lines.append(
-            f"  or: aws ssm get-parameter --name {settings.admin_password_name} --with-decryption"
+            f"  or: aws ssm get-parameter --name {image.admin_password_name} --with-decryption"
             f" --query Parameter.Value --output text{where}"
         )
-    elif settings.admin_password_store == "secretsmanager":
+    elif image.admin_password_store == "secretsmanager":
         lines.append(
-            f"  or: aws secretsmanager get-secret-value --secret-id {settings.admin_password_name}"
+            f"  or: aws secretsmanager get-secret-value --secret-id {image.admin_password_name}"
             f" --query SecretString --output text{where}"
         )
     return lines
 
 
-def launched(bdir: BuildDir) -> Instance:
+def launched(bdir: BuildDir) -> InstanceRecord:
     """The instance the last launch recorded or, when that was a worker, its controller."""
-    last = Instance.from_record(
+    last = InstanceRecord.from_record(
         bdir.read(bdir.instance_record, "nothing launched: run `./bake launch` first")
     )
     if last.role != "worker":
         return last
-    members = [Instance.from_record(m) for m in cluster_members(bdir, last.cluster)]
+    members = [InstanceRecord.from_record(m) for m in cluster_members(bdir, last.cluster)]
     return next((m for m in members if m.role == "controller"), last)
 
 
-def ssh_argv(settings: Settings, command: Sequence[str] = ()) -> list[str]:
+def ssh_argv(settings: Target, command: Sequence[str] = ()) -> list[str]:
     """ssh to the launched instance (a cluster's controller), running `command` if given."""
     bdir = BuildDir.of(settings)
     instance = launched(bdir)
@@ -138,17 +132,19 @@ def ssh_argv(settings: Settings, command: Sequence[str] = ()) -> list[str]:
     return ["ssh", "-F", str(config), f"{instance.ssh_user}@{instance.address}", *command]
 
 
-def status(settings: Settings) -> dict[str, Any]:
+def status(settings: Target) -> dict[str, Any]:
     """What the last launch runs, whether it runs, and Airflow's health (None: not reachable)."""
     bdir = BuildDir.of(settings)
     head = launched(bdir)
     cloud = cloud_for(settings)
     live = {i.instance_id: i for i in cloud.instances(settings)}
     members = (
-        [Instance.from_record(m) for m in cluster_members(bdir, head.cluster)] if head.cluster else [head]
+        [InstanceRecord.from_record(m) for m in cluster_members(bdir, head.cluster)]
+        if head.cluster
+        else [head]
     )
     members += [i for i in live.values() if i.cluster == head.cluster and i not in members and head.cluster]
-    base = cloud.api_url(as_baked(settings, head), head) if head.instance_id in live else ""
+    base = cloud.api_url(settings, image_of(settings, head.ami_id), head) if head.instance_id in live else ""
     body = health.read(base) if base else None
     healthy = health.is_healthy(body) if base else None
     rows = [{**m.as_record(), "running": m.instance_id in live} for m in members]
@@ -187,25 +183,30 @@ def cluster_members(out: BuildDir, cluster: str) -> list[dict[str, Any]]:
     return list(record["members"]) if record.get("cluster") == cluster else []
 
 
-def instances(settings: Settings) -> list[Instance]:
+def instances(settings: Target) -> list[InstanceRecord]:
     return cloud_for(settings).instances(settings)
 
 
-def verify_instance(settings: Settings, host: str = "", pytest_args: Sequence[str] = ()) -> int:
-    """Run the testinfra suite against --host, or else the instance `launch` recorded."""
+def verify_instance(
+    settings: Target, cluster: str = "", host: str = "", pytest_args: Sequence[str] = ()
+) -> int:
+    """Run the testinfra suite against --host, or else the instance `launch` recorded
+    (with a cluster: its controller, told where the workers are)."""
     if host:
         return verify.run_suite(host, pytest_args=pytest_args)
     out = BuildDir.of(settings)
-    if settings.cluster:
-        return verify_cluster(out, settings.cluster, pytest_args)
-    instance = Instance.from_record(out.read(out.instance_record, "run `./bake launch` first or pass --host"))
+    if cluster:
+        return verify_cluster(out, cluster, pytest_args)
+    instance = InstanceRecord.from_record(
+        out.read(out.instance_record, "run `./bake launch` first or pass --host")
+    )
     config = verify.ssh_config(out.ssh_config, instance.ssh_key_file) if instance.ssh_key_file else None
     return verify.run_suite(f"ssh://{instance.ssh_user}@{instance.address}", config, pytest_args)
 
 
 def verify_cluster(out: BuildDir, cluster: str, pytest_args: Sequence[str]) -> int:
     """The suite on the controller, told where the workers are (tests/infra/test_cluster.py)."""
-    members = [Instance.from_record(m) for m in cluster_members(out, cluster)]
+    members = [InstanceRecord.from_record(m) for m in cluster_members(out, cluster)]
     controllers = [m for m in members if m.role == "controller"]
     if not controllers:
         raise MissingRecord(
@@ -218,7 +219,7 @@ def verify_cluster(out: BuildDir, cluster: str, pytest_args: Sequence[str]) -> i
     return verify.run_suite(host, config, [*workers, *pytest_args])
 
 
-def teardown(settings: Settings) -> list[str]:
+def teardown(settings: Target) -> list[str]:
     removed = cloud_for(settings).teardown(settings)
     out = BuildDir.of(settings)
     out.instance_record.unlink(missing_ok=True)
@@ -237,7 +238,7 @@ def phase(name: str, timings: dict[str, float], out: TextIO, task: str = "rehear
         timings[name] = time.monotonic() - start
 
 
-def reusable_ami(settings: Settings) -> str:
+def reusable_ami(settings: Target) -> str:
     """The last build's AMI if the local cloud still holds its image, else ""."""
     out = BuildDir.of(settings)
     try:
@@ -247,7 +248,12 @@ def reusable_ami(settings: Settings) -> str:
     return ami_id if LocalCloud().has_image(ami_id) else ""
 
 
-def rehearse(settings: Settings, pytest_args: Sequence[str] = (), out: TextIO = sys.stdout) -> int:
+def rehearse(
+    settings: BakeSettings,
+    launching: LaunchSettings,
+    pytest_args: Sequence[str] = (),
+    out: TextIO = sys.stdout,
+) -> int:
     """build-ami -> launch -> verify -> teardown; teardown runs whatever happens.
 
     With --workers N: the last build's AMI if it is still there (else a build), a
@@ -258,17 +264,17 @@ def rehearse(settings: Settings, pytest_args: Sequence[str] = (), out: TextIO = 
     status = "failed"
     code = 1
     try:
-        ami_id = reusable_ami(settings) if settings.workers else ""
+        ami_id = reusable_ami(settings) if launching.workers else ""
         if ami_id:
             out.write(f"rehearse: reusing {ami_id} (build/{settings.build_name}/ami.json)\n")
         else:
             with phase("build-ami", timings, out):
-                record = bake(settings)
+                record = build_image(settings)
             details, ami_id = record["timings"], record["ami_id"]
         with phase("launch", timings, out):
-            launch(settings, ami_id, out)
+            launch(launching, ami_id, out)
         with phase("verify", timings, out):
-            code = verify_instance(settings, pytest_args=pytest_args)
+            code = verify_instance(launching, launching.cluster, pytest_args=pytest_args)
         status = "passed" if code == 0 else "verify failed"
     except KeyboardInterrupt:
         status = "interrupted"

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .settings import REPO_ROOT
+from airflow_ami.settings import REPO_ROOT
 
 SUITE = REPO_ROOT / "tests" / "infra"
 

@@ -18,21 +18,29 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from provisioning import backup, firstboot, imagecheck, install, layout
-from provisioning.osdetect import UnsupportedOS
-from provisioning.oskit import ADAPTERS, OsFacts, adapter_named, load_adapter
-from provisioning.runner import Context, StepFailed, load_settings, log, run_steps
+from provisioning.bake import imagecheck, install
+from provisioning.bake.osdetect import UnsupportedOS
+from provisioning.bake.oskit import ADAPTERS, adapter_named, load_adapter
+from provisioning.boot import firstboot
+from provisioning.running import backup
+from provisioning.shared import layout
+from provisioning.shared.contract import OsFacts, SettingsMissing, read_settings
+from provisioning.shared.runner import Context, StepFailed, log, run_steps
+
+
+def settings_of(bundle):
+    """The bundle's settings.json while baking, the image's own copy afterwards."""
+    path = os.path.join(bundle, "settings.json") if bundle else layout.BAKED_SETTINGS
+    try:
+        return read_settings(path)
+    except (OSError, ValueError, SettingsMissing) as exc:
+        raise StepFailed("cannot read %s: %s" % (path, exc)) from exc
 
 
 def build_context(args):
     bundle = os.path.abspath(args.bundle) if args.bundle else None
-    if bundle and os.path.exists(os.path.join(bundle, "settings.json")):
-        settings = load_settings(bundle)
-    elif os.path.exists(layout.SETTINGS_COPY):
-        settings = load_settings(os.path.dirname(layout.SETTINGS_COPY))
-    else:
-        raise StepFailed("no settings.json in %s and no %s" % (bundle, layout.SETTINGS_COPY))
-    dry_run = bool(args.dry_run or settings.get("dry_run"))
+    settings = settings_of(bundle)
+    dry_run = bool(args.dry_run or settings["dry_run"])
     facts = OsFacts.from_settings(settings)
     try:
         adapter = load_adapter()
@@ -52,7 +60,7 @@ def build_context(args):
         log("warning: " + msg)
     ctx = Context(settings, bundle, dry_run, adapter, facts=facts)
     # An index URL may carry a token: no log line may show it.
-    index = urlsplit(settings.get("index_url") or "")
+    index = urlsplit(settings["index_url"])
     if index.password or index.username:
         ctx.add_secret(settings["index_url"])
         ctx.add_secret(index.password or index.username)

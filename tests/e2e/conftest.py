@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import testinfra
 
-from airflow_ami.clouds import Instance
-from airflow_ami.verify import ssh_config
-from tests.infra.lib import Instance as Host
+from airflow_ami.clouds import InstanceRecord
+from airflow_ami.driver.instance import Instance
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build" / "debian-x86_64-local"
@@ -25,8 +23,14 @@ REQUIRED_COMMANDS = ("packer", "systemd-nspawn", "mmdebstrap", "nft", "ip", "ssh
 MARKER_ENV = b"AIRFLOW_AMI_LOCALCLOUD="
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The e2e runs last: unit failures are cheaper to learn about first."""
+    """The e2e runs last: unit failures are cheaper to learn about first. Each e2e test is
+    marked e2e and slow, so `-m "not slow"` (the fast loop) leaves them out."""
+    for item in items:
+        if "tests/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: "tests/e2e/" in str(item.path))
 
 
@@ -63,11 +67,9 @@ def our_leftovers() -> list[str]:
     return found
 
 
-def host_of(instance: Instance) -> Host:
-    """The suite's view (tests/infra/lib.py) of a launched instance."""
-    config = ssh_config(BUILD / f"ssh_config-{instance.instance_id}", instance.ssh_key_file)
-    spec = f"ssh://{instance.ssh_user}@{instance.address}"
-    return Host(host=testinfra.get_host(spec, ssh_config=str(config)))
+def driven(launched: InstanceRecord) -> Instance:
+    """The instance driver (airflow_ami/driver) on a launched instance."""
+    return Instance.of(launched, BUILD / f"ssh_config-{launched.instance_id}")
 
 
 def bake(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:

@@ -18,11 +18,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from airflow_ami.localcloud.moto import moto_client
-from airflow_ami.localcloud.state import load_state
-from airflow_ami.localcloud.system import cache_dir
-
-from .conftest import REPO, bake, our_leftovers
+from airflow_ami.clouds.local.moto import moto_client
+from airflow_ami.clouds.local.state import load_state
+from airflow_ami.clouds.local.system import cache_dir
+from tests.e2e.conftest import REPO, bake, our_leftovers
 
 BUILD_NAME = "debian-x86_64-local-options"
 BUCKET, PREFIX = "airflow-ami-e2e-backups", "nightly"

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import testinfra
 
-from airflow_ami.localcloud import LocalCloud
-from airflow_ami.settings import load_settings
+from airflow_ami.clouds.local import LocalCloud
+from airflow_ami.lifecycle import image_of
+from airflow_ami.settings import LaunchSettings, load
 from airflow_ami.verify import ssh_config
+from tests.e2e.conftest import REPO, bake, identity, our_leftovers
 from tests.infra import breakage
-
-from .conftest import REPO, bake, identity, our_leftovers
 
 # The local cloud's default build (packer/clouds/local.yaml: debian, x86_64).
 BUILD = REPO / "build" / "debian-x86_64-local"
@@ -135,7 +135,8 @@ def test_a_broken_instance_fails_verification_naming_the_cause(
 def test_two_instances_of_one_image_share_no_secret_or_identity(instance_host: tuple[Any, str, str]) -> None:
     host, _, _ = instance_host
     record = json.loads((BUILD / "instance.json").read_text())
-    second = LocalCloud().launch(load_settings(cli={"cloud": "local"}), record["ami_id"])
+    settings = load(LaunchSettings, cli={"cloud": "local"})
+    second = LocalCloud().launch(settings, image_of(settings, record["ami_id"]))
     config = ssh_config(BUILD / "ssh_config-second", second.ssh_key_file)
     other = testinfra.get_host(f"ssh://{second.ssh_user}@{second.address}", ssh_config=str(config))
     first_id, second_id = identity(host), identity(other)

@@ -10,15 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from airflow_ami.clouds import Instance, cluster_ports
-from airflow_ami.lifecycle import reusable_ami
-from airflow_ami.localcloud import LocalCloud
-from airflow_ami.settings import Settings, load_settings
-from tests.infra.lib import FANOUT_DAG, FIRSTBOOT_UNIT, layout
-from tests.infra.lib import Instance as Host
+from airflow_ami.clouds import InstanceRecord, cluster_ports
+from airflow_ami.clouds.local import LocalCloud
+from airflow_ami.driver.instance import FANOUT_DAG, FIRSTBOOT_UNIT, Instance, layout
+from airflow_ami.image.record import Baked
+from airflow_ami.lifecycle import image_of, reusable_ami
+from airflow_ami.settings import LaunchSettings, load
+from tests.e2e.conftest import bake, driven, our_leftovers
 from tests.infra.test_cluster import reaches, running_tis, secret_digests
-
-from .conftest import bake, host_of, our_leftovers
 
 PHASES = ("launch", "verify", "teardown")
 
@@ -44,32 +43,33 @@ SCALE_OUT_BOUND = 300
 @dataclasses.dataclass
 class Cluster:
     cloud: LocalCloud
-    settings: Settings
-    ami: str
-    controller: Host
+    settings: LaunchSettings
+    image: Baked
+    controller: Instance
 
-    def launch(self, role: str, cluster: str | None = None, user_data: str | None = None) -> Instance:
+    def launch(self, role: str, cluster: str | None = None, user_data: str | None = None) -> InstanceRecord:
         settings = dataclasses.replace(self.settings, role=role, cluster=cluster or self.settings.cluster)
-        return self.cloud.launch(settings, self.ami, user_data=user_data)
+        return self.cloud.launch(settings, self.image, user_data=user_data)
 
 
 @pytest.fixture(scope="module")
 def scale_out() -> Iterator[Cluster]:
     """A controller and one worker of cluster scale-out, on the last rehearsal's AMI."""
-    settings = load_settings(cli={"cloud": "local"})
+    settings = load(LaunchSettings, cli={"cloud": "local"})
     ami = reusable_ami(settings)
     assert ami, "no AMI of the single-instance rehearsal to reuse"
     cloud = LocalCloud()
+    image = image_of(settings, ami)
     cluster = dataclasses.replace(settings, cluster="scale-out", worker_concurrency=2)
     try:
-        controller = host_of(cloud.launch(dataclasses.replace(cluster, role="controller"), ami))
-        yield Cluster(cloud, cluster, ami, controller)
+        controller = driven(cloud.launch(dataclasses.replace(cluster, role="controller"), image))
+        yield Cluster(cloud, cluster, image, controller)
     finally:
         cloud.teardown(settings)
         assert our_leftovers() == []
 
 
-def first_boot_ended(host: Host, timeout: float = 400) -> str:
+def first_boot_ended(host: Instance, timeout: float = 400) -> str:
     """Wait until first boot has succeeded or failed; returns its unit's state."""
     deadline = time.monotonic() + timeout
     while (state := host.sh(f"systemctl is-active {FIRSTBOOT_UNIT}").stdout.strip()) not in (
@@ -113,7 +113,7 @@ def test_a_worker_added_while_tasks_wait_takes_them_and_scale_in_removes_one(sca
 
 
 def test_two_clusters_share_no_secret_and_no_network(scale_out: Cluster) -> None:
-    other = host_of(scale_out.launch("controller", cluster="other"))
+    other = driven(scale_out.launch("controller", cluster="other"))
     assert first_boot_ended(other) == "active", other.sh(f"journalctl -u {FIRSTBOOT_UNIT} -n 40").stdout
     ours, theirs = secret_digests(scale_out.controller), secret_digests(other)
     shared = sorted(k for k, v in ours.items() if theirs.get(k) == v)
@@ -131,7 +131,7 @@ def test_bad_user_data_fails_first_boot_and_joins_nothing(scale_out: Cluster) ->
         "dags_s3_uri": "s3://bucket/dags",
     }
     bad = json.dumps({**good, "worker_concurrency": "many"})
-    node = host_of(scale_out.launch("worker", user_data=bad))
+    node = driven(scale_out.launch("worker", user_data=bad))
     assert first_boot_ended(node) == "failed"
     lines = node.check(f"journalctl -u {FIRSTBOOT_UNIT} -o cat | grep 'user data'").splitlines()
     assert len(lines) == 1 and "worker_concurrency" in lines[0], f"one line naming the key: {lines}"

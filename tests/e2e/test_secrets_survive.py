@@ -15,21 +15,21 @@ from typing import Any
 
 import pytest
 
-from airflow_ami.clouds import Instance
-from airflow_ami.layout import layout
-from airflow_ami.localcloud import LocalCloud
-from airflow_ami.settings import load_settings
-from tests.infra.lib import Instance as Host
+from airflow_ami.clouds import InstanceRecord
+from airflow_ami.clouds.local import LocalCloud
+from airflow_ami.driver.instance import Instance
+from airflow_ami.lifecycle import image_of
+from airflow_ami.seam import layout
+from airflow_ami.settings import LaunchSettings, load
+from tests.e2e.conftest import BUILD, driven, identity, our_leftovers
 
-from .conftest import BUILD, host_of, identity, our_leftovers
-
-SETTINGS = load_settings(cli={"cloud": "local"})
+SETTINGS = load(LaunchSettings, cli={"cloud": "local"})
 VARIABLE, CONNECTION = "airflow_ami_e2e_kept", "airflow_ami_e2e_kept"
 VALUE, PASSWORD = f"value-{secrets.token_hex(8)}", f"password-{secrets.token_hex(8)}"
 FERNET = "secret AIRFLOW__CORE__FERNET_KEY"
 
 
-def firstboot_done(host: Host, timeout: float = 400) -> dict[str, Any]:
+def firstboot_done(host: Instance, timeout: float = 400) -> dict[str, Any]:
     """Wait for first boot and health; returns the record first boot wrote."""
     deadline = time.monotonic() + timeout
     while host.sh(f"systemctl is-active {layout.FIRSTBOOT_UNIT}").stdout.strip() != "active":
@@ -40,7 +40,7 @@ def firstboot_done(host: Host, timeout: float = 400) -> dict[str, Any]:
     return dict(json.loads(host.read_text(layout.FIRSTBOOT_MARKER)))
 
 
-def assert_values_decrypt_and_the_admin_logs_in(host: Host, when: str) -> None:
+def assert_values_decrypt_and_the_admin_logs_in(host: Instance, when: str) -> None:
     variable = host.airflow(f"variables get {VARIABLE}")
     assert variable.rc == 0 and variable.stdout.strip() == VALUE, f"{when}: variable {variable.stdout!r}"
     connection = host.airflow(f"connections get {CONNECTION} -o json")
@@ -59,11 +59,11 @@ def cloud() -> Iterator[LocalCloud]:
 
 
 @pytest.fixture(scope="module")
-def first(cloud: LocalCloud) -> tuple[Instance, Host]:
+def first(cloud: LocalCloud) -> tuple[InstanceRecord, Instance]:
     """An instance of the rehearsal's AMI holding an encrypted Variable and Connection."""
     ami = json.loads((BUILD / "ami.json").read_text())["ami_id"]
-    instance = cloud.launch(SETTINGS, ami)
-    host = host_of(instance)
+    instance = cloud.launch(SETTINGS, image_of(SETTINGS, ami))
+    host = driven(instance)
     firstboot_done(host)
     host.check(f"{layout.AIRFLOW_CLI} variables set {VARIABLE} {shlex.quote(VALUE)}")
     host.check(
@@ -79,7 +79,9 @@ def first(cloud: LocalCloud) -> tuple[Instance, Host]:
     return instance, host
 
 
-def test_a_reboot_with_imds_down_keeps_every_secret(first: tuple[Instance, Host], cloud: LocalCloud) -> None:
+def test_a_reboot_with_imds_down_keeps_every_secret(
+    first: tuple[InstanceRecord, Instance], cloud: LocalCloud
+) -> None:
     instance, host = first
     before = identity(host.host)
     cloud.metadata_service(instance.instance_id, running=False)
@@ -97,7 +99,9 @@ def test_a_reboot_with_imds_down_keeps_every_secret(first: tuple[Instance, Host]
 
 
 @pytest.mark.parametrize("killed_at", ["write_secrets_env", "update_airflow_database"])
-def test_a_first_boot_killed_halfway_ends_correct(first: tuple[Instance, Host], killed_at: str) -> None:
+def test_a_first_boot_killed_halfway_ends_correct(
+    first: tuple[InstanceRecord, Instance], killed_at: str
+) -> None:
     _, host = first
     before = {k: v for k, v in identity(host.host).items() if k.startswith("secret")}
     since = host.check("date +%s").strip()
@@ -120,14 +124,14 @@ def test_a_first_boot_killed_halfway_ends_correct(first: tuple[Instance, Host], 
 
 
 def test_an_image_of_a_used_instance_rotates_and_keeps_the_values(
-    first: tuple[Instance, Host], cloud: LocalCloud
+    first: tuple[InstanceRecord, Instance], cloud: LocalCloud
 ) -> None:
     instance, host = first
     fernet_before = identity(host.host)[FERNET]
     ami = cloud.image_from_instance(
         SETTINGS, instance.instance_id, f"airflow-ami-e2e-used-{secrets.token_hex(4)}"
     )
-    copy = host_of(cloud.launch(SETTINGS, ami))
+    copy = driven(cloud.launch(SETTINGS, image_of(SETTINGS, ami)))
     record = firstboot_done(copy)
     assert record["mode"] == "rotate", record
     keys = copy.check(f"sed -n 's/^AIRFLOW__CORE__FERNET_KEY=//p' {layout.SECRETS_ENV} | tr -cd , | wc -c")

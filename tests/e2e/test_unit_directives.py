@@ -14,10 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from airflow_ami.layout import layout
-from tests.infra.lib import AIRFLOW_UNITS
-
-from .conftest import REPO, bake, our_leftovers
+from airflow_ami.driver.instance import AIRFLOW_UNITS
+from airflow_ami.seam import layout
+from tests.e2e.conftest import REPO, bake, our_leftovers
 
 BUILD_NAME = "debian-x86_64-local-al2-units"
 OPTIONS = ("--cloud", "local", "--build-name", BUILD_NAME)

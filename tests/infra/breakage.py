@@ -46,12 +46,12 @@ from typing import Any
 SUITE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = SUITE_DIR.parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-from airflow_ami.layout import layout  # noqa: E402  (importable however this file was loaded)
+from airflow_ami.seam import layout  # noqa: E402  (importable however this file was loaded)
 
 BACKUP_DIR = "/var/tmp/airflow-ami-testinfra-breakage"
 AIRFLOW_ENV = layout.AIRFLOW_ENV
 AIRFLOW_CLI = layout.AIRFLOW_CLI
-SETTINGS_PATH = layout.SETTINGS_COPY
+layout.BAKED_SETTINGS = layout.BAKED_SETTINGS
 SCHEDULER = layout.SCHEDULER_UNIT
 MYSQL_DROPIN_NAME = "zzzz-airflow-ami-testinfra-breakage.cnf"
 MARK = "# airflow-ami testinfra breakage: remove me"
@@ -109,7 +109,7 @@ def _check(host: Any, cmd: str) -> str:
 
 def _settings(host: Any) -> dict[str, Any]:
     """What the image was baked with: /etc/airflow-ami/settings.json."""
-    return dict(json.loads(_check(host, f"cat {SETTINGS_PATH}")))
+    return dict(json.loads(_check(host, f"cat {layout.BAKED_SETTINGS}")))
 
 
 def _api_port(host: Any) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import testinfra
 
-from .lib import Instance, ListenerRule
+from airflow_ami.driver.instance import Instance, ListenerRule
 
 _INSTANCES: dict[str, Instance] = {}
 

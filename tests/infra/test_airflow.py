@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .lib import (
+from airflow_ami.driver.instance import (
     AIRFLOW_CFG,
     AIRFLOW_CLI,
     AIRFLOW_ENV,
@@ -14,10 +14,10 @@ from .lib import (
     FIRSTBOOT_UNIT,
     HEALTH_PATH,
     SECRETS_ENV,
-    SETTINGS_PATH,
     Instance,
     expect,
     journal,
+    layout,
 )
 
 
@@ -32,7 +32,7 @@ def test_executor_is_local(instance: Instance) -> None:
 
 def test_parallelism_allows_parallel_tasks(instance: Instance, settings: dict[str, Any]) -> None:
     value = instance.parallelism()
-    asked = str(settings.get("parallelism", "auto"))
+    asked = str(settings["parallelism"])
     hint = (
         f"{AIRFLOW_CLI} config get-value core parallelism; "
         f"AIRFLOW__CORE__PARALLELISM in {AIRFLOW_ENV}; [core] parallelism in {AIRFLOW_CFG}"
@@ -44,7 +44,7 @@ def test_parallelism_allows_parallel_tasks(instance: Instance, settings: dict[st
     )
     if asked.isdigit():
         assert value == int(asked), expect(
-            f"[core] parallelism = {asked} (parallelism in {SETTINGS_PATH})",
+            f"[core] parallelism = {asked} (parallelism in {layout.BAKED_SETTINGS})",
             f"parallelism {value}",
             hint,
         )
@@ -108,7 +108,7 @@ def test_components_point_at_local_api_server(instance: Instance) -> None:
     url = instance.airflow_config("core", "execution_api_server_url")
     port = instance.api_port
     # api_url: the API as this instance reaches it (127.0.0.1 unless api_host names an address).
-    local = instance.settings.get("api_url", f"http://127.0.0.1:{port}")
+    local = instance.settings["api_url"]
     ok = url == f"{local}/execution/" and local.endswith(f":{port}")
     assert ok, expect(
         f"[core] execution_api_server_url = {local}/execution/",

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from .lib import FANOUT_DAG, Instance, expect, journal, layout
+from airflow_ami.driver.instance import FANOUT_DAG, Instance, expect, journal, layout
 
 
 def test_a_dump_goes_to_s3_when_backup_s3_uri_is_set(instance: Instance) -> None:
-    uri = instance.settings.get("backup_s3_uri") or ""
+    uri = instance.settings["backup_s3_uri"]
     since = instance.check("date +%s").strip()
     dumped = instance.sh(f"{layout.BACKUP_CLI} now")
     said = instance.sh(f"journalctl -u {layout.BACKUP_UNIT} --since @{since} -o cat --no-pager").stdout

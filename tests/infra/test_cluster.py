@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .lib import (
+from airflow_ami.driver.instance import (
     FANOUT_DAG,
     FIRSTBOOT_MARKER,
     INFLIGHT_DAG,
@@ -43,8 +43,8 @@ SHARED = (
 USER_DATA_LEAKS = f"""
 import sys
 sys.path.insert(0, {layout.CODE_DIR!r})
-from provisioning.awsapi import Imds
-from provisioning.envfile import read_env_file
+from provisioning.shared.awsapi import Imds
+from provisioning.shared.envfile import read_env_file
 user_data = Imds().get("user-data") or ""
 values = [v for v in read_env_file({SECRETS_ENV!r}).values() if len(v) >= 8]
 print(sum(1 for v in values if v in user_data), len(user_data))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from .lib import (
+from airflow_ami.driver.instance import (
     AIRFLOW_CLI,
     AIRFLOW_ENV,
     FANOUT_DAG,

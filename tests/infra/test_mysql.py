@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .lib import SETTINGS_PATH, Instance, expect, layout, parse_size
+from airflow_ami.driver.instance import Instance, expect, layout, parse_size
 
 VARS_HINT = "mysql -e \"SHOW VARIABLES LIKE '{name}'\"; grep -rn {name} /etc/mysql /etc/my.cnf.d"
 
@@ -27,7 +27,7 @@ def test_max_allowed_packet(instance: Instance, settings: dict[str, Any]) -> Non
     want = parse_size(settings["max_allowed_packet"])
     value = variable(instance, "max_allowed_packet")
     assert value.isdigit() and int(value) == want, expect(
-        f"max_allowed_packet={want} ({settings['max_allowed_packet']} in {SETTINGS_PATH})",
+        f"max_allowed_packet={want} ({settings['max_allowed_packet']} in {layout.BAKED_SETTINGS})",
         value,
         VARS_HINT.format(name="max_allowed_packet"),
     )

@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 
-from .lib import (
+from airflow_ami.driver.instance import (
     API_TLS_CERT,
     API_TLS_KEY,
-    SETTINGS_PATH,
     Instance,
     describe_listener,
     expect,
     is_loopback,
     journal,
+    layout,
     listener_allow_list,
     unexpected_listeners,
 )
@@ -64,16 +64,16 @@ def test_api_listens_on_configured_port(instance: Instance, listeners: list[dict
     socks = [s for s in listeners if s["proto"] == "tcp" and s["port"] == port]
     owners = {u for s in socks for u in s["units"]}
     assert socks and "airflow-api-server.service" in owners, expect(
-        f"airflow-api-server.service listening on port {port} (api_port in {SETTINGS_PATH})",
+        f"airflow-api-server.service listening on port {port} (api_port in {layout.BAKED_SETTINGS})",
         [describe_listener(s) for s in socks] or f"nothing on port {port}",
         f"{journal('airflow-api-server.service')}; ss -ltnp",
     )
-    host = instance.settings.get("api_host", "0.0.0.0")
+    host = instance.settings["api_host"]
     wildcard = host in ("0.0.0.0", "::")
     assert any(
         s["address"] in (host, "::", "0.0.0.0") if wildcard else s["address"] == host for s in socks
     ), expect(
-        f"the API listening on {host}:{port} (api_host in {SETTINGS_PATH})",
+        f"the API listening on {host}:{port} (api_host in {layout.BAKED_SETTINGS})",
         [describe_listener(s) for s in socks],
         "[api] host in /opt/airflow/airflow.cfg",
     )
@@ -97,10 +97,10 @@ def test_no_unexpected_listeners(instance: Instance, listeners: list[dict[str, A
 def test_api_tls_as_configured(instance: Instance) -> None:
     """api_tls self-signed: HTTPS with this instance's certificate (every name it has verifies,
     the key is readable by Airflow only) and no plain HTTP; none: plain HTTP (api_url)."""
-    tls = instance.settings.get("api_tls", "none")
+    tls = instance.settings["api_tls"]
     url = instance.settings["api_url"]
     assert url.startswith("https://" if tls == "self-signed" else "http://"), expect(
-        f"api_url for api_tls {tls}", url, SETTINGS_PATH
+        f"api_url for api_tls {tls}", url, layout.BAKED_SETTINGS
     )
     if tls != "self-signed":
         return

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .lib import AIRFLOW_CLI, AIRFLOW_VENV_PYTHON, SETTINGS_PATH, Instance, expect, parse_version
+from airflow_ami.driver.instance import (
+    AIRFLOW_CLI,
+    AIRFLOW_VENV_PYTHON,
+    Instance,
+    expect,
+    layout,
+    parse_version,
+)
 
 MIN_AUTO_PYTHON = (3, 11)
 MIN_MYSQL = (8, 0)
@@ -15,7 +22,7 @@ def test_airflow_version(instance: Instance, settings: dict[str, Any]) -> None:
     found = [ln.strip() for ln in res.stdout.splitlines() if ln.strip()]
     version = found[-1] if found else ""
     assert res.rc == 0 and version == settings["airflow_version"], expect(
-        f"Airflow {settings['airflow_version']} (airflow_version in {SETTINGS_PATH})",
+        f"Airflow {settings['airflow_version']} (airflow_version in {layout.BAKED_SETTINGS})",
         f"`{AIRFLOW_CLI} version` exit {res.rc}: {version or res.stderr.strip()[-500:]}",
         f"{AIRFLOW_VENV_PYTHON} -m pip show apache-airflow; provisioning log of the bake",
     )
@@ -23,14 +30,14 @@ def test_airflow_version(instance: Instance, settings: dict[str, Any]) -> None:
 
 def test_python_version(instance: Instance, settings: dict[str, Any]) -> None:
     res = instance.sh(f"{AIRFLOW_VENV_PYTHON} -c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'")
-    asked = str(settings.get("python_version", "auto"))
+    asked = str(settings["python_version"])
     found = parse_version(res.stdout) if res.rc == 0 else ()
     if asked == "auto":
         ok = found >= MIN_AUTO_PYTHON
         want = "Python >= 3.11 in the Airflow venv (python_version auto)"
     else:
         ok = found[:2] == parse_version(asked)[:2]
-        want = f"Python {asked} in the Airflow venv (python_version in {SETTINGS_PATH})"
+        want = f"Python {asked} in the Airflow venv (python_version in {layout.BAKED_SETTINGS})"
     assert ok, expect(
         want,
         f"{AIRFLOW_VENV_PYTHON}: {res.stdout.strip() or res.stderr.strip()[-300:]}",

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .lib import (
+from airflow_ami.driver.instance import (
     AIRFLOW_UNITS,
     FANOUT_DAG,
     FIRSTBOOT_MARKER,

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from .lib import AIRFLOW_UNITS, Instance, expect, journal, layout
+from airflow_ami.driver.instance import AIRFLOW_UNITS, Instance, expect, journal, layout
 
 # systemd-analyze security: 0-10, lower is safer; up to 4.9 is rated "OK".
 MAX_EXPOSURE = 4.9

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .lib import (
+from airflow_ami.driver.instance import (
     ADMIN_PASSWORD,
     AIRFLOW_CFG,
     FIRSTBOOT_MARKER,
@@ -101,7 +101,7 @@ def test_api_refuses_unauthenticated_call(instance: Instance) -> None:
 
 def test_api_accepts_admin(instance: Instance, settings: dict[str, Any]) -> None:
     res = instance.probe("token-check")
-    user = settings.get("admin_username", "admin")
+    user = settings["admin_username"]
     assert res["status"] in (200, 201) and res["token_is_jwt"], expect(
         f"POST /auth/token as {user} (password from {ADMIN_PASSWORD}) -> a JWT",
         f"HTTP {res['status']} {res['error']} token={'yes' if res['has_token'] else 'no'}",

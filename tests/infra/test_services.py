@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .lib import (
+from airflow_ami.driver.instance import (
     AIRFLOW_TARGET,
     AIRFLOW_UNITS,
     FIRSTBOOT_MARKER,

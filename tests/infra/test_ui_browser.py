@@ -21,7 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from .lib import ADMIN_PASSWORD, FANOUT_DAG, Instance, expect, journal
+from airflow_ami.driver.instance import ADMIN_PASSWORD, FANOUT_DAG, Instance, expect, journal
 
 pytestmark = pytest.mark.browser
 
@@ -34,7 +34,7 @@ LOG_TEXT = "Returned value was"
 def ui_url(instance: Instance) -> str:
     """The API server's URL as this machine reaches the instance."""
     address = instance.host.backend.hostname
-    scheme = "https" if instance.settings.get("api_tls") == "self-signed" else "http"
+    scheme = "https" if instance.settings["api_tls"] == "self-signed" else "http"
     return f"{scheme}://{address}:{instance.api_port}"
 
 
@@ -52,7 +52,7 @@ def browser(instance: Instance) -> Iterator[webdriver.Chrome]:
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
         options.add_argument(arg)
     # The instance's own certificate is in no trust store here; test_network.py checks TLS.
-    options.accept_insecure_certs = instance.settings.get("api_tls") == "self-signed"
+    options.accept_insecure_certs = instance.settings["api_tls"] == "self-signed"
     chrome = webdriver.Chrome(service=Service(driver), options=options)
     chrome.set_page_load_timeout(WAIT)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def test_the_admin_logs_in_sees_the_dags_and_reads_a_task_log(
     run = instance.wait_run(FANOUT_DAG, run_id)
     assert run["state"] == "success", instance.run_summary(run)
     base = ui_url(instance)
-    user = settings.get("admin_username", "admin")
+    user = settings["admin_username"]
     log_in(browser, base, user, instance.read_text(ADMIN_PASSWORD).strip())
     browser.get(f"{base}/dags")
     shows(browser, FANOUT_DAG, "dag-list")

@@ -12,9 +12,13 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
-from airflow_ami import amis, cli
+from airflow_ami import cli
 from airflow_ami.builddir import BuildDir
-from airflow_ami.settings import Settings, SettingsError, load_settings
+from airflow_ami.image import amis
+from airflow_ami.settings import BakeSettings, SettingsError, load
+
+# Moto plays EC2 in several regions for every test: out of the fast loop (-m "not slow").
+pytestmark = pytest.mark.slow
 
 Calls = list[tuple[str, str, dict[str, Any]]]  # the `aws` fixture (conftest.py)
 HOME = "us-east-1"
@@ -38,8 +42,8 @@ def bake(
     key: str = "",
 ) -> str:
     """An AMI tagged as the bake tags it (Settings.ami_tags), made on 2026-01-<day>."""
-    settings = load_settings(
-        cli={"ami_name_prefix": prefix, "os": os_name, "arch": arch, "tags": "Team=data"}
+    settings = load(
+        BakeSettings, cli={"ami_name_prefix": prefix, "os": os_name, "arch": arch, "tags": "Team=data"}
     )
     client = boto3.client("ec2", region_name=region)
     name = f"{prefix}-3.3.2-{os_name}-{arch}-202601{day:02d}000000"
@@ -74,7 +78,7 @@ def customer_key(region: str) -> str:
     return str(boto3.client("kms", region_name=region).create_key()["KeyMetadata"]["Arn"])
 
 
-def record(settings: Settings, **fields: Any) -> Path:
+def record(settings: BakeSettings, **fields: Any) -> Path:
     """build/<name>/ami.json as build-ami writes it (the fields copy and share read)."""
     path = BuildDir.of(settings).ami_record
     path.parent.mkdir(parents=True)
@@ -98,7 +102,7 @@ def test_prune_keeps_the_newest_of_this_prefix_os_and_arch_and_never_touches_oth
         bake(HOME, 1, os_name="debian"),
         bake(HOME, 1, arch="arm64"),
     }
-    (pruned,) = amis.prune(load_settings(), keep=1, apply=True)
+    (pruned,) = amis.prune(load(BakeSettings), keep=1, apply=True)
     assert pruned.kept == (ours[2],)
     assert pruned.removed == (ours[1], ours[0])
     assert images() == {ours[2], *others}
@@ -106,7 +110,7 @@ def test_prune_keeps_the_newest_of_this_prefix_os_and_arch_and_never_touches_oth
 
 def test_a_dry_run_deletes_nothing(aws: Calls, build_root: Path) -> None:
     ours = [bake(HOME, day) for day in (1, 2)]
-    (pruned,) = amis.prune(load_settings(), keep=1, apply=False)
+    (pruned,) = amis.prune(load(BakeSettings), keep=1, apply=False)
     assert pruned.removed == (ours[0],)
     assert modified(aws) == []
     assert images() == set(ours)
@@ -115,7 +119,7 @@ def test_a_dry_run_deletes_nothing(aws: Calls, build_root: Path) -> None:
 def test_snapshots_go_with_their_ami(aws: Calls, build_root: Path) -> None:
     old, new = bake(HOME, 1), bake(HOME, 2)
     old_snapshot, new_snapshot = snapshot_of(old), snapshot_of(new)
-    amis.prune(load_settings(), keep=1, apply=True)
+    amis.prune(load(BakeSettings), keep=1, apply=True)
     assert old_snapshot not in snapshots()
     assert new_snapshot in snapshots()
 
@@ -138,7 +142,7 @@ def test_amis_still_in_use_are_kept(aws: Calls, build_root: Path) -> None:
     # Version 2 is neither the default nor the latest: a fleet may still pin it.
     for ami in (any_version, newest):
         client.create_launch_template_version(LaunchTemplateId=template, LaunchTemplateData={"ImageId": ami})
-    (pruned,) = amis.prune(load_settings(), keep=1, apply=True)
+    (pruned,) = amis.prune(load(BakeSettings), keep=1, apply=True)
     assert pruned.kept == (newest_kept,)
     assert set(pruned.in_use) == {running, stopped, default_version, any_version, newest}
     assert pruned.in_use[any_version] == (f"{template} version 2",)
@@ -148,7 +152,7 @@ def test_amis_still_in_use_are_kept(aws: Calls, build_root: Path) -> None:
 
 @pytest.mark.parametrize("known_by", ["ami_regions", "ami.json", "copy-ami"])
 def test_copies_in_other_regions_are_pruned_too(aws: Calls, build_root: Path, known_by: str) -> None:
-    settings = load_settings(cli={"ami_regions": "eu-west-1"} if known_by == "ami_regions" else {})
+    settings = load(BakeSettings, cli={"ami_regions": "eu-west-1"} if known_by == "ami_regions" else {})
     old, new = bake("eu-west-1", 1), bake("eu-west-1", 2)
     out = BuildDir.of(settings)
     if known_by == "ami.json":
@@ -184,7 +188,7 @@ def test_bad_flags_are_refused_before_any_cloud_call(
     aws: Calls, build_root: Path, case: tuple[str, dict[str, str], dict[str, str], str]
 ) -> None:
     step, flags, cli, named = case
-    settings = load_settings(cli=cli)
+    settings = load(BakeSettings, cli=cli)
     record(settings, ami_id=bake(HOME, 1))
     before = len(aws)
     with pytest.raises(SettingsError) as err:
@@ -197,7 +201,7 @@ def test_bad_flags_are_refused_before_any_cloud_call(
 
 
 def test_copy_tags_waits_and_records_every_copy(aws: Calls, build_root: Path) -> None:
-    settings = load_settings()
+    settings = load(BakeSettings)
     ami = bake(HOME, 1)
     path = record(settings, ami_id=ami, amis={HOME: ami})
     copies = amis.copy(settings, "eu-west-1,ap-south-1")
@@ -219,7 +223,7 @@ def test_copy_tags_waits_and_records_every_copy(aws: Calls, build_root: Path) ->
 
 
 def test_an_encrypted_ami_is_copied_encrypted(aws: Calls, build_root: Path) -> None:
-    settings = load_settings()
+    settings = load(BakeSettings)
     record(settings, ami_id=bake(HOME, 1, key=customer_key(HOME)))
     amis.copy(settings, "eu-west-1")
     (copy_params,) = [p for _, op, p in aws if op == "CopyImage"]
@@ -229,7 +233,7 @@ def test_an_encrypted_ami_is_copied_encrypted(aws: Calls, build_root: Path) -> N
 
 def test_a_key_reencrypts_the_copy_even_in_the_amis_own_region(aws: Calls, build_root: Path) -> None:
     key = customer_key(HOME)
-    settings = load_settings(cli={"kms_key_id": key})
+    settings = load(BakeSettings, cli={"kms_key_id": key})
     ami = bake(HOME, 1)
     path = record(settings, ami_id=ami, amis={HOME: ami})
     copies = amis.copy(settings, HOME)
@@ -245,7 +249,7 @@ def test_a_key_reencrypts_the_copy_even_in_the_amis_own_region(aws: Calls, build
 
 
 def test_copy_of_an_ami_given_by_id_records_its_region_only(aws: Calls, build_root: Path) -> None:
-    settings = load_settings()
+    settings = load(BakeSettings)
     copies = amis.copy(settings, "eu-west-1", ami=bake(HOME, 1))
     out = BuildDir.of(settings)
     assert not out.ami_record.exists()
@@ -271,7 +275,7 @@ def volume_permissions(region: str, snapshot: str) -> set[str]:
 def test_share_lets_the_accounts_launch_every_copy_and_use_its_snapshots(
     aws: Calls, build_root: Path
 ) -> None:
-    settings = load_settings()
+    settings = load(BakeSettings)
     every = {HOME: bake(HOME, 1), "eu-west-1": bake("eu-west-1", 1)}
     record(settings, ami_id=every[HOME], amis=every)
     shared = amis.share(settings, ACCOUNTS)
@@ -282,7 +286,7 @@ def test_share_lets_the_accounts_launch_every_copy_and_use_its_snapshots(
 
 
 def test_share_names_the_customer_managed_keys_the_accounts_need(aws: Calls, build_root: Path) -> None:
-    settings = load_settings()
+    settings = load(BakeSettings)
     key = customer_key(HOME)
     ami = bake(HOME, 1, key=key)
     shared = amis.share(settings, ACCOUNTS, ami=ami)
@@ -293,7 +297,7 @@ def test_share_names_the_customer_managed_keys_the_accounts_need(aws: Calls, bui
 def test_share_refuses_an_ami_encrypted_with_the_aws_managed_key_and_changes_nothing(
     aws: Calls, build_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = load_settings()
+    settings = load(BakeSettings)
     client = boto3.client("ec2", region_name="eu-west-1")
     # Encrypting without a key uses alias/aws/ebs, made on first use.
     ebs_key = client.create_volume(AvailabilityZone="eu-west-1a", Size=8, Encrypted=True)["KmsKeyId"]
@@ -319,7 +323,7 @@ def test_prune_amis_says_per_region_what_it_would_deregister_and_what_is_in_use(
     used, old, new = bake(HOME, 1), bake(HOME, 2), bake(HOME, 3)
     client = boto3.client("ec2", region_name=HOME)
     instance = client.run_instances(ImageId=used, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
-    cli.prune_amis(load_settings(), keep=1, yes=False)
+    cli.prune_amis(load(BakeSettings), keep=1, yes=False)
     assert capsys.readouterr().out.splitlines() == [
         f"prune-amis: {HOME}: would deregister (dry run; --yes to act): {old}",
         f"prune-amis: {HOME}: kept {used}, in use by {instance}",
@@ -331,7 +335,7 @@ def test_share_ami_reminds_that_the_key_policy_must_let_the_accounts_in(
     aws: Calls, build_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key = customer_key(HOME)
-    cli.share_ami(load_settings(), ACCOUNTS, bake(HOME, 1, key=key))
+    cli.share_ami(load(BakeSettings), ACCOUNTS, bake(HOME, 1, key=key))
     reminder = capsys.readouterr().out.splitlines()[-1]
     assert reminder.startswith(
         f"share-ami: {key} encrypts its snapshots: its key policy must let 111122223333"

@@ -14,9 +14,16 @@ import botocore.client
 import botocore.exceptions
 import pytest
 
-from airflow_ami import aws_launch, lifecycle
-from airflow_ami.layout import layout
-from airflow_ami.settings import Settings, load_settings
+from airflow_ami import lifecycle
+from airflow_ami.builddir import BuildDir
+from airflow_ami.clouds import aws as aws_cloud
+from airflow_ami.clouds import ec2
+from airflow_ami.image.record import Baked
+from airflow_ami.seam import layout
+from airflow_ami.settings import RECORD, BakeSettings, LaunchSettings, load
+
+# Moto plays EC2 and Auto Scaling for every test: out of the fast loop (-m "not slow").
+pytestmark = pytest.mark.slow
 
 REGION = "us-east-1"
 Calls = list[tuple[str, str, dict[str, Any]]]  # the `aws` fixture (conftest.py)
@@ -24,7 +31,7 @@ Calls = list[tuple[str, str, dict[str, Any]]]  # the `aws` fixture (conftest.py)
 
 @pytest.fixture(autouse=True)
 def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aws_launch, "POLL", 0.0)
+    monkeypatch.setattr(aws_cloud, "POLL", 0.0)
 
 
 @pytest.fixture(autouse=True)
@@ -33,20 +40,24 @@ def instance_profile(aws: Calls) -> None:
     boto3.client("iam", region_name=REGION).create_instance_profile(InstanceProfileName="airflow-node")
 
 
-def ami() -> str:
+def ami(**bake: str) -> Baked:
+    """An AMI tagged as a bake with these settings tags it (what it decided, read back by launch)."""
     client = boto3.client("ec2", region_name=REGION)
     source = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     instance = client.run_instances(ImageId=source, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     image = client.create_image(InstanceId=instance, Name="airflow-3.3.2-amazon-linux-2-x86_64-1")["ImageId"]
     client.terminate_instances(InstanceIds=[instance])
-    return str(image)
+    baked = load(BakeSettings, cli={"cloud": "aws", "region": REGION, **bake})
+    client.create_tags(Resources=[image], Tags=[{"Key": k, "Value": v} for k, v in baked.ami_tags().items()])
+    target = settings()
+    return Baked.of(target, image, lambda ami_id: ec2.image_tags(target, ami_id))
 
 
-def settings(**cli: str) -> Settings:
-    return load_settings(cli={"cloud": "aws", "region": REGION, **cli})
+def settings(**cli: str) -> LaunchSettings:
+    return load(LaunchSettings, cli={"cloud": "aws", "region": REGION, **cli})
 
 
-def cluster(**cli: str) -> Settings:
+def cluster(**cli: str) -> LaunchSettings:
     """Settings of a cluster launch (its DAG bundle and the nodes' instance profile)."""
     return settings(
         cluster="analytics", dags_s3_uri="s3://dags-bucket/dags", iam_instance_profile="airflow-node", **cli
@@ -56,7 +67,7 @@ def cluster(**cli: str) -> Settings:
 def ours(launch_id: str) -> dict[str, list[str]]:
     """What exists in the region with this launch's id (tags, or its name for the ASG)."""
     ec2 = boto3.client("ec2", region_name=REGION)
-    tagged = [{"Name": f"tag:{aws_launch.LAUNCH_ID_TAG}", "Values": [launch_id]}]
+    tagged = [{"Name": f"tag:{aws_cloud.LAUNCH_ID_TAG}", "Values": [launch_id]}]
     running = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
     name = f"airflow-ami-{launch_id}"
     groups = boto3.client("autoscaling", region_name=REGION).describe_auto_scaling_groups()[
@@ -87,8 +98,8 @@ def nothing(launch_id: str) -> dict[str, list[str]]:
     return {kind: [] for kind in ours(launch_id)}
 
 
-def launch_id(s: Settings) -> str:
-    record = aws_launch.LaunchRecord.load(s)
+def launch_id(s: LaunchSettings) -> str:
+    record = aws_cloud.LaunchRecord.load(s)
     assert record is not None
     return record.launch_id
 
@@ -101,15 +112,15 @@ def ingress(group_id: str) -> list[dict[str, Any]]:
 def test_an_instance_is_imdsv2_only_encrypted_tagged_and_closed(aws: Calls, build_root: Path) -> None:
     s = settings(tags="Team=data")
     image = ami()
-    (instance,) = aws_launch.launch(s, image, io.StringIO())
-    run = next(params for _, op, params in aws if op == "RunInstances" and params["ImageId"] == image)
+    (instance,) = aws_cloud.launch(s, image, io.StringIO())
+    run = next(params for _, op, params in aws if op == "RunInstances" and params["ImageId"] == image.ami_id)
     assert run["MetadataOptions"] == {"HttpTokens": "required", "HttpEndpoint": "enabled"}
     assert run["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
     assert "UserData" not in run, "a standalone instance gets no user data"
     described = boto3.client("ec2", region_name=REGION).describe_instances(InstanceIds=[instance.instance_id])
     tags = {t["Key"]: t["Value"] for t in described["Reservations"][0]["Instances"][0]["Tags"]}
-    assert tags["Team"] == "data" and tags[aws_launch.LAUNCH_TAG] == image
-    assert tags[aws_launch.LAUNCH_ID_TAG] == launch_id(s)
+    assert tags["Team"] == "data" and tags[aws_cloud.LAUNCH_TAG] == image.ami_id
+    assert tags[aws_cloud.LAUNCH_ID_TAG] == launch_id(s)
     found = ours(launch_id(s))
     assert [ingress(g) for g in found["security_groups"]] == [[]], "no --allow-cidr: no inbound rule"
     key_file = Path(instance.ssh_key_file)
@@ -119,22 +130,22 @@ def test_an_instance_is_imdsv2_only_encrypted_tagged_and_closed(aws: Calls, buil
 
 def test_allow_cidr_opens_ssh_and_the_api_to_that_cidr_only(aws: Calls, build_root: Path) -> None:
     s = settings(allow_cidr="203.0.113.7/32")
-    aws_launch.launch(s, ami(), io.StringIO())
+    aws_cloud.launch(s, ami(), io.StringIO())
     (group,) = ours(launch_id(s))["security_groups"]
     opened = sorted((p["FromPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in ingress(group))
-    assert opened == [(22, ["203.0.113.7/32"]), (s.api_port, ["203.0.113.7/32"])]
+    assert opened == [(22, ["203.0.113.7/32"]), (8080, ["203.0.113.7/32"])]
 
 
 def test_a_cluster_is_a_controller_and_an_auto_scaling_group_of_workers(aws: Calls, build_root: Path) -> None:
     s = cluster(workers="2", worker_concurrency="4")
     image = ami()
-    members = aws_launch.launch(s, image, io.StringIO())
+    members = aws_cloud.launch(s, image, io.StringIO())
     assert [m.role for m in members] == ["controller", "worker", "worker"]
     assert {m.cluster for m in members} == {"analytics"}
     found = ours(launch_id(s))
     (group,) = found["security_groups"]
     between = sorted(p["FromPort"] for p in ingress(group) if p["UserIdGroupPairs"])
-    assert between == sorted([layout.REDIS_PORT, s.api_port, layout.WORKER_LOG_PORT])
+    assert between == sorted([layout.REDIS_PORT, image.api_port, layout.WORKER_LOG_PORT])
     assert all(pair["GroupId"] == group for p in ingress(group) for pair in p["UserIdGroupPairs"])
     (template,) = found["launch_templates"]
     data = boto3.client("ec2", region_name=REGION).describe_launch_template_versions(
@@ -152,15 +163,17 @@ def test_a_cluster_is_a_controller_and_an_auto_scaling_group_of_workers(aws: Cal
         "worker_concurrency": 4,
     }
     assert data["MetadataOptions"]["HttpTokens"] == "required"
-    controller = next(params for _, op, params in aws if op == "RunInstances" and params["ImageId"] == image)
+    controller = next(
+        params for _, op, params in aws if op == "RunInstances" and params["ImageId"] == image.ami_id
+    )
     assert json.loads(base64.b64decode(controller["UserData"]))["role"] == "controller"
     assert found["auto_scaling_groups"] == [f"airflow-ami-{launch_id(s)}"]
 
 
 def test_scale_sets_the_auto_scaling_group(aws: Calls, build_root: Path) -> None:
     s = cluster(workers="1")
-    aws_launch.launch(s, ami(), io.StringIO())
-    aws_launch.scale(s, 3)
+    aws_cloud.launch(s, ami(), io.StringIO())
+    aws_cloud.scale(s, 3)
     (group,) = boto3.client("autoscaling", region_name=REGION).describe_auto_scaling_groups()[
         "AutoScalingGroups"
     ]
@@ -168,31 +181,31 @@ def test_scale_sets_the_auto_scaling_group(aws: Calls, build_root: Path) -> None
 
 
 def test_scale_without_a_cluster_says_to_launch_one(aws: Calls, build_root: Path) -> None:
-    with pytest.raises(aws_launch.LaunchError, match="launch a cluster first"):
-        aws_launch.scale(settings(), 2)
+    with pytest.raises(aws_cloud.LaunchError, match="launch a cluster first"):
+        aws_cloud.scale(settings(), 2)
 
 
 def test_teardown_removes_this_launch_only_and_is_idempotent(aws: Calls, build_root: Path) -> None:
     image = ami()
     mine = cluster(workers="2")
     theirs = settings(build_name="someone-else")
-    aws_launch.launch(mine, image, io.StringIO())
-    aws_launch.launch(theirs, image, io.StringIO())
+    aws_cloud.launch(mine, image, io.StringIO())
+    aws_cloud.launch(theirs, image, io.StringIO())
     mine_id, their_id = launch_id(mine), launch_id(theirs)
     before = ours(their_id)
-    removed = aws_launch.teardown(mine, io.StringIO())
+    removed = aws_cloud.teardown(mine, io.StringIO())
     assert ours(mine_id) == nothing(mine_id)
-    assert len(removed) == 5 and not aws_launch.launch_record_path(mine).exists()
+    assert len(removed) == 5 and not aws_cloud.launch_record_path(mine).exists()
     assert ours(their_id) == before, "another launch in the region was touched"
-    assert aws_launch.teardown(mine, io.StringIO()) == []
+    assert aws_cloud.teardown(mine, io.StringIO()) == []
 
 
 def test_a_second_launch_into_a_recorded_one_is_refused(aws: Calls, build_root: Path) -> None:
     s = settings()
     image = ami()
-    aws_launch.launch(s, image, io.StringIO())
-    with pytest.raises(aws_launch.LaunchError, match="teardown"):
-        aws_launch.launch(s, image, io.StringIO())
+    aws_cloud.launch(s, image, io.StringIO())
+    with pytest.raises(aws_cloud.LaunchError, match="teardown"):
+        aws_cloud.launch(s, image, io.StringIO())
 
 
 FAILING_STEPS = (
@@ -224,19 +237,19 @@ def test_teardown_after_a_launch_failed_at_each_step_leaves_nothing(
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", failing)
     with pytest.raises(botocore.exceptions.ClientError):
-        aws_launch.launch(s, image, io.StringIO())
+        aws_cloud.launch(s, image, io.StringIO())
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", spied)
     made = launch_id(s)
-    aws_launch.teardown(s, io.StringIO())
+    aws_cloud.teardown(s, io.StringIO())
     assert ours(made) == nothing(made)
-    assert not aws_launch.launch_record_path(s).exists()
-    assert aws_launch.teardown(s, io.StringIO()) == []
+    assert not aws_cloud.launch_record_path(s).exists()
+    assert aws_cloud.teardown(s, io.StringIO()) == []
 
 
 def test_lifecycle_records_the_cluster_and_says_how_to_reach_it(aws: Calls, build_root: Path) -> None:
     s = cluster(workers="2")
     out = io.StringIO()
-    members = lifecycle.launch(s, ami(), out)
+    members = lifecycle.launch(s, ami().ami_id, out)
     assert "AWS-StartPortForwardingSession" in out.getvalue(), "no --allow-cidr: the SSM way in is printed"
     bdir = lifecycle.BuildDir.of(s)
     assert json.loads(bdir.instance_record.read_text())["instance_id"] == members[0].instance_id
@@ -248,3 +261,25 @@ def test_lifecycle_records_the_cluster_and_says_how_to_reach_it(aws: Calls, buil
     lifecycle.teardown(s)
     with pytest.raises(lifecycle.MissingRecord, match="nothing launched"):
         lifecycle.status(s)
+
+
+@pytest.mark.parametrize("known_by", ["the build's ami.json", "the AMI's tags"])
+def test_launch_opens_the_api_port_the_image_was_baked_with_not_a_flag_s(
+    aws: Calls, build_root: Path, monkeypatch: pytest.MonkeyPatch, known_by: str
+) -> None:
+    """Baked with --api-port 9090, launched without the flag: the group opens 9090, the
+    port health is waited on, whether the AMI is the last build's or named with --ami."""
+    image = ami(api_port="9090")
+    if known_by == "the build's ami.json":
+        bdir = BuildDir.of(settings())
+        baked = load(BakeSettings, cli={"cloud": "aws", "region": REGION, "api_port": "9090"})
+        bdir.write(bdir.ami_record, {**baked.reaching(RECORD), "ami_id": image.ami_id})
+        boto3.client("ec2", region_name=REGION).delete_tags(Resources=[image.ami_id])
+    waited: list[str] = []
+    monkeypatch.setattr(lifecycle.health, "wait_healthy", lambda base, out: waited.append(base))
+    s = cluster(workers="1", allow_cidr="203.0.113.7/32")
+    members = lifecycle.launch(s, image.ami_id, io.StringIO())
+    (group,) = ours(launch_id(s))["security_groups"]
+    opened = {p["FromPort"] for p in ingress(group)}
+    assert 9090 in opened and 8080 not in opened
+    assert waited == [f"http://{members[0].address}:9090"], "health was not waited for on the baked port"

@@ -15,7 +15,7 @@ import pytest
 
 from airflow_ami import bench
 from airflow_ami.builddir import MissingRecord
-from airflow_ami.settings import load_settings
+from airflow_ami.settings import BakeSettings, LaunchSettings, load
 
 
 def ti(task_id: str, start: str, end: str, state: str = "success") -> dict[str, Any]:
@@ -162,5 +162,12 @@ def test_a_run_that_measured_nothing_keeps_the_last_bench_json(
     last.write_text('{"tiny_tasks_per_min": 365.0}\n')
     monkeypatch.setattr(bench, "BENCH_JSON", last)
     with pytest.raises(MissingRecord, match="nothing launched"):
-        bench.bench(load_settings(cli={"cloud": "local"}), quick=True, on_launched=True, out=io.StringIO())
+        local = {"cloud": "local"}
+        bench.bench(
+            load(BakeSettings, cli=local),
+            load(LaunchSettings, cli=local),
+            quick=True,
+            on_launched=True,
+            out=io.StringIO(),
+        )
     assert last.read_text() == '{"tiny_tasks_per_min": 365.0}\n'

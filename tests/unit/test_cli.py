@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -10,6 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Each test runs ./bake in a subprocess: out of the fast loop (-m "not slow").
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -51,6 +55,15 @@ BAD = [
     ("launch", ["--cloud", "aws", "--workers", "2", "--iam-instance-profile", "node"], "setting dags_s3_uri"),
     ("status", ["--profile", "no spaces"], "setting profile"),
     ("scale", ["--cloud", "local", "--workers", "99"], "setting workers"),
+    # A flag of a setting the task does not use is refused like any bad input.
+    (
+        "render",
+        ["--worker-concurrency", "8"],
+        "render takes no --worker-concurrency (a launch setting, which render",
+    ),
+    ("launch", ["--api-port", "9090"], "launch takes no --api-port (a bake setting, which launch"),
+    ("ssh", ["--airflow-version", "3.3.2"], "ssh takes no --airflow-version"),
+    ("teardown", ["--no-such-flag"], "teardown takes no --no-such-flag;"),
 ]
 
 
@@ -72,6 +85,25 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(
     assert result.stdout == ""
     assert not Path("build", build_name).exists()
     assert calls == []
+
+
+def flags_in_help(task: str) -> set[str]:
+    listing = subprocess.run(["./bake", task, "--help"], capture_output=True, text=True, check=True).stdout
+    return set(re.findall(r"^  (--[a-z0-9-]+)", listing, flags=re.M))
+
+
+def test_each_task_lists_only_the_settings_it_uses() -> None:
+    target = {"--cloud", "--os", "--arch", "--region", "--profile", "--ec2-endpoint", "--build-name"}
+    assert flags_in_help("ssh") == target
+    launch = flags_in_help("launch")
+    assert {"--workers", "--allow-cidr", "--instance-type", "--ami"} <= launch
+    assert not {"--api-port", "--airflow-version", "--uv-version", "--mysql-signing-key-fingerprint"} & launch
+    render = flags_in_help("render")
+    assert {"--api-port", "--airflow-version"} <= render and not {
+        "--workers",
+        "--worker-concurrency",
+    } & render
+    assert flags_in_help("scale") == target | {"--cluster", "--workers"}
 
 
 def test_every_task_has_a_one_line_description() -> None:

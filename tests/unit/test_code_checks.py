@@ -1,4 +1,5 @@
-"""scripts/ runs on the instance's bare python3 (3.7 on Amazon Linux 2): the checks that keep it so."""
+"""scripts/ and the driver's probe run on the instance's bare python3 (3.7 on Amazon Linux 2):
+the checks that keep them so."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import sys
 from pathlib import Path
 
 from airflow_ami.codecheck import VERMIN_ARGS, check_code, non_stdlib_imports
-from airflow_ami.layout import SCRIPTS_DIR
+from airflow_ami.driver.instance import PROBE_SRC
+from airflow_ami.seam import SCRIPTS_DIR
 
 VERMIN = [str(Path(sys.executable).parent / "vermin"), *VERMIN_ARGS]
 
@@ -17,7 +19,7 @@ def test_the_repository_passes_vermin_ruff_and_the_stdlib_check() -> None:
 
 
 def test_scripts_import_only_the_standard_library_and_each_other() -> None:
-    assert non_stdlib_imports(SCRIPTS_DIR) == []
+    assert non_stdlib_imports(SCRIPTS_DIR, PROBE_SRC) == []
 
 
 def test_a_third_party_import_is_reported(tmp_path: Path) -> None:

@@ -8,8 +8,11 @@ import boto3
 import botocore.client
 import pytest
 
-from airflow_ami import ec2
-from airflow_ami.settings import load_settings
+from airflow_ami.clouds import ec2
+from airflow_ami.settings import BakeSettings, load
+
+# Moto plays EC2 for every test: out of the fast loop (-m "not slow").
+pytestmark = pytest.mark.slow
 
 
 def register(region: str, name: str) -> str:
@@ -19,7 +22,7 @@ def register(region: str, name: str) -> str:
 
 def test_every_copy_of_the_ami_is_made_imdsv2_only(aws: list[tuple[str, str, dict[str, Any]]]) -> None:
     amis = {"us-east-1": register("us-east-1", "airflow-a"), "eu-west-1": register("eu-west-1", "airflow-b")}
-    ec2.require_imdsv2(load_settings(), amis)
+    ec2.require_imdsv2(load(BakeSettings), amis)
     modified = [(region, params) for region, op, params in aws if op == "ModifyImageAttribute"]
     assert modified == [
         ("eu-west-1", {"ImageId": amis["eu-west-1"], "ImdsSupport": {"Value": "v2.0"}}),
@@ -29,9 +32,9 @@ def test_every_copy_of_the_ami_is_made_imdsv2_only(aws: list[tuple[str, str, dic
 
 def test_a_missing_ami_is_an_error(aws: list[tuple[str, str, dict[str, Any]]]) -> None:
     with pytest.raises(botocore.exceptions.ClientError):
-        ec2.require_imdsv2(load_settings(), {"us-east-1": "ami-12345678"})
+        ec2.require_imdsv2(load(BakeSettings), {"us-east-1": "ami-12345678"})
 
 
 def test_image_name_reads_the_registered_name(aws: list[tuple[str, str, dict[str, Any]]]) -> None:
     ami = register("us-east-1", "airflow-3.3.2-x")
-    assert ec2.image_name(load_settings(), "us-east-1", ami) == "airflow-3.3.2-x"
+    assert ec2.image_name(load(BakeSettings), "us-east-1", ami) == "airflow-3.3.2-x"

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_ami import health
-from airflow_ami.layout import layout
+from airflow_ami.seam import layout
 
 HEALTHY = {name: {"status": "healthy"} for name in layout.HEALTH_COMPONENTS}
 

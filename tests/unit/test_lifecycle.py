@@ -7,11 +7,20 @@ from pathlib import Path
 import pytest
 
 from airflow_ami import lifecycle
-from airflow_ami.settings import load_settings
+from airflow_ami.clouds import InstanceRecord
+from airflow_ami.image.record import Baked
+from airflow_ami.settings import RECORD, BakeSettings, LaunchSettings, load
+
+
+def record_a_bake(ami_id: str, **bake: str) -> None:
+    """ami.json as build-ami writes it for an AMI baked with these settings."""
+    baked = load(BakeSettings, cli={"cloud": "local", **bake})
+    bdir = lifecycle.BuildDir.of(baked)
+    bdir.write(bdir.ami_record, {**baked.reaching(RECORD), "ami_id": ami_id, "amis": {baked.region: ami_id}})
 
 
 def test_status_and_ssh_go_to_the_controller_after_a_worker_was_launched_last(build_root: Path) -> None:
-    s = load_settings(cli={"cloud": "local", "role": "worker", "cluster": "analytics"})
+    s = load(LaunchSettings, cli={"cloud": "local", "role": "worker", "cluster": "analytics"})
     bdir = lifecycle.BuildDir.of(s)
     node = {
         "cloud": "local",
@@ -34,34 +43,26 @@ def test_status_and_ssh_go_to_the_controller_after_a_worker_was_launched_last(bu
     assert lifecycle.ssh_argv(s, ["hostname"])[-2:] == ["admin@10.0.0.1", "hostname"]
 
 
-def test_launch_reaches_the_api_as_the_image_was_baked_not_as_launch_flags_say(build_root: Path) -> None:
-    s = load_settings(cli={"cloud": "local"})
-    bdir = lifecycle.BuildDir.of(s)
-    baked = {
-        "api_tls": "self-signed",
-        "api_port": 8443,
-        "admin_username": "ops",
-        "admin_password_store": "ssm",
-    }
-    bdir.write(bdir.ami_record, {"ami_id": "ami-1", "amis": {"us-east-1": "ami-1"}, **baked})
-    instance = lifecycle.Instance("local", "i-1", "ami-1", "us-east-1", "10.0.0.1", "admin", "k")
-    assert (
-        lifecycle.cloud_for(s).api_url(lifecycle.as_baked(s, instance), instance) == "https://10.0.0.1:8443"
+def test_launch_reaches_the_api_as_the_image_was_baked(build_root: Path) -> None:
+    s = load(LaunchSettings, cli={"cloud": "local"})
+    record_a_bake(
+        "ami-1", api_tls="self-signed", api_port="8443", admin_username="ops", admin_password_store="ssm"
     )
+    instance = InstanceRecord("local", "i-1", "ami-1", "us-east-1", "10.0.0.1", "admin", "k")
+    image = lifecycle.image_of(s, "ami-1")
+    assert lifecycle.cloud_for(s).api_url(s, image, instance) == "https://10.0.0.1:8443"
     lines = lifecycle.ready(s, instance)
     assert (
         lines[:2] == ["url: https://10.0.0.1:8443/", "admin user: ops"]
         and "aws ssm get-parameter" in lines[3]
     )
-    other = lifecycle.Instance("local", "i-2", "ami-2", "us-east-1", "10.0.0.2", "admin", "k")
-    assert lifecycle.as_baked(s, other) == s, "another AMI's instance: the record says nothing about it"
 
 
 class LaunchOnly:
     """A cloud whose launch returns an instance at once."""
 
-    def launch(self, settings: object, ami_id: str) -> lifecycle.Instance:
-        return lifecycle.Instance("local", "i-1", ami_id, "us-east-1", "10.0.0.1", "admin", "k")
+    def launch(self, settings: object, image: Baked) -> InstanceRecord:
+        return InstanceRecord("local", "i-1", image.ami_id, "us-east-1", "10.0.0.1", "admin", "k")
 
 
 @pytest.mark.parametrize("wait", [True, False])
@@ -70,6 +71,9 @@ def test_launch_waits_for_airflow_only_when_asked(
 ) -> None:
     waited: list[str] = []
     monkeypatch.setattr(lifecycle, "cloud_for", lambda _s: LaunchOnly())
-    monkeypatch.setattr(lifecycle, "wait_for_airflow", lambda _s, head, _o: waited.append(head.instance_id))
-    (head,) = lifecycle.launch(load_settings(cli={"cloud": "local"}), "ami-1", wait=wait)
+    monkeypatch.setattr(
+        lifecycle, "wait_for_airflow", lambda _s, _image, head, _o: waited.append(head.instance_id)
+    )
+    record_a_bake("ami-1")
+    (head,) = lifecycle.launch(load(LaunchSettings, cli={"cloud": "local"}), "ami-1", wait=wait)
     assert head.instance_id == "i-1" and waited == (["i-1"] if wait else [])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_ami.manifest import ManifestError, last_run_amis, publish_github_output
+from airflow_ami.image.manifest import ManifestError, last_run_amis, publish_github_output
 
 
 def write_manifest(path: Path, builds: list[dict[str, str]], last: str) -> Path:

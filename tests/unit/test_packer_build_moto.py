@@ -20,10 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from airflow_ami.build import build_ami
-from airflow_ami.localcloud.moto import aws_env, ec2_client, endpoint_url, free_port, start_moto
-from airflow_ami.localcloud.system import stop_process
-from airflow_ami.settings import load_settings
+from airflow_ami.clouds.local.moto import aws_env, ec2_client, endpoint_url, free_port, start_moto
+from airflow_ami.clouds.local.system import stop_process
+from airflow_ami.image.build import build_ami
+from airflow_ami.settings import BakeSettings, load
+
+# A real packer build against moto_server: out of the fast loop (-m "not slow").
+pytestmark = pytest.mark.slow
 
 SSHD = Path("/usr/sbin/sshd")
 REGION = "us-east-1"
@@ -73,7 +76,8 @@ def test_packer_build_against_moto_leaves_only_the_ami(
 ) -> None:
     moto_endpoint = endpoint_url(moto_port)
     settings = replace(
-        load_settings(
+        load(
+            BakeSettings,
             cli={
                 "region": REGION,
                 "ec2_endpoint": moto_endpoint,
@@ -82,7 +86,7 @@ def test_packer_build_against_moto_leaves_only_the_ami(
                 "ssh_username": getpass.getuser(),
                 "tags": "Team=data",
                 "dry_run": "true",
-            }
+            },
         ),
         build_name="moto-build",
     )

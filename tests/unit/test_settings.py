@@ -1,4 +1,4 @@
-"""Settings: layer precedence and every validation rule, one bad value at a time."""
+"""Settings: three declarations, layer precedence and every validation rule, one bad value at a time."""
 
 from __future__ import annotations
 
@@ -8,8 +8,35 @@ from pathlib import Path
 
 import pytest
 
-import airflow_ami.settings as settings_module
-from airflow_ami.settings import FIELDS, INSTANCE, MANIFEST, RECORD, SettingsError, load_settings
+from airflow_ami.seam import contract
+from airflow_ami.settings import (
+    MANIFEST,
+    RECORD,
+    BakeSettings,
+    LaunchSettings,
+    SettingsError,
+    Target,
+    all_fields,
+    fields_of,
+    layers,
+    load,
+)
+from airflow_ami.settings.bake import LOCK_FILE, LOCKED_UV
+from airflow_ami.settings.fields import PROFILES_DIR
+
+
+def load_settings(
+    config: dict[str, object] | None = None, cli: dict[str, object] | None = None
+) -> BakeSettings:
+    return load(BakeSettings, config, cli)
+
+
+def names(cls: type) -> set[str]:
+    return {f.name for f in fields_of(cls)}
+
+
+# What only a launch decides: its rows are loaded as LaunchSettings.
+LAUNCH_ONLY = names(LaunchSettings) - names(BakeSettings)
 
 
 def test_defaults_come_from_the_amazon_linux_2_profile() -> None:
@@ -205,16 +232,17 @@ BAD_VALUES = [
 
 
 def test_every_field_has_a_bad_value_case() -> None:
-    assert {f.name for f in FIELDS} == {name for name, _, _ in BAD_VALUES}
+    assert set(all_fields()) == {name for name, _, _ in BAD_VALUES}
 
 
 @pytest.mark.parametrize(
     ("name", "value", "extra"), BAD_VALUES, ids=[f"{n}={v}"[:40] for n, v, _ in BAD_VALUES]
 )
 def test_one_bad_value_names_its_field(name: str, value: str, extra: dict[str, str]) -> None:
-    load_settings(cli=extra)  # the context alone is valid
+    declaration = LaunchSettings if {name, *extra} & LAUNCH_ONLY else BakeSettings
+    load(declaration, cli=extra)  # the context alone is valid
     with pytest.raises(SettingsError) as err:
-        load_settings(cli={**extra, name: value})
+        load(declaration, cli={**extra, name: value})
     assert err.value.field == name
     message = str(err.value)
     assert message.startswith(f"setting {name}: must be ")
@@ -302,18 +330,11 @@ def test_a_per_arch_value_is_taken_for_the_build_arch() -> None:
     assert err.value.field == "instance_type"
 
 
-def test_the_views_derive_from_the_declarations() -> None:
+def test_settings_json_holds_exactly_the_contract_s_keys() -> None:
     s = load_settings(cli={"os": "debian", "tags": "Team=data"})
     view = s.instance_view()
-    declared = {f.name for f in FIELDS if INSTANCE in f.reaches}
-    derived = {
-        "constraints": {"constraints_url", "constraints_file"},
-        "api_host": {"api_host", "api_url"},
-        "unit_directives": {"unit_directives", "unit_directives_systemd"},
-    }
-    assert set(view) == {"_generated", "os_facts"} | {
-        key for name in declared for key in derived.get(name, {name})
-    }
+    assert set(view) == {"_generated", *contract.SETTINGS}
+    assert set(view["os_facts"]) == set(contract.OS_FACTS)
     assert view["os_facts"]["mysql_unit"] == "mysql.service"
     assert "ec2_endpoint" not in view and "ssh_private_key_file" not in view
     assert s.ami_tags() == {
@@ -322,17 +343,52 @@ def test_the_views_derive_from_the_declarations() -> None:
         "airflow-ami:arch": "x86_64",
         "airflow-ami:ami-name-prefix": "airflow",
         "airflow-ami:airflow-version": "3.3.2",
+        # What the image decided, read back by every launch step (image/record.py).
+        "airflow-ami:ssh-username": "admin",
+        "airflow-ami:api-port": "8080",
+        "airflow-ami:api-tls": "none",
+        "airflow-ami:admin-username": "admin",
+        "airflow-ami:admin-password-store": "none",
+        "airflow-ami:admin-password-name": "/airflow/admin-password",
     }
-    assert set(s.reaching(MANIFEST)) == {f.name for f in FIELDS if MANIFEST in f.reaches}
-    assert s.reaching(RECORD)["region"] == "us-east-1"
+    assert set(s.reaching(MANIFEST)) == {f.name for f in fields_of(BakeSettings) if MANIFEST in f.reaches}
+    assert s.reaching(RECORD)["region"] == "us-east-1" and s.reaching(RECORD)["api_port"] == 8080
+
+
+def test_bake_and_launch_are_separate_declarations_sharing_only_the_target() -> None:
+    shared = names(BakeSettings) & names(LaunchSettings)
+    assert names(Target) <= shared
+    # The same EC2 notions, each declared for its own instances (the build's, the launch's).
+    assert shared - names(Target) == {
+        "instance_type",
+        "subnet_id",
+        "iam_instance_profile",
+        "ssh_interface",
+        "ssh_keypair_name",
+        "ssh_private_key_file",
+        "volume_size",
+        "kms_key_id",
+        "tags",
+    }
+    assert not {"api_port", "api_tls", "admin_username", "airflow_version"} & names(LaunchSettings)
+    assert not {"workers", "cluster", "role", "allow_cidr"} & names(BakeSettings)
+
+
+def test_a_layer_may_hold_any_declaration_s_keys_but_a_task_only_its_own() -> None:
+    config = {"workers": "2", "api_port": "9090"}
+    assert load_settings(config=config).api_port == 9090
+    assert load(LaunchSettings, config=config, cli={"cloud": "local"}).workers == 2
+    with pytest.raises(SettingsError) as err:
+        load(Target, cli={"workers": "2"})
+    assert err.value.field == "workers"
 
 
 def test_a_profile_must_declare_every_os_fact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    packer_dir = tmp_path / "packer"
-    shutil.copytree(settings_module.PACKER_DIR, packer_dir)
-    profile = packer_dir / "profiles" / "debian.yaml"
+    profiles = tmp_path / "profiles"
+    shutil.copytree(PROFILES_DIR, profiles)
+    profile = profiles / "debian.yaml"
     profile.write_text(profile.read_text().replace("  mysql_socket: /run/mysqld/mysqld.sock\n", ""))
-    monkeypatch.setattr(settings_module, "PACKER_DIR", packer_dir)
+    monkeypatch.setattr(layers, "PROFILES_DIR", profiles)
     with pytest.raises(SettingsError, match="debian os_facts"):
         load_settings(cli={"os": "debian"})
 
@@ -345,3 +401,19 @@ def test_amazon_linux_2_is_built_with_a_warning_after_its_end_of_support() -> No
     assert line is not None and "2026-06-30" in line and "--os amazon-linux-2023" in line
     assert "\n" not in line
     assert load_settings(cli={"os": "amazon-linux-2023"}).end_of_support is None
+
+
+def test_uv_is_pinned_once_and_its_wheels_belong_to_that_release() -> None:
+    """The image's uv is requirements.lock's (./bake reads the same line), and each arch's
+    wheel sha256 is one of that locked release's hashes."""
+    lines = LOCK_FILE.read_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith(f"uv=={LOCKED_UV} ")))
+    hashes = set()
+    for line in lines[start + 1 :]:
+        if not line.strip().startswith("--hash=sha256:"):
+            break
+        hashes.add(line.strip().removeprefix("--hash=sha256:").rstrip(" \\"))
+    for arch in ("x86_64", "arm64"):
+        s = load_settings(cli={"arch": arch})
+        assert s.uv_version == LOCKED_UV and s.uv_wheel_sha256 in hashes, arch
+    assert "sed -n 's/^uv==" in Path("bake").read_text(), "./bake bootstraps the locked uv"

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from airflow_ami.build import profiles
+from airflow_ami import settings
 from airflow_ami.builddir import BuildDir
-from airflow_ami.settings import ARCHES, REPO_ROOT, load_settings
+from airflow_ami.image.build import profiles
+from airflow_ami.settings import ARCHES, REPO_ROOT, BakeSettings
 
 WORKFLOW = REPO_ROOT / ".github/workflows/build-ami.yml"
 BIN = Path(sys.executable).parent
@@ -185,7 +186,9 @@ def test_uploads_the_record_build_ami_writes(os_name: str, arch: str) -> None:
     upload = step_using(load(WORKFLOW.read_text()), "actions/upload-artifact")["with"]
     assert upload["if-no-files-found"] == "error"
     path = upload["path"].replace("${{ env.AMI_OS }}", os_name).replace("${{ env.AMI_ARCH }}", arch)
-    record = BuildDir.of(load_settings(cli={"cloud": "aws", "os": os_name, "arch": arch})).ami_record
+    record = BuildDir.of(
+        settings.load(BakeSettings, cli={"cloud": "aws", "os": os_name, "arch": arch})
+    ).ami_record
     assert REPO_ROOT / path == record
 
 
@@ -195,3 +198,18 @@ def test_job_outputs_the_ami_id_build_ami_publishes() -> None:
     _, build_step = step_running(workflow, "./bake build-ami")
     output = re.fullmatch(r"\$\{\{ steps\.(\S+)\.outputs\.ami_id \}\}", job(workflow)["outputs"]["ami_id"])
     assert output and output.group(1) == build_step["id"]
+
+
+def test_every_bake_command_in_the_workflow_uses_flags_its_task_takes() -> None:
+    """A task refuses a flag it does not use: the workflow must not pass one."""
+    import tasks  # noqa: PLC0415  (the repository's task list)
+
+    text = WORKFLOW.read_text().replace("\\\n", " ")
+    commands = re.findall(r"\./bake ([a-z-]+)((?: [^\n]*)?)", text)
+    assert commands
+    for task_name, rest in commands:
+        taken = {
+            f"--{name.replace('_', '-')}" for arg in tasks.ns[task_name].get_arguments() for name in arg.names
+        }
+        used = set(re.findall(r"(--[a-z0-9-]+)", rest.split(" -- ")[0]))
+        assert used <= taken, (task_name, sorted(used - taken))

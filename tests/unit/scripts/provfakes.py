@@ -1,18 +1,27 @@
-"""Test doubles for the instance-side steps: facts from the profiles, a recording Context."""
+"""Test doubles for the instance-side steps: settings.json as the host writes it, a recording Context."""
 
-from pathlib import Path
+import functools
 
-import yaml
-from provisioning import layout
-from provisioning.oskit import OsFacts
-from provisioning.runner import Context
+from provisioning.shared import contract, layout
+from provisioning.shared.runner import Context
 
-PROFILES = Path(__file__).resolve().parents[3] / "packer" / "profiles"
+from airflow_ami.settings import BakeSettings, load
+
+
+@functools.cache
+def _baked(os_name):
+    return load(BakeSettings, cli={"os": os_name}).instance_view()
+
+
+def baked_settings(os_name="debian", **over):
+    """settings.json as the host renderer writes it for this OS profile, with overrides:
+    the instance reads it through the contract, so a key it lacks is an error."""
+    return contract.Settings({**_baked(os_name), **over})
 
 
 def profile_facts(os_name):
-    """The os_facts the host puts in settings.json for packer/profiles/<os_name>.yaml."""
-    return OsFacts.from_settings(yaml.safe_load((PROFILES / f"{os_name}.yaml").read_text()))
+    """The os_facts the host puts in settings.json for the OS profile."""
+    return contract.OsFacts.from_settings(baked_settings(os_name))
 
 
 class RecordingContext(Context):
@@ -24,7 +33,7 @@ class RecordingContext(Context):
 
     def __init__(self, settings=None, *, dry_run=False, os_name="debian", adapter=None, state=None):
         facts = profile_facts(os_name)
-        settings = {"os_facts": facts._asdict(), **(settings or {})}
+        settings = baked_settings(os_name, **(settings or {}))
         super().__init__(settings, "/nonexistent/bundle", dry_run, adapter, facts=facts, state=state)
         self.commands = []
         self.written = {}

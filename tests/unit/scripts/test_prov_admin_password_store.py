@@ -6,7 +6,7 @@ import socket
 import boto3
 import moto.server as moto_server
 import pytest
-from provisioning.awsapi import put_s3_object, put_secretsmanager_secret, put_ssm_parameter
+from provisioning.shared.awsapi import put_s3_object, put_secretsmanager_secret, put_ssm_parameter
 
 CREDS = {"access_key": "AKIDTESTTESTTEST", "secret_key": "secret", "token": None}
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 from provfakes import RecordingContext
-from provisioning import airflowenv, install, layout
+from provisioning.bake import install
+from provisioning.shared import airflowenv, layout
 
 SETTINGS = {"airflow_version": "3.3.2", "extra_python_packages": ["b", "a"]}
 

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 from provfakes import RecordingContext
-from provisioning import firstboot, layout
+from provisioning.boot import firstboot
+from provisioning.shared import layout
 
 METADATA = {
     "meta-data/local-hostname": "ip-10-0-0-7.ec2.internal",

@@ -7,8 +7,9 @@ import time
 
 import pytest
 from provfakes import RecordingContext
-from provisioning import backup, layout
-from provisioning.runner import Context, StepFailed
+from provisioning.running import backup
+from provisioning.shared import layout
+from provisioning.shared.runner import Context, StepFailed
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ import json
 
 import pytest
 from provfakes import RecordingContext
-from provisioning import cluster, firstboot, layout
-from provisioning.userdata import parse_user_data
+from provisioning.boot import cluster, firstboot
+from provisioning.shared import layout
+from provisioning.shared.contract import parse_user_data
 
 DAGS = "s3://airflow-dags/analytics"
 CONTROLLER = parse_user_data(json.dumps({"role": "controller", "cluster": "analytics", "dags_s3_uri": DAGS}))

@@ -4,9 +4,11 @@ import json
 
 import provision
 import pytest
-from provfakes import RecordingContext, make_bundle, profile_facts
-from provisioning import firstboot, imagecheck, install, layout
-from provisioning.oskit import Apt, Dnf, Yum
+from provfakes import RecordingContext, baked_settings, make_bundle, profile_facts
+from provisioning.bake import imagecheck, install
+from provisioning.bake.oskit import Apt, Dnf, Yum
+from provisioning.boot import firstboot
+from provisioning.shared import layout
 
 ADAPTERS = {
     "debian": Apt({"ID": "debian", "VERSION_ID": "12", "VERSION_CODENAME": "bookworm"}),
@@ -34,7 +36,7 @@ def bundle(tmp_path):
     (files / "constraints.txt").write_text("apache-airflow==3.3.2\n")
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "provision.py").write_text("# the entry\n")
-    (tmp_path / "settings.json").write_text(json.dumps(SETTINGS))
+    (tmp_path / "settings.json").write_text(json.dumps(baked_settings("debian", **SETTINGS)))
     return tmp_path
 
 
@@ -115,7 +117,11 @@ def test_a_dry_run_on_another_os_uses_the_adapter_the_facts_name(bundle, monkeyp
         provision.build_context(args)
 
 
-def test_settings_without_os_facts_do_not_start(bundle, capsys):
-    write_settings(bundle, package_manager="apt", mysql_service="mysql.service")  # the old keys
+def test_settings_that_lack_a_key_do_not_start_and_name_it(bundle, capsys):
+    settings = json.loads((bundle / "settings.json").read_text())
+    del settings["api_port"], settings["os_facts"]["mysql_socket"]
+    (bundle / "settings.json").write_text(json.dumps(settings))
     assert provision.main(["install", "--bundle", str(bundle), "--dry-run"]) == 2
-    assert "cannot start install: settings.json os_facts lacks package_manager" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cannot start install: cannot read " in out
+    assert "settings.json lacks api_port, os_facts.mysql_socket: it was rendered by another version" in out

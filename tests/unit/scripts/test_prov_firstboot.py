@@ -4,8 +4,9 @@ import json
 
 import pytest
 from provfakes import RecordingContext
-from provisioning import firstboot, layout
-from provisioning.secretgen import env_file_line, sqlalchemy_mysql_url
+from provisioning.boot import firstboot
+from provisioning.shared import layout
+from provisioning.shared.secretgen import env_file_line, sqlalchemy_mysql_url
 
 OLD = {
     "db_password": "OldDbPassw0rdOldDbPassw0rdOldDbP",

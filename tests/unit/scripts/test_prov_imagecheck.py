@@ -1,8 +1,8 @@
 import pytest
 from provfakes import RecordingContext
-from provisioning import imagecheck
-from provisioning.imagecheck import PACKER_SCRIPT, ROTATED_LOG
-from provisioning.runner import Context, StepFailed
+from provisioning.bake import imagecheck
+from provisioning.bake.imagecheck import PACKER_SCRIPT, ROTATED_LOG
+from provisioning.shared.runner import Context, StepFailed
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from provisioning.awsapi import Imds, NoMetadata
+from provisioning.shared.awsapi import Imds, NoMetadata
 
 TOKEN = "tok-123"
 DOC = {"instanceId": "i-0abc", "region": "ap-northeast-2"}

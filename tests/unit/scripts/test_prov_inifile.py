@@ -1,6 +1,6 @@
 import configparser
 
-from provisioning.inifile import get_option, set_options
+from provisioning.shared.inifile import get_option, set_options
 
 CFG = """# generated
 [core]

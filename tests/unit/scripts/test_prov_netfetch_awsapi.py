@@ -3,7 +3,7 @@ import json
 
 import botocore.auth as botocore_auth
 from botocore import awsrequest, credentials
-from provisioning.awsapi import sigv4_headers
+from provisioning.shared.awsapi import sigv4_headers
 
 
 def test_sigv4_matches_botocore():

@@ -1,14 +1,13 @@
 import pytest
 from provfakes import profile_facts
-from provisioning.osdetect import (
+from provisioning.bake.osdetect import (
     UnsupportedOS,
     detect_profile,
     is_debian_unstable,
     package_manager_for,
     parse_os_release,
 )
-from provisioning.oskit import Apt, Dnf, OsFacts, Yum, adapter_for
-from provisioning.runner import StepFailed
+from provisioning.bake.oskit import Apt, Dnf, Yum, adapter_for
 
 AL2 = """NAME="Amazon Linux"
 VERSION="2"
@@ -94,12 +93,3 @@ def test_mysql_service_names_match_the_architecture_contract():
 )
 def test_each_profiles_package_manager_is_the_adapter_detected_on_its_os(text, profile):
     assert profile_facts(profile).package_manager == adapter_for(text).name
-
-
-def test_missing_os_facts_are_named():
-    facts = dict(profile_facts("debian")._asdict(), mysql_socket="")
-    del facts["ca_bundle"]
-    with pytest.raises(StepFailed, match="os_facts lacks mysql_socket, ca_bundle"):
-        OsFacts.from_settings({"os_facts": facts})
-    with pytest.raises(StepFailed, match="os_facts lacks package_manager"):
-        OsFacts.from_settings({"package_manager": "apt"})  # the old top-level key is not read

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from provfakes import RecordingContext
-from provisioning import oskit, pgpkey
-from provisioning.oskit import Apt, Dnf, Yum
-from provisioning.runner import StepFailed
+from provisioning.bake import oskit, pgpkey
+from provisioning.bake.oskit import Apt, Dnf, Yum
+from provisioning.shared.runner import StepFailed
 
 KEYRINGS = sorted(Path("/usr/share/keyrings").glob("debian-archive-*.gpg"))
 ORACLE = "BCA43417C3B485DD128EC6D4B7B3B788A8D3785C"

@@ -3,7 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
-from provisioning.runner import Context, StepFailed, real_run_only, run_steps
+from provisioning.shared.runner import Context, StepFailed, real_run_only, run_steps
 
 PROVISIONING = Path(__file__).resolve().parents[3] / "scripts" / "provisioning"
 
@@ -126,7 +126,7 @@ def test_a_real_run_only_step_is_described_in_a_dry_run(capsys):
 def test_only_a_few_steps_decide_about_dry_runs_themselves():
     """Everything else goes through ctx.act / write_file / real_run_only."""
     readers = set()
-    for path in PROVISIONING.glob("*.py"):
+    for path in PROVISIONING.rglob("*.py"):
         if path.name == "runner.py":
             continue
         tree = ast.parse(path.read_text())

@@ -4,8 +4,8 @@ import subprocess
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from provisioning.envfile import parse_env_text
-from provisioning.secretgen import (
+from provisioning.shared.envfile import parse_env_text
+from provisioning.shared.secretgen import (
     ALPHANUMERIC,
     alphanumeric,
     cfg_escape,

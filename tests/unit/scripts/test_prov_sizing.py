@@ -1,8 +1,8 @@
 import pytest
-from provisioning.sizing import (
+from provisioning.boot.sizing import (
     MAX_API_WORKERS,
+    MAX_AUTO_PARALLELISM,
     MAX_BUFFER_POOL_MIB,
-    MAX_PARALLELISM,
     MIN_BUFFER_POOL_MIB,
     MIN_PARALLELISM,
     api_workers_for,
@@ -20,7 +20,7 @@ from provisioning.sizing import (
         (2, 8192, 16),  # CPU-bound: 2 x 8
         (2, 4096, 10),  # memory-bound: (4096 - 1536) // 256
         (1, 1024, MIN_PARALLELISM),  # t3.micro: still parallel
-        (96, 786432, MAX_PARALLELISM),
+        (96, 786432, MAX_AUTO_PARALLELISM),
     ],
 )
 def test_parallelism_for_cpu_and_memory(cpus, mem, expected):

@@ -5,15 +5,17 @@ from pathlib import Path
 
 import pytest
 from provfakes import RecordingContext
-from provisioning import firstboot, install
-from provisioning.awsapi import NoMetadata
+from provisioning.bake import install
+from provisioning.boot import firstboot
+from provisioning.shared.awsapi import NoMetadata
 
 PROVISIONING = Path(__file__).resolve().parents[3] / "scripts" / "provisioning"
 
 
 def state_attributes_used(module):
     """Every NAME in ``ctx.state.NAME`` or ``state.NAME`` in the module's source."""
-    tree = ast.parse((PROVISIONING / f"{module}.py").read_text())
+    (path,) = PROVISIONING.rglob(f"{module}.py")
+    tree = ast.parse(path.read_text())
     used = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.Attribute):

@@ -1,11 +1,12 @@
 """Steps against a recording context: which commands and files they would touch."""
 
 import pytest
-from provfakes import RecordingContext, make_bundle, profile_facts
-from provisioning import imagecheck, install, layout, oskit
-from provisioning.mysqlctl import mysql_sql, wait_for_mysql
-from provisioning.oskit import Apt, Dnf
-from provisioning.runner import Context
+from provfakes import RecordingContext, baked_settings, make_bundle, profile_facts
+from provisioning.bake import imagecheck, install, oskit
+from provisioning.bake.oskit import Apt, Dnf
+from provisioning.shared import layout
+from provisioning.shared.mysqlctl import mysql_sql, wait_for_mysql
+from provisioning.shared.runner import Context
 
 OSES = ["debian", "amazon-linux-2", "amazon-linux-2023"]
 
@@ -151,7 +152,9 @@ def test_a_missing_bundle_file_is_named(bundle):
 
 
 def test_the_baked_settings_leave_the_build_sources_out():
-    settings = {"os_mirror": "http://m/debian", "index_url": "https://u:tok@pypi/simple", "api_port": 8080}
+    settings = baked_settings(
+        os_mirror="http://m/debian", index_url="https://u:tok@pypi/simple", api_port=8080
+    )
     baked = install.baked_settings(dict(settings, extra_ca_bundle="files/extra-ca.pem"))
     assert (baked["os_mirror"], baked["index_url"], baked["extra_ca_bundle"]) == ("", "", "")
     assert baked["api_port"] == 8080

@@ -7,8 +7,9 @@ import zipfile
 
 import pytest
 from provfakes import RecordingContext
-from provisioning import install, layout
-from provisioning.runner import StepFailed
+from provisioning.bake import install
+from provisioning.shared import layout
+from provisioning.shared.runner import StepFailed
 
 WHEEL = "uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 

@@ -1,0 +1,94 @@
+"""The clouds the pipeline bakes in and launches on: one interface, two implementations.
+
+`aws` (aws.py, with its boto3 clients in ec2.py) is the real thing; `local`
+(local/) plays it on this machine. The pipeline (lifecycle.py) is the same for
+both: a cloud provides the build host Packer provisions and keeps the image
+after the build, reads an AMI's tags, launches instances of an AMI, lists and
+removes them. What an image decided at bake time reaches every launch step as
+a `Baked` (airflow_ami/image/record.py), never as a launch flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from airflow_ami.seam import layout
+from airflow_ami.settings import BakeSettings, LaunchSettings, Target
+
+if TYPE_CHECKING:
+    from airflow_ami.image.record import Baked
+
+
+def cluster_ports(image: Baked) -> list[int]:
+    """What a cluster's security group opens between its members, on EC2 and in the
+    local cloud: the broker, the execution API (the image's API port), the workers' log servers."""
+    return [layout.REDIS_PORT, image.api_port, layout.WORKER_LOG_PORT]
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One launched instance, the same shape on every cloud (build/<name>/instance.json)."""
+
+    cloud: str
+    instance_id: str
+    ami_id: str
+    region: str
+    address: str
+    ssh_user: str
+    ssh_key_file: str
+    # standalone, or a controller / worker of `cluster` (README "Scaling out").
+    role: str = "standalone"
+    cluster: str = ""
+
+    def as_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> InstanceRecord:
+        return cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})
+
+
+@dataclass
+class BuildHost:
+    """What a cloud hands the build: the settings Packer runs with (endpoint, SSH
+    target), the environment of Packer and boto3, and what to do once an AMI exists."""
+
+    settings: BakeSettings
+    env: Mapping[str, str] | None = None
+    keep_image: Callable[[dict[str, Any]], None] = lambda record: None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Cloud(Protocol):
+    name: str
+
+    def build_host(self, settings: BakeSettings) -> AbstractContextManager[BuildHost]:
+        """The host Packer provisions, for the duration of one build; removed on exit."""
+        ...
+
+    def image_tags(self, target: Target, ami_id: str) -> dict[str, str]:
+        """The AMI's tags (what it was baked with: airflow-ami:*)."""
+        ...
+
+    def launch(self, settings: LaunchSettings, image: Baked) -> InstanceRecord: ...
+
+    def launch_cluster(self, settings: LaunchSettings, image: Baked) -> list[InstanceRecord]:
+        """A controller and --workers workers of --cluster; the controller first."""
+        ...
+
+    def api_url(self, target: Target, image: Baked, instance: InstanceRecord) -> str:
+        """The instance's API base URL if this machine reaches it, else ""."""
+        ...
+
+    def scale(self, settings: LaunchSettings, count: int) -> str:
+        """--cluster's workers to `count`; returns what was scaled."""
+        ...
+
+    def instances(self, target: Target) -> list[InstanceRecord]: ...
+
+    def teardown(self, target: Target) -> list[str]:
+        """Remove what launch started; returns a description of what went."""
+        ...

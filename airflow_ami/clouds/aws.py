@@ -1,0 +1,536 @@
+"""Launch on EC2, and take down exactly what a launch made.
+
+A launch records every resource the moment AWS returns its id, before the next
+call (build/<name>/aws-launch.json). So a launch that fails or is interrupted
+halfway leaves a record, and `teardown` removes what it lists and nothing else.
+Teardown never searches the region by tag: another person's or CI job's launch
+in the same region survives it.
+
+What a launch makes, in order: a key pair (unless --ssh-keypair-name names
+one), a security group of its own, the instance (a cluster's controller), and
+for --workers N a launch template plus an Auto Scaling group of N workers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import botocore.exceptions
+
+from airflow_ami.builddir import BuildDir
+from airflow_ami.clouds import BuildHost, InstanceRecord, cluster_ports
+from airflow_ami.clouds.ec2 import client, image_tags
+from airflow_ami.image.record import Baked
+from airflow_ami.seam import contract
+from airflow_ami.settings import BakeSettings, LaunchSettings, Target
+
+LAUNCH_TAG = "airflow-ami:launched-from"
+LAUNCH_ID_TAG = "airflow-ami:launch-id"
+# Seconds between polls while waiting (tests set 0: moto answers at once).
+POLL = 5.0
+STATUS_TIMEOUT = 900.0
+# Teardown deletes in this order: what holds a resource goes before it.
+KINDS = ("auto_scaling_group", "instance", "launch_template", "security_group", "key_pair")
+# Errors that mean "already gone": teardown is idempotent.
+GONE = {
+    "InvalidInstanceID.NotFound",
+    "InvalidGroup.NotFound",
+    "InvalidLaunchTemplateId.NotFound",
+    "InvalidLaunchTemplateId.NotFoundException",
+    "InvalidLaunchTemplateName.NotFoundException",
+    "InvalidKeyPair.NotFound",
+}
+
+
+class LaunchError(RuntimeError):
+    """A launch or teardown cannot go on; the message says what to do."""
+
+
+@dataclass
+class LaunchRecord:
+    """build/<name>/aws-launch.json: the launch's id, region, how its instances are reached,
+    and every resource it made."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @classmethod
+    def start(cls, settings: LaunchSettings, image: Baked) -> LaunchRecord:
+        path = launch_record_path(settings)
+        if path.exists() and json.loads(path.read_text()).get("resources"):
+            raise LaunchError(
+                f"a launch is already recorded in {path}: `./bake teardown --cloud aws` it first"
+                " (one launch per build directory; --build-name gives another)"
+            )
+        record = cls(
+            path,
+            {
+                "launch_id": secrets.token_hex(4),
+                "region": settings.region,
+                "ssh_user": image.ssh_username,
+                "ssh_interface": settings.ssh_interface,
+                "ssh_private_key_file": settings.ssh_private_key_file,
+                # This machine reaches the API through --allow-cidr, or from inside the VPC.
+                "api_reachable": bool(settings.allow_cidr) or settings.ssh_interface == "private_ip",
+                "cluster": settings.cluster if settings.workers else "",
+                "resources": [],
+            },
+        )
+        record.save()
+        return record
+
+    @classmethod
+    def load(cls, settings: Target) -> LaunchRecord | None:
+        path = launch_record_path(settings)
+        return cls(path, json.loads(path.read_text())) if path.exists() else None
+
+    @property
+    def launch_id(self) -> str:
+        return str(self.data["launch_id"])
+
+    @property
+    def name(self) -> str:
+        return f"airflow-ami-{self.launch_id}"
+
+    def add(self, kind: str, resource_id: str, **extra: str) -> None:
+        self.data["resources"].append({"kind": kind, "id": resource_id, **extra})
+        self.save()
+
+    def of(self, kind: str) -> list[dict[str, str]]:
+        return [r for r in self.data["resources"] if r["kind"] == kind]
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+        tmp.replace(self.path)
+
+
+def launch_record_path(settings: Target) -> Path:
+    return BuildDir.of(settings).root / "aws-launch.json"
+
+
+def _tags(settings: LaunchSettings, record: LaunchRecord, ami_id: str, name: str) -> list[dict[str, str]]:
+    ours = {LAUNCH_TAG: ami_id, LAUNCH_ID_TAG: record.launch_id, "Name": name}
+    return [{"Key": k, "Value": v} for k, v in {**dict(settings.tags), **ours}.items()]
+
+
+def _spec(resource: str, tags: list[dict[str, str]]) -> dict[str, Any]:
+    return {"ResourceType": resource, "Tags": tags}
+
+
+def make_key_pair(ec2: Any, record: LaunchRecord, tags: list[dict[str, str]]) -> str:
+    """The launch's own key pair; its private key only in build/<name>/ (0600)."""
+    key = ec2.create_key_pair(KeyName=record.name, TagSpecifications=[_spec("key-pair", tags)])
+    key_file = record.path.parent / f"{record.name}.pem"
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key["KeyMaterial"])
+    record.add("key_pair", record.name, key_file=str(key_file))
+    return str(key_file)
+
+
+def network(ec2: Any, settings: LaunchSettings) -> tuple[str, str]:
+    """(VPC id, subnet id): --subnet-id's, or the default VPC and its first default subnet."""
+    if settings.subnet_id:
+        subnet = ec2.describe_subnets(SubnetIds=[settings.subnet_id])["Subnets"][0]
+        return str(subnet["VpcId"]), settings.subnet_id
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise LaunchError(f"no default VPC in {settings.region}: pass --subnet-id")
+    vpc = vpcs[0]["VpcId"]
+    subnets = ec2.describe_subnets(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "default-for-az", "Values": ["true"]}]
+    )["Subnets"]
+    if not subnets:
+        raise LaunchError(f"the default VPC {vpc} has no default subnet: pass --subnet-id")
+    return str(vpc), str(sorted(subnets, key=lambda s: s["AvailabilityZone"])[0]["SubnetId"])
+
+
+def make_security_group(
+    ec2: Any,
+    settings: LaunchSettings,
+    image: Baked,
+    record: LaunchRecord,
+    *,
+    vpc: str,
+    tags: list[dict[str, str]],
+) -> str:
+    """The launch's group: SSH and the image's API port from --allow-cidr only (none: no
+    inbound rule); a cluster's broker, execution API and worker logs between its members."""
+    group = ec2.create_security_group(
+        GroupName=record.name,
+        Description=f"airflow-ami launch {record.launch_id}",
+        VpcId=vpc,
+        TagSpecifications=[_spec("security-group", tags)],
+    )["GroupId"]
+    record.add("security_group", group)
+    rules = [
+        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": c}]}
+        for c in settings.allow_cidr
+        for port in (22, image.api_port)
+    ]
+    if settings.workers:
+        rules += [
+            {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "UserIdGroupPairs": [{"GroupId": group}]}
+            for port in cluster_ports(image)
+        ]
+    if rules:
+        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=rules)
+    return str(group)
+
+
+def instance_data(
+    ec2: Any, settings: LaunchSettings, ami_id: str, group: str, *, key_name: str, user_data: str
+) -> dict[str, Any]:
+    """What the controller and the workers' launch template share: IMDSv2 only, an
+    encrypted root volume, the launch's group, the optional instance profile."""
+    images = ec2.describe_images(ImageIds=[ami_id])["Images"]
+    if not images:
+        raise LaunchError(f"no AMI {ami_id} in {settings.region}: `./bake build-ami` or pass --ami")
+    ebs: dict[str, Any] = {
+        "Encrypted": True,
+        "VolumeType": "gp3",
+        "VolumeSize": settings.volume_size,
+        "DeleteOnTermination": True,
+    }
+    if settings.kms_key_id:
+        ebs["KmsKeyId"] = settings.kms_key_id
+    data: dict[str, Any] = {
+        "ImageId": ami_id,
+        "InstanceType": settings.instance_type,
+        "KeyName": key_name,
+        "SecurityGroupIds": [group],
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        "BlockDeviceMappings": [{"DeviceName": images[0]["RootDeviceName"], "Ebs": ebs}],
+    }
+    if user_data:
+        data["UserData"] = user_data
+    if settings.iam_instance_profile:
+        data["IamInstanceProfile"] = {"Name": settings.iam_instance_profile}
+    return data
+
+
+def run_controller(
+    ec2: Any, settings: LaunchSettings, record: LaunchRecord, data: dict[str, Any], tags: list[dict[str, str]]
+) -> dict[str, Any]:
+    params = {**data, "MinCount": 1, "MaxCount": 1}
+    params["TagSpecifications"] = [_spec("instance", tags), _spec("volume", tags)]
+    if settings.subnet_id:
+        params["SubnetId"] = settings.subnet_id
+    described = ec2.run_instances(**params)["Instances"][0]
+    record.add("instance", described["InstanceId"])
+    return dict(described)
+
+
+def make_workers(
+    settings: LaunchSettings,
+    record: LaunchRecord,
+    data: dict[str, Any],
+    subnet: str,
+    tags: list[dict[str, str]],
+) -> str:
+    """A launch template of the worker and an Auto Scaling group of --workers of it."""
+    ec2 = client(settings, settings.region)
+    template = ec2.create_launch_template(
+        LaunchTemplateName=record.name,
+        LaunchTemplateData={
+            **data,
+            # RunInstances encodes user data itself; a launch template takes it encoded.
+            "UserData": base64.b64encode(data["UserData"].encode()).decode(),
+            "TagSpecifications": [_spec("instance", tags), _spec("volume", tags)],
+        },
+        TagSpecifications=[_spec("launch-template", tags)],
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    record.add("launch_template", template)
+    autoscaling = client(settings, settings.region, service="autoscaling")
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=record.name,
+        LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
+        MinSize=settings.workers,
+        MaxSize=settings.workers,
+        DesiredCapacity=settings.workers,
+        VPCZoneIdentifier=subnet,
+        Tags=[{"Key": t["Key"], "Value": t["Value"], "PropagateAtLaunch": False} for t in tags],
+    )
+    record.add("auto_scaling_group", record.name)
+    return str(template)
+
+
+def wait_status_ok(ec2: Any, instance_id: str, out: TextIO) -> None:
+    """Until EC2's instance and system status checks pass, with progress."""
+    started = time.monotonic()
+    while True:
+        statuses = ec2.describe_instance_status(InstanceIds=[instance_id], IncludeAllInstances=True)[
+            "InstanceStatuses"
+        ]
+        state = statuses[0] if statuses else {}
+        checks = (state.get("InstanceStatus", {}).get("Status"), state.get("SystemStatus", {}).get("Status"))
+        waited = time.monotonic() - started
+        out.write(
+            f"launch: {instance_id} {state.get('InstanceState', {}).get('Name', 'pending')},"
+            f" status checks {'/'.join(str(c) for c in checks)} ({waited:.0f} s)\n"
+        )
+        out.flush()
+        if checks == ("ok", "ok"):
+            return
+        if state.get("InstanceState", {}).get("Name") in ("shutting-down", "terminated", "stopped"):
+            raise LaunchError(
+                f"{instance_id} stopped before its status checks passed: see its console output"
+            )
+        if waited > STATUS_TIMEOUT:
+            raise LaunchError(f"{instance_id}: status checks not ok after {STATUS_TIMEOUT:.0f} s")
+        time.sleep(POLL)
+
+
+def to_instance(record: LaunchRecord, described: dict[str, Any], key_file: str, role: str) -> InstanceRecord:
+    private = record.data["ssh_interface"] == "private_ip"
+    return InstanceRecord(
+        cloud="aws",
+        instance_id=described["InstanceId"],
+        ami_id=described["ImageId"],
+        region=record.data["region"],
+        address=str(described.get("PrivateIpAddress" if private else "PublicIpAddress", "")),
+        ssh_user=record.data["ssh_user"],
+        ssh_key_file=key_file,
+        role=role,
+        cluster=record.data["cluster"],
+    )
+
+
+def launch(settings: LaunchSettings, image: Baked, out: TextIO = sys.stdout) -> list[InstanceRecord]:
+    """Launch the instance (with --workers: the controller and the workers' group) and
+    wait for its status checks; returns the controller (or instance) first, then the
+    workers running so far."""
+    record = LaunchRecord.start(settings, image)
+    ec2 = client(settings, settings.region)
+    role = "controller" if settings.workers else "standalone"
+    ami_id = image.ami_id
+    tags = _tags(settings, record, ami_id, f"{record.name}-{role}")
+    key_name = settings.ssh_keypair_name or record.name
+    if not settings.ssh_keypair_name:
+        make_key_pair(ec2, record, tags)
+    vpc, subnet = network(ec2, settings)
+    group = make_security_group(ec2, settings, image, record, vpc=vpc, tags=tags)
+    # The role document of README 'Scaling out' ("" for a standalone instance).
+    user_data = contract.user_data(role, settings.cluster, settings.dags_s3_uri)
+    data = instance_data(ec2, settings, ami_id, group, key_name=key_name, user_data=user_data)
+    described = run_controller(ec2, settings, record, data, tags)
+    if settings.workers:
+        worker_data = {
+            **data,
+            "UserData": contract.user_data(
+                "worker",
+                settings.cluster,
+                settings.dags_s3_uri,
+                described["PrivateIpAddress"],
+                settings.worker_concurrency,
+            ),
+        }
+        worker_tags = _tags(settings, record, ami_id, f"{record.name}-worker")
+        make_workers(settings, record, worker_data, subnet, worker_tags)
+    wait_status_ok(ec2, described["InstanceId"], out)
+    return instances(settings)
+
+
+def api_url(target: Target, image: Baked, instance: InstanceRecord) -> str:
+    """The API's base URL if this machine can reach it (--allow-cidr, or private_ip
+    from inside the VPC), else ""."""
+    record = LaunchRecord.load(target)
+    if not instance.address or record is None or not record.data["api_reachable"]:
+        return ""
+    return image.api_url(instance.address)
+
+
+def port_forward_command(image: Baked, instance: InstanceRecord) -> str:
+    params = f"portNumber={image.api_port},localPortNumber={image.api_port}"
+    return (
+        f"aws ssm start-session --region {instance.region} --target {instance.instance_id}"
+        f" --document-name AWS-StartPortForwardingSession --parameters {params}"
+    )
+
+
+def workers(settings: Target, record: LaunchRecord, key_file: str) -> list[InstanceRecord]:
+    """The workers of the launch's Auto Scaling group that are running now."""
+    groups = [r["id"] for r in record.of("auto_scaling_group")]
+    if not groups:
+        return []
+    autoscaling = client(settings, settings.region, service="autoscaling")
+    found = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=groups)["AutoScalingGroups"]
+    ids = [i["InstanceId"] for g in found for i in g.get("Instances", [])]
+    if not ids:
+        return []
+    reservations = client(settings, settings.region).describe_instances(InstanceIds=ids)["Reservations"]
+    return [
+        to_instance(record, i, key_file, "worker")
+        for r in reservations
+        for i in r["Instances"]
+        if i["State"]["Name"] in ("pending", "running")
+    ]
+
+
+def scale(settings: Target, count: int) -> str:
+    """Set the launch's Auto Scaling group to `count` workers; returns its name."""
+    record = LaunchRecord.load(settings)
+    groups = record.of("auto_scaling_group") if record else []
+    if not groups:
+        raise LaunchError(
+            f"no Auto Scaling group recorded in {launch_record_path(settings)}:"
+            " launch a cluster first (`./bake launch --cloud aws --workers N ...`)"
+        )
+    autoscaling = client(settings, settings.region, service="autoscaling")
+    autoscaling.update_auto_scaling_group(
+        AutoScalingGroupName=groups[0]["id"], MinSize=count, MaxSize=count, DesiredCapacity=count
+    )
+    return groups[0]["id"]
+
+
+@contextmanager
+def _unless_gone() -> Iterator[None]:
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code not in GONE and "not found" not in str(exc).lower():
+            raise
+
+
+def teardown(settings: Target, out: TextIO = sys.stdout) -> list[str]:
+    """Delete what the launch record lists, wait until it is gone, then drop the record.
+
+    Safe to repeat, and after a launch that failed at any step."""
+    record = LaunchRecord.load(settings)
+    if record is None:
+        return []
+    ec2 = client(settings, record.data["region"])
+    removed: list[str] = []
+    instances = [r["id"] for r in record.of("instance")]
+    for group in record.of("auto_scaling_group"):
+        instances += _delete_auto_scaling_group(settings, record, group["id"])
+        removed.append(group["id"])
+    if instances:
+        with _unless_gone():
+            ec2.terminate_instances(InstanceIds=instances)
+        _wait_terminated(ec2, instances, out)
+        removed += [r["id"] for r in record.of("instance")]
+    for template in record.of("launch_template"):
+        with _unless_gone():
+            ec2.delete_launch_template(LaunchTemplateId=template["id"])
+        removed.append(template["id"])
+    for group in record.of("security_group"):
+        with _unless_gone():
+            ec2.delete_security_group(GroupId=group["id"])
+        removed.append(group["id"])
+    for key in record.of("key_pair"):
+        with _unless_gone():
+            ec2.delete_key_pair(KeyName=key["id"])
+        Path(key["key_file"]).unlink(missing_ok=True)
+        removed.append(key["id"])
+    record.path.unlink()
+    return removed
+
+
+def _delete_auto_scaling_group(settings: Target, record: LaunchRecord, name: str) -> list[str]:
+    """Force-delete the group (it terminates its instances); returns them, to wait for."""
+    autoscaling = client(settings, record.data["region"], service="autoscaling")
+    found = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+    if not found:
+        return []
+    ids = [i["InstanceId"] for i in found[0].get("Instances", [])]
+    with _unless_gone():
+        autoscaling.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
+    deadline = time.monotonic() + STATUS_TIMEOUT
+    while autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]:
+        if time.monotonic() > deadline:
+            raise LaunchError(
+                f"Auto Scaling group {name} still there after {STATUS_TIMEOUT:.0f} s: run teardown again"
+            )
+        time.sleep(POLL)
+    return ids
+
+
+def _wait_terminated(ec2: Any, ids: list[str], out: TextIO) -> None:
+    deadline = time.monotonic() + STATUS_TIMEOUT
+    while left := _not_terminated(ec2, ids):
+        out.write(f"teardown: waiting for {', '.join(left)} to terminate\n")
+        out.flush()
+        if time.monotonic() > deadline:
+            raise LaunchError(
+                f"{', '.join(left)} not terminated after {STATUS_TIMEOUT:.0f} s: run teardown again"
+            )
+        time.sleep(POLL)
+
+
+def _not_terminated(ec2: Any, ids: list[str]) -> list[str]:
+    try:
+        reservations = ec2.describe_instances(InstanceIds=ids)["Reservations"]
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in GONE:
+            return []
+        raise
+    return [
+        i["InstanceId"] for r in reservations for i in r["Instances"] if i["State"]["Name"] != "terminated"
+    ]
+
+
+def instances(settings: Target) -> list[InstanceRecord]:
+    """What the recorded launch runs now (the controller or instance first)."""
+    record = LaunchRecord.load(settings)
+    if record is None:
+        return []
+    ids = [r["id"] for r in record.of("instance")]
+    keys = record.of("key_pair")
+    key_file = keys[0]["key_file"] if keys else record.data["ssh_private_key_file"]
+    ec2 = client(settings, record.data["region"])
+    found: list[InstanceRecord] = []
+    with _unless_gone():
+        for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]:
+            found += [
+                to_instance(
+                    record, i, key_file, "controller" if record.of("auto_scaling_group") else "standalone"
+                )
+                for i in r["Instances"]
+                if i["State"]["Name"] != "terminated"
+            ]
+    return [*found, *workers(settings, record, key_file)]
+
+
+class AwsCloud:
+    """Packer launches its own build instance; instances run on EC2."""
+
+    name = "aws"
+
+    @contextmanager
+    def build_host(self, settings: BakeSettings) -> Iterator[BuildHost]:
+        yield BuildHost(settings)
+
+    def image_tags(self, target: Target, ami_id: str) -> dict[str, str]:
+        return image_tags(target, ami_id)
+
+    def launch(self, settings: LaunchSettings, image: Baked) -> InstanceRecord:
+        return launch(settings, image)[0]
+
+    def launch_cluster(self, settings: LaunchSettings, image: Baked) -> list[InstanceRecord]:
+        return launch(settings, image)
+
+    def api_url(self, target: Target, image: Baked, instance: InstanceRecord) -> str:
+        return api_url(target, image, instance)
+
+    def scale(self, settings: LaunchSettings, count: int) -> str:
+        return scale(settings, count)
+
+    def instances(self, target: Target) -> list[InstanceRecord]:
+        return instances(target)
+
+    def teardown(self, target: Target) -> list[str]:
+        return teardown(target)

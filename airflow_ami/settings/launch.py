@@ -1,0 +1,118 @@
+"""Launch settings: what `./bake launch` (and rehearse, scale, verify of a cluster) decides.
+
+What the image decided when it was baked (its API port, TLS, admin user and
+password store, SSH user) is not here: every launch step reads that from the
+AMI's record or tags (airflow_ami/image/record.py), never from a flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_ami.seam import contract
+from airflow_ami.settings.fields import (
+    KMS_ARN_RE,
+    _as_int,
+    _as_list,
+    _as_str,
+    _between,
+    _matches,
+    check_cidrs,
+    check_cluster,
+    check_dags_s3_uri,
+    check_role,
+    declaration,
+    iam_instance_profile_setting,
+    instance_type_setting,
+    setting,
+    ssh_interface_setting,
+    ssh_keypair_name_setting,
+    ssh_private_key_file_setting,
+    subnet_id_setting,
+    tags_setting,
+    volume_size_setting,
+)
+from airflow_ami.settings.target import Target
+
+# The cluster of `--workers N` when none is named.
+DEFAULT_REHEARSAL_CLUSTER = "rehearsal"
+
+
+@declaration
+@dataclass(frozen=True, kw_only=True)
+class LaunchSettings(Target):
+    """Validated settings of one launch."""
+
+    instance_type: str = instance_type_setting("instance type of the launched instances")
+    subnet_id: str = subnet_id_setting("subnet of the launched instances (default: the default VPC's)")
+    iam_instance_profile: str = iam_instance_profile_setting("instance profile of the launched instances")
+    ssh_interface: str = ssh_interface_setting(
+        "which address of a launched instance this machine uses (session_manager: none, through SSM)"
+    )
+    ssh_keypair_name: str = ssh_keypair_name_setting(
+        "existing EC2 key pair for the launched instances instead of the launch's own"
+    )
+    ssh_private_key_file: str = ssh_private_key_file_setting()
+    volume_size: int = volume_size_setting("root volume size of launched instances (GiB)")
+    kms_key_id: str = setting(
+        "",
+        _as_str,
+        _matches(KMS_ARN_RE.pattern, empty_ok=True),
+        "a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME), or empty for the default EBS key",
+        "KMS key that encrypts the launched instances' volumes (always encrypted)",
+    )
+    tags: tuple[tuple[str, str], ...] = tags_setting(
+        "tags for what the launch makes (instances, volumes, security group, key pair)"
+    )
+    role: str = setting(
+        "standalone",
+        _as_str,
+        check_role,
+        "standalone, controller or worker (controller and worker: --cloud local only; on AWS a cluster"
+        " is launched whole with --workers N)",
+        "the instance's role, given to it as user data (README 'Scaling out')",
+    )
+    cluster: str = setting(
+        "",
+        _as_str,
+        check_cluster,
+        "1-40 lower-case letters, digits and - (needed by --role controller|worker)",
+        "the cluster a controller or worker belongs to",
+    )
+    workers: int = setting(
+        0,
+        _as_int,
+        _between(0, 8),
+        "a whole number 0-8",
+        "a controller and this many workers instead of one standalone instance"
+        " (on AWS the workers are an Auto Scaling group); scale: the new number of workers",
+    )
+    worker_concurrency: int = setting(
+        0,
+        _as_int,
+        _between(0, contract.MAX_WORKER_CONCURRENCY),
+        f"a whole number 0-{contract.MAX_WORKER_CONCURRENCY} (0: Airflow's default, 16)",
+        "tasks one worker runs at once (user data worker_concurrency)",
+    )
+    dags_s3_uri: str = setting(
+        "",
+        _as_str,
+        check_dags_s3_uri,
+        "s3://BUCKET[/PREFIX] holding at least one object; needed for a cluster on AWS",
+        "--cloud aws: the S3 DAG bundle every node of the cluster reads (user data dags_s3_uri)",
+    )
+    allow_cidr: tuple[str, ...] = setting(
+        (),
+        _as_list,
+        check_cidrs,
+        "comma-separated CIDRs such as 203.0.113.7/32",
+        "--cloud aws: who may reach SSH and the API port (empty: no inbound rule;"
+        " reach the instance through SSM port forwarding)",
+    )
+
+    @staticmethod
+    def complete(values: Mapping[str, Any]) -> dict[str, Any]:
+        """--workers N without --cluster: the default cluster."""
+        return {"cluster": values["cluster"] or (DEFAULT_REHEARSAL_CLUSTER if values["workers"] else "")}

@@ -1,0 +1,1 @@
+"""Bake time: run by Packer on the build instance (provision.py install | cleanup | validate-image)."""

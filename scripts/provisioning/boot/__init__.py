@@ -1,0 +1,1 @@
+"""Boot time: first boot's per-instance setup, run at every boot by airflow-firstboot.service."""

@@ -1,0 +1,127 @@
+"""A cluster's roles at first boot: what each role runs with (pure, except the store calls).
+
+The controller makes the secrets every node shares (fernet key, JWT secret, API secret
+key, broker password) and keeps them as ONE document in the cluster's secret store
+(SSM Parameter Store SecureString, or Secrets Manager, per `cluster_secret_store`);
+workers read it with their instance role. Nothing shared travels in user data.
+"""
+
+import json
+
+from ..shared import layout as L
+from ..shared.awsapi import (
+    get_secretsmanager_secret,
+    get_ssm_parameter,
+    put_secretsmanager_secret,
+    put_ssm_parameter,
+)
+from ..shared.secretgen import env_file_line
+
+# What every node of a cluster must hold alike.
+SHARED_SECRETS = ("fernet_key", "jwt_secret", "api_secret_key", "broker_password")
+# Secrets each role keeps on disk (the database and the admin live on the controller).
+ROLE_SECRETS = {
+    "standalone": ("db_password", "fernet_key", "jwt_secret", "api_secret_key", "admin_password"),
+    "controller": (
+        "db_password",
+        "fernet_key",
+        "jwt_secret",
+        "api_secret_key",
+        "admin_password",
+        "broker_password",
+    ),
+    "worker": SHARED_SECRETS,
+}
+BROKER_DB, RESULTS_DB = 0, 1
+S3_BUNDLE = "airflow.providers.amazon.aws.bundles.s3.S3DagBundle"
+# TIs record the node's address, so the controller's api-server can fetch a worker's logs.
+HOSTNAME_CALLABLE = "airflow.utils.net.get_host_ip_address"
+
+
+def secret_name(store, cluster):
+    """Where a cluster's shared secrets live; Secrets Manager names take no leading /."""
+    name = "airflow-ami/%s/shared-secrets" % cluster
+    return "/" + name if store == "ssm" else name
+
+
+def read_shared(store, cluster, region, creds, endpoint=None):
+    """The cluster's shared secrets, or None while the controller has not stored them."""
+    get = get_ssm_parameter if store == "ssm" else get_secretsmanager_secret
+    text = get(secret_name(store, cluster), region, creds, endpoint)
+    return json.loads(text) if text else None
+
+
+def store_shared(store, cluster, secrets, region, creds, *, endpoint=None):
+    put = put_ssm_parameter if store == "ssm" else put_secretsmanager_secret
+    document = json.dumps({name: secrets[name] for name in SHARED_SECRETS}, sort_keys=True)
+    put(secret_name(store, cluster), document, region, creds, endpoint)
+
+
+def redis_url(password, host, db):
+    return "redis://:%s@%s:%d/%d" % (password, host, L.REDIS_PORT, db)
+
+
+def celery_secret_lines(role, password):
+    """secrets.env lines of a controller or worker: the broker and result backend (Redis)."""
+    if role.role == "standalone":
+        return []
+    host = "127.0.0.1" if role.role == "controller" else role.controller
+    return [
+        env_file_line("AIRFLOW__CELERY__BROKER_URL", redis_url(password, host, BROKER_DB)),
+        env_file_line("AIRFLOW__CELERY__RESULT_BACKEND", redis_url(password, host, RESULTS_DB)),
+    ]
+
+
+def dag_bundles(dags_s3_uri):
+    bucket, _, prefix = dags_s3_uri[len("s3://") :].partition("/")
+    return [
+        {
+            "name": "cluster-dags",
+            "classpath": S3_BUNDLE,
+            "kwargs": {"bucket_name": bucket, "prefix": prefix.strip("/"), "aws_conn_id": "aws_default"},
+        }
+    ]
+
+
+def role_env(role, api_port):
+    """ROLE_ENV: the Airflow settings of the role (no secret in it)."""
+    lines = ["# Written by airflow-firstboot.service: this instance is a %s.\n" % role.role]
+    if role.role == "standalone":
+        return "".join(lines)
+    values = [
+        ("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor"),
+        ("AIRFLOW__CORE__HOSTNAME_CALLABLE", HOSTNAME_CALLABLE),
+        ("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(dag_bundles(role.dags_s3_uri))),
+    ]
+    if role.role == "worker":
+        values += [
+            (
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+                "http://%s:%d/execution/" % (role.controller, api_port),
+            ),
+            ("AIRFLOW_AMI_WORKER_QUEUES", ",".join(role.worker_queues)),
+        ]
+        if role.worker_concurrency:
+            values.append(("AIRFLOW__CELERY__WORKER_CONCURRENCY", str(role.worker_concurrency)))
+    return "".join(lines + [env_file_line(name, value) for name, value in values])
+
+
+def redis_conf(password, private_ip, redis_user):
+    """The broker's config: the private address and loopback only, a password, no disk."""
+    return "".join(
+        "%s\n" % line
+        for line in (
+            "# Written by airflow-firstboot.service (a cluster's controller); root and redis only.",
+            "bind 127.0.0.1 %s" % private_ip,
+            "port %d" % L.REDIS_PORT,
+            "protected-mode yes",
+            "requirepass %s" % password,
+            "supervised systemd",
+            "daemonize no",
+            'logfile ""',
+            "dir /var/lib/%s" % redis_user,
+            # Queued messages live as long as the controller: no dump to a world-readable dir.
+            'save ""',
+            "appendonly no",
+        )
+    )

@@ -1,0 +1,723 @@
+"""First boot of an instance (airflow-firstboot.service): per-instance secrets.
+
+It runs at every boot and decides from the record (/var/lib/airflow-ami/
+firstboot.json, written last) and the secrets already on disk:
+
+- done: the record is for this instance and every secret is there: nothing to do.
+- complete: no record yet (a fresh image, or a first boot killed halfway):
+  secrets that exist are kept, only missing ones are made.
+- rotate: the record is for another instance (an image made from a used one):
+  new secrets, the new fernet key in front of the old one until
+  `airflow rotate-fernet-key` has re-encrypted every value.
+
+Once made, secrets are never thrown away: without an answer from IMDS (retried
+for about a minute) the identity is unknown, not new, and what exists is kept.
+"""
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from urllib.parse import unquote, urlsplit
+
+from ..shared import layout as L
+from ..shared import systemd
+from ..shared.airflowenv import airflow_env
+from ..shared.awsapi import Imds, NoMetadata, put_secretsmanager_secret, put_ssm_parameter
+from ..shared.contract import STANDALONE, BadUserData, parse_user_data
+from ..shared.envfile import read_env_file
+from ..shared.inifile import set_options
+from ..shared.mysqlctl import mysql_sql, wait_for_mysql
+from ..shared.runner import StepFailed, run_steps
+from ..shared.secretgen import alphanumeric, env_file_line, fernet_key, sql_string, sqlalchemy_mysql_url
+from .cluster import (
+    ROLE_SECRETS,
+    SHARED_SECRETS,
+    celery_secret_lines,
+    read_shared,
+    redis_conf,
+    role_env,
+    store_shared,
+)
+from .sizing import api_workers_for, buffer_pool_mib_for, memory_limit_mib, resolve_parallelism
+from .tlscert import openssl_argv, request_config, subject_alt_names
+
+# One Airflow process for all database work at first boot: importing Airflow costs
+# several seconds, so the schema check, the admin user and the connection share it.
+DATABASE_SCRIPT = r"""
+import json, sys
+data = json.loads(sys.stdin.read())
+from airflow.utils import db
+try:
+    db.check_migrations(1)
+    print("schema is current (migrated at bake time)")
+except TimeoutError:
+    db.upgradedb()
+    print("schema migrated")
+from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+with get_application_builder() as appbuilder:
+    sm = appbuilder.sm
+    role = sm.find_role("Admin")
+    if role is None:
+        sm.sync_roles()
+        role = sm.find_role("Admin")
+    user = sm.find_user(username=data["username"])
+    if user is None:
+        user = sm.add_user(data["username"], "Airflow", "Admin", data["email"], role,
+                           data["password"])
+        if not user:
+            raise SystemExit("could not create the admin user")
+        print("created admin user %s" % data["username"])
+    else:
+        sm.reset_password(user.id, data["password"])
+        if role not in user.roles:
+            user.roles.append(role)
+            sm.update_user(user)
+        print("reset the password of admin user %s" % data["username"])
+
+from airflow.models import Connection
+from airflow.utils.session import create_session
+with create_session() as session:
+    conn = session.query(Connection).filter(Connection.conn_id == "aws_default").one_or_none()
+    if conn is None:
+        conn = Connection(conn_id="aws_default", conn_type="aws")
+        session.add(conn)
+        extra = {}
+    else:
+        try:
+            extra = conn.extra_dejson
+        except Exception:
+            extra = {}
+    extra["region_name"] = data["region"]
+    if data["endpoint_url"]:
+        extra["endpoint_url"] = data["endpoint_url"]
+    conn.set_extra(json.dumps(extra))
+    print("aws_default region_name=%s" % data["region"])
+"""
+
+
+# How long a boot waits for the metadata service before calling the identity unknown.
+IMDS_PATIENCE = 60
+# secrets.env: the names of the secrets in it, by environment variable.
+SECRET_VARIABLES = {
+    "fernet_key": "AIRFLOW__CORE__FERNET_KEY",
+    "jwt_secret": "AIRFLOW__API_AUTH__JWT_SECRET",
+    "api_secret_key": "AIRFLOW__API__SECRET_KEY",
+}
+DB_URL_VARIABLE = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+BROKER_URL_VARIABLE = "AIRFLOW__CELERY__BROKER_URL"
+# IMDS meta-data an API certificate names, where the instance has them.
+CERTIFICATE_METADATA = (
+    ("DNS", "local-hostname"),
+    ("DNS", "public-hostname"),
+    ("IP", "local-ipv4"),
+    ("IP", "public-ipv4"),
+)
+SECRET_MAKERS = {
+    "db_password": lambda: alphanumeric(32),
+    "fernet_key": fernet_key,
+    "jwt_secret": lambda: alphanumeric(64),
+    "api_secret_key": lambda: alphanumeric(64),
+    "admin_password": lambda: alphanumeric(24),
+    "broker_password": lambda: alphanumeric(32),
+}
+# How long a worker waits for its controller to store the cluster's secrets.
+SHARED_SECRETS_PATIENCE = 600
+
+
+class FirstbootState(object):
+    """What a first-boot step leaves for a later one."""
+
+    def __init__(self):
+        # read_instance_identity: the IMDSv2 client (None without metadata) and what it
+        # said; identity_known is False when IMDS never answered
+        self.imds = None
+        self.instance_id = None
+        self.region = None
+        self.imds_version = "none"
+        self.identity_known = False
+        self.private_ip = None
+        # read_role: the userdata.Role of this instance
+        self.role = STANDALONE
+        # read_existing_secrets: secrets already on disk by name, fernet keys beyond the
+        # first (a rotation not yet finished), and the last record
+        self.existing = {}
+        self.old_fernet_keys = []
+        self.record = None
+        # decide_what_to_do: "complete" or "rotate" ("done" stops the run)
+        self.mode = None
+        # size_to_the_instance: the [core] parallelism written to airflow.cfg, and the
+        # instance's memory in MiB
+        self.parallelism = None
+        self.mem_mib = None
+        # generate_secrets: the secrets this boot uses, by name
+        self.generated = {}
+
+
+def machine_id():
+    try:
+        with open("/etc/machine-id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def read_instance_identity(ctx):
+    """Instance id and region from IMDSv2, waiting about a minute for it to answer."""
+    state = ctx.state
+    imds = Imds(patience=IMDS_PATIENCE)
+    try:
+        doc = json.loads(imds.get("dynamic/instance-identity/document") or "{}")
+        state.instance_id = doc.get("instanceId") or imds.get("meta-data/instance-id")
+        state.region = doc.get("region") or ctx.settings["region"]
+    except (NoMetadata, ValueError) as exc:
+        state.region = ctx.settings["region"]
+        ctx.info("no instance metadata (%s): the identity is unknown" % exc)
+        return
+    state.imds, state.imds_version, state.identity_known = imds, "v2", True
+    state.private_ip = doc.get("privateIp") or imds.get("meta-data/local-ipv4")
+    ctx.info("instance %s in %s (IMDSv2)" % (state.instance_id, state.region))
+
+
+def recorded_role():
+    roles = [r for r in L.ROLES if os.path.exists(os.path.join(L.ROLE_DIR, r))]
+    return roles[0] if len(roles) == 1 else None
+
+
+def read_role(ctx):
+    """standalone, controller or worker: from the user data (README "Scaling out")."""
+    state = ctx.state
+    if not state.identity_known:
+        # No metadata, no user data: the role written before stands (ROLE_ENV still holds it).
+        recorded = recorded_role()
+        if recorded and recorded != "standalone":
+            raise StepFailed("no instance metadata: a %s cannot read its cluster's user data" % recorded)
+        return None
+    try:
+        state.role = parse_user_data(state.imds.get("user-data"))
+    except BadUserData as exc:
+        raise StepFailed(str(exc), exit_status=L.BAD_USER_DATA_EXIT) from None
+    if state.role.role != "standalone" and ctx.settings["api_tls"] != "none":
+        raise StepFailed(
+            "user data role %s: a cluster needs api_tls none (workers reach the controller's"
+            " execution API over the security group); bake without api_tls" % state.role.role,
+            exit_status=L.BAD_USER_DATA_EXIT,
+        )
+    ctx.info(
+        "role %s%s" % (state.role.role, " of cluster %s" % state.role.cluster if state.role.cluster else "")
+    )
+    return None
+
+
+def write_role(ctx):
+    """ROLE_DIR/<role> (which units run) and ROLE_ENV (the role's Airflow settings)."""
+    role = ctx.state.role.role
+    ctx.ensure_dir(L.ROLE_DIR, 0o755, "root", "root")
+    for other in L.ROLES:
+        if other != role:
+            ctx.remove(os.path.join(L.ROLE_DIR, other))
+    ctx.write_file(os.path.join(L.ROLE_DIR, role), role + "\n", 0o644, "root", "root")
+    ctx.write_file(L.ROLE_ENV, role_env(ctx.state.role, int(ctx.settings["api_port"])), 0o644, "root", "root")
+
+
+def read_existing_secrets(ctx):
+    """Secrets already on disk (kept, whatever else happens) and the last record."""
+    state = ctx.state
+    env = read_env_file(L.SECRETS_ENV) if os.path.exists(L.SECRETS_ENV) else {}
+    for name, variable in SECRET_VARIABLES.items():
+        if env.get(variable):
+            state.existing[name] = ctx.add_secret(env[variable])
+    if state.existing.get("fernet_key"):
+        keys = state.existing["fernet_key"].split(",")
+        state.existing["fernet_key"], state.old_fernet_keys = keys[0], keys[1:]
+        for key in keys:
+            ctx.add_secret(key)
+    for name, variable in (("db_password", DB_URL_VARIABLE), ("broker_password", BROKER_URL_VARIABLE)):
+        password = urlsplit(env.get(variable, "")).password
+        if password:
+            state.existing[name] = ctx.add_secret(unquote(password))
+    if os.path.exists(L.ADMIN_PASSWORD_FILE):
+        with open(L.ADMIN_PASSWORD_FILE) as fh:
+            admin = fh.read().strip()
+        if admin:
+            state.existing["admin_password"] = ctx.add_secret(admin)
+    state.record = read_record()
+    ctx.info(
+        "on disk: %s; record for %s"
+        % (
+            ", ".join(sorted(state.existing)) or "no secrets",
+            (state.record or {}).get("instance_id", "nobody"),
+        )
+    )
+
+
+def read_record():
+    try:
+        with open(L.FIRSTBOOT_MARKER) as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def decide_what_to_do(ctx):
+    """done, complete (keep what exists, make what is missing) or rotate (a new identity)."""
+    state = ctx.state
+    recorded = (state.record or {}).get("instance_id")
+    if not state.identity_known:
+        # IMDS silent: the instance is not new, it just cannot say who it is.
+        state.instance_id = recorded or "machine-" + machine_id()
+    complete = set(ROLE_SECRETS[state.role.role]) <= set(state.existing) and not state.old_fernet_keys
+    if recorded == state.instance_id and complete:
+        ctx.info("first boot already done for %s at %s" % (recorded, state.record.get("time")))
+        return "stop"
+    if recorded and recorded != state.instance_id and state.existing:
+        state.mode = "rotate"
+        ctx.info("the record is for %s, this is %s: rotating every secret" % (recorded, state.instance_id))
+    else:
+        state.mode = "complete"
+        ctx.info("completing first boot for %s, keeping the secrets on disk" % state.instance_id)
+    return None
+
+
+# Where a container (the local cloud's instances) finds its memory limit: cgroup v2, v1.
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def instance_memory_mib():
+    with open("/proc/meminfo") as fh:
+        meminfo = fh.read()
+    limits = []
+    for path in CGROUP_MEMORY_LIMITS:
+        if os.path.exists(path):
+            with open(path) as fh:
+                limits.append(fh.read())
+    return memory_limit_mib(meminfo, limits)
+
+
+def size_to_the_instance(ctx):
+    """Set [core] parallelism (unless pinned) and the api-server's workers in airflow.cfg
+    from the instance's CPUs and memory."""
+    setting = ctx.settings["parallelism"]
+    mem = ctx.state.mem_mib = instance_memory_mib()
+    cpus = len(os.sched_getaffinity(0))
+    slots = resolve_parallelism(setting, cpus, mem)
+    workers = api_workers_for(cpus, mem)
+    ctx.state.parallelism = slots
+    ctx.info(
+        "%s CPUs, %d MiB -> parallelism %d (setting %s), %d api-server worker(s)"
+        % (cpus, mem, slots, setting, workers)
+    )
+    with open(L.AIRFLOW_CFG) as fh:
+        text = fh.read()
+    new = set_options(text, "core", {"parallelism": str(slots), "max_active_tasks_per_dag": str(slots)})
+    new = set_options(new, "api", {"workers": str(workers)})
+    ctx.write_file(L.AIRFLOW_CFG, new, 0o644, "root", "root")
+
+
+def size_mysql_buffer_pool(ctx):
+    """innodb_buffer_pool_size to the instance's memory: resized online and persisted
+    (mysqld-auto.cnf in the data directory), so MySQL needs no restart."""
+    mib = buffer_pool_mib_for(ctx.state.mem_mib)
+    wait_for_mysql(ctx)
+    ctx.act(
+        "set innodb_buffer_pool_size to %d MiB" % mib,
+        mysql_sql,
+        ctx,
+        "SET PERSIST innodb_buffer_pool_size = %d;" % (mib << 20),
+    )
+
+
+def role_credentials(ctx):
+    """The instance role's keys (registered as secrets), or None without a role."""
+    try:
+        creds = ctx.state.imds.role_credentials() if ctx.state.imds else None
+    except NoMetadata as exc:
+        ctx.info("no role credentials: %s" % exc)
+        return None
+    for key in ("secret_key", "token"):
+        if creds and creds.get(key):
+            ctx.add_secret(creds[key])
+    return creds
+
+
+def read_cluster_secrets(ctx, patience):
+    """The cluster's shared secrets from its store, trying for ``patience`` seconds."""
+    role, store = ctx.state.role, ctx.settings["cluster_secret_store"]
+    creds = role_credentials(ctx)
+    if not creds:
+        raise StepFailed(
+            "a %s needs an instance role that can read the cluster's %s secrets" % (role.role, store)
+        )
+    deadline = time.time() + patience
+    while True:
+        try:
+            shared = read_shared(
+                store, role.cluster, ctx.state.region, creds, ctx.settings["aws_endpoint_url"] or None
+            )
+        except (OSError, ValueError) as exc:
+            shared, error = None, exc
+        else:
+            error = None
+        if shared or time.time() >= deadline:
+            break
+        time.sleep(5)
+    if error is not None and not shared:
+        ctx.info("could not read the cluster's secrets from %s: %s" % (store, error))
+    for value in (shared or {}).values():
+        ctx.add_secret(value)
+    return shared
+
+
+def fetch_cluster_secrets(ctx):
+    """A worker takes the secrets its controller stored (waiting for them); a new controller
+    of an existing cluster takes the ones it does not have."""
+    state = ctx.state
+    if state.role.role == "standalone":
+        return "skipped"
+    worker = state.role.role == "worker"
+    shared = read_cluster_secrets(ctx, SHARED_SECRETS_PATIENCE if worker else 0)
+    if worker and not shared:
+        if set(SHARED_SECRETS) <= set(state.existing):
+            ctx.info("the cluster's secrets cannot be read: keeping the ones on disk")
+            return None
+        raise StepFailed(
+            "no shared secrets for cluster %s after %d s: is its controller up, and may this"
+            " instance's role read them?" % (state.role.cluster, SHARED_SECRETS_PATIENCE)
+        )
+    for name in SHARED_SECRETS:
+        if shared and shared.get(name) and (worker or name not in state.existing) and state.mode != "rotate":
+            state.existing[name] = shared[name]
+    return None
+
+
+def publish_cluster_secrets(ctx):
+    """The controller stores the secrets its workers need (one document in the cluster's store)."""
+    state = ctx.state
+    if state.role.role != "controller":
+        return "skipped"
+    store = ctx.settings["cluster_secret_store"]
+    creds = role_credentials(ctx)
+    if not creds:
+        raise StepFailed(
+            "a controller needs an instance role that can write the cluster's %s secrets" % store
+        )
+    ctx.act(
+        "store the shared secrets of cluster %s in %s" % (state.role.cluster, store),
+        store_shared,
+        store,
+        state.role.cluster,
+        state.generated,
+        state.region,
+        creds,
+        endpoint=ctx.settings["aws_endpoint_url"] or None,
+    )
+    return None
+
+
+def write_redis_config(ctx):
+    """The controller's broker: its password, the private address, and a restart to take them."""
+    state = ctx.state
+    if state.role.role != "controller":
+        return "skipped"
+    user = ctx.facts.redis_user
+    ctx.ensure_dir(os.path.dirname(L.REDIS_CONF), 0o750, "root", user)
+    text = redis_conf(state.generated["broker_password"], state.private_ip or "127.0.0.1", user)
+    if ctx.write_file(L.REDIS_CONF, text, 0o640, "root", user, secret=True):
+        ctx.act(
+            "restart %s" % ctx.facts.redis_unit, systemd.systemctl, ctx, "try-restart", ctx.facts.redis_unit
+        )
+    return None
+
+
+def stop_mysql_on_a_worker(ctx):
+    """A worker has no database: MySQL, started before the role was known, stops for good."""
+    if ctx.state.role.role != "worker":
+        return "skipped"
+    systemd.stop(ctx, ctx.facts.mysql_unit)
+    return None
+
+
+def on_the_database_node(step):
+    """``step`` only where the metadata database is (not on a worker)."""
+
+    def run(ctx):
+        if ctx.state.role.role == "worker":
+            return "skipped"
+        return step(ctx)
+
+    run.__name__, run.__doc__ = step.__name__, step.__doc__
+    return run
+
+
+def generate_secrets(ctx):
+    """Make what is missing (complete) or all anew (rotate, the old fernet key kept behind)."""
+    state = ctx.state
+    keep = {} if state.mode == "rotate" else state.existing
+    if state.role.role == "worker":
+        # A worker makes nothing: it holds what its controller stored.
+        state.generated = dict(state.existing)
+        return
+    made = [name for name in ROLE_SECRETS[state.role.role] if name not in keep]
+    state.generated = dict(keep)
+    for name in made:
+        state.generated[name] = ctx.add_secret(SECRET_MAKERS[name]())
+    if state.mode == "rotate" and "fernet_key" in state.existing:
+        # Values encrypted with the old key stay readable until rotate-fernet-key is done.
+        state.old_fernet_keys = [state.existing["fernet_key"], *state.old_fernet_keys]
+    if made:
+        ctx.would("generate %s" % ", ".join(made))
+
+
+def rekey_mysql_user(ctx):
+    """Give airflow@localhost the new password (caching_sha2_password)."""
+    wait_for_mysql(ctx)
+    pw = sql_string(ctx.state.generated["db_password"])
+    ctx.act(
+        "give airflow@localhost its new password",
+        mysql_sql,
+        ctx,
+        "\n".join(
+            [
+                "CREATE USER IF NOT EXISTS 'airflow'@'localhost' IDENTIFIED BY %s;" % pw,
+                "ALTER USER 'airflow'@'localhost' IDENTIFIED WITH caching_sha2_password BY %s;" % pw,
+                "GRANT ALL PRIVILEGES ON airflow.* TO 'airflow'@'localhost';",
+            ]
+        ),
+    )
+
+
+def write_secrets_env(ctx):
+    """Write /etc/airflow/secrets.env (0600 root) for the units and the CLI wrapper."""
+    generated, role = ctx.state.generated, ctx.state.role
+    database = []
+    if role.role != "worker":
+        url = sqlalchemy_mysql_url(
+            L.MYSQL_USER, generated["db_password"], L.MYSQL_DATABASE, unix_socket=ctx.facts.mysql_socket
+        )
+        database = [env_file_line(DB_URL_VARIABLE, ctx.add_secret(url))]
+    broker = celery_secret_lines(role, generated.get("broker_password"))
+    for line in broker:
+        ctx.add_secret(line.split("=", 1)[1].strip().strip("'"))
+    content = "".join(
+        [
+            "# Generated at first boot by airflow-firstboot.service; root only.\n",
+            *database,
+            *broker,
+            env_file_line(
+                SECRET_VARIABLES["fernet_key"],
+                ",".join([ctx.state.generated["fernet_key"], *ctx.state.old_fernet_keys]),
+            ),
+            env_file_line(SECRET_VARIABLES["jwt_secret"], ctx.state.generated["jwt_secret"]),
+            env_file_line(SECRET_VARIABLES["api_secret_key"], ctx.state.generated["api_secret_key"]),
+        ]
+    )
+    ctx.write_file(L.SECRETS_ENV, content, 0o600, "root", "root", secret=True)
+
+
+def service_env(ctx):
+    env = airflow_env(ctx)
+    for path in (L.AIRFLOW_ENV, L.ROLE_ENV, L.SECRETS_ENV):
+        if os.path.exists(path):
+            env.update(read_env_file(path))
+    return env
+
+
+def update_airflow_database(ctx):
+    """Check the schema (migrated at bake time, migrate only if behind), create or reset the
+    FAB admin user, set aws_default's region_name: one Airflow process, secrets via stdin."""
+    payload = json.dumps(
+        {
+            "username": ctx.settings["admin_username"],
+            "email": "%s@localhost" % ctx.settings["admin_username"],
+            "password": ctx.state.generated["admin_password"],
+            "region": ctx.state.region,
+            "endpoint_url": ctx.settings["aws_endpoint_url"] or "",
+        }
+    )
+    out = ctx.act(
+        "check the schema, set the admin user and aws_default's region",
+        ctx.run,
+        [L.VENV + "/bin/python", "-c", DATABASE_SCRIPT],
+        input_text=payload,
+        env=service_env(ctx),
+        user=L.AIRFLOW_USER,
+        cwd=L.AIRFLOW_HOME,
+    )[1]
+    for line in out.splitlines():
+        if line.startswith(("schema", "created", "reset", "aws_default")):
+            ctx.info(line)
+
+
+def reencrypt_with_the_new_fernet_key(ctx):
+    """With old fernet keys behind the new one: re-encrypt every value, then drop them."""
+    if not ctx.state.old_fernet_keys:
+        return "skipped"
+    ctx.act(
+        "re-encrypt connections, variables and triggers with the new fernet key",
+        ctx.run,
+        [L.AIRFLOW_BIN, "rotate-fernet-key"],
+        env=service_env(ctx),
+        user=L.AIRFLOW_USER,
+        cwd=L.AIRFLOW_HOME,
+    )
+    ctx.state.old_fernet_keys = []
+    write_secrets_env(ctx)
+    return None
+
+
+def write_admin_password_file(ctx):
+    """Write the admin password to /etc/airflow/admin-password (0600 root)."""
+    ctx.write_file(
+        L.ADMIN_PASSWORD_FILE,
+        ctx.state.generated["admin_password"] + "\n",
+        0o600,
+        "root",
+        "root",
+        secret=True,
+    )
+
+
+def store_admin_password(ctx):
+    """Also store the admin password in SSM / Secrets Manager when asked and allowed."""
+    store = ctx.settings["admin_password_store"]
+    if store in ("", "none", None):
+        ctx.info("admin_password_store is none: password only in %s" % L.ADMIN_PASSWORD_FILE)
+        return "skipped"
+    if ctx.state.imds is None:
+        ctx.info(
+            "no instance metadata: cannot reach %s, password only in %s" % (store, L.ADMIN_PASSWORD_FILE)
+        )
+        return "skipped"
+    creds = role_credentials(ctx)
+    if not creds:
+        ctx.info("instance has no IAM role: skipping %s" % store)
+        return "skipped"
+    name = ctx.settings["admin_password_name"]
+    endpoint = ctx.settings["aws_endpoint_url"] or None
+    try:
+        if store == "ssm":
+            put_ssm_parameter(name, ctx.state.generated["admin_password"], ctx.state.region, creds, endpoint)
+        elif store == "secretsmanager":
+            put_secretsmanager_secret(
+                name, ctx.state.generated["admin_password"], ctx.state.region, creds, endpoint
+            )
+        else:
+            raise StepFailed("unknown admin_password_store %r" % store)
+    except OSError as exc:
+        # the role may not allow it: the password is still in the root-only file
+        ctx.info(
+            "could not store the admin password in %s (%s); it is in %s" % (store, exc, L.ADMIN_PASSWORD_FILE)
+        )
+        return None
+    ctx.would("store the admin password in %s as %s" % (store, name))
+    return None
+
+
+def instance_names_and_addresses(ctx):
+    """What the API may be reached as: loopback, the host name, and IMDS's names and addresses."""
+    names, addresses = ["localhost", socket.gethostname()], ["127.0.0.1", "::1"]
+    if ctx.settings["api_host"] not in ("0.0.0.0", "::"):
+        addresses.append(ctx.settings["api_host"])
+    if ctx.state.imds is not None:
+        for kind, path in CERTIFICATE_METADATA:
+            try:
+                value = (ctx.state.imds.get("meta-data/" + path) or "").strip()
+            except NoMetadata:
+                value = ""
+            (names if kind == "DNS" else addresses).append(value)
+    return names, addresses
+
+
+def make_api_certificate(ctx):
+    """api_tls self-signed: a certificate for this instance (kept at a reboot, new with a new identity)."""
+    if ctx.settings["api_tls"] != "self-signed":
+        return "skipped"
+    have = os.path.exists(L.API_TLS_CERT) and os.path.exists(L.API_TLS_KEY)
+    if have and ctx.state.mode != "rotate":
+        ctx.info("keeping the API certificate %s" % L.API_TLS_CERT)
+        return "skipped"
+    names, addresses = instance_names_and_addresses(ctx)
+    alt_names = subject_alt_names(names, addresses)
+    ctx.info("API certificate for %s" % ", ".join(alt_names))
+    work = tempfile.mkdtemp(prefix="airflow-ami-tls-")
+    try:
+        config = os.path.join(work, "request.cnf")
+        with open(config, "w") as fh:
+            fh.write(request_config(socket.gethostname(), alt_names))
+        key, cert = os.path.join(work, "api.key"), os.path.join(work, "api.crt")
+        ctx.run(openssl_argv(config, key, cert))
+        with open(key, "rb") as fh:
+            key_pem = fh.read()
+        with open(cert, "rb") as fh:
+            cert_pem = fh.read()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ctx.ensure_dir(os.path.dirname(L.API_TLS_KEY), 0o750, "root", L.AIRFLOW_USER)
+    # The key first: a certificate on disk always has its key beside it.
+    ctx.write_file(L.API_TLS_KEY, key_pem, 0o640, "root", L.AIRFLOW_USER, secret=True)
+    ctx.write_file(L.API_TLS_CERT, cert_pem, 0o644, "root", "root")
+    return None
+
+
+def write_firstboot_record(ctx):
+    """Record instance id, region, IMDS version, time, MySQL server UUID."""
+    worker = ctx.state.role.role == "worker"
+    uuid = None if worker else mysql_sql(ctx, "SELECT @@server_uuid;", quiet=True).strip()
+    record = {
+        "role": ctx.state.role.role,
+        "cluster": ctx.state.role.cluster,
+        "instance_id": ctx.state.instance_id,
+        "region": ctx.state.region,
+        "imds_version": ctx.state.imds_version,
+        "mode": ctx.state.mode,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "mysql_server_uuid": uuid,
+        "parallelism": ctx.state.parallelism,
+        "machine_id": machine_id(),
+        "steps": ctx.timings,
+    }
+    ctx.write_file(
+        L.FIRSTBOOT_MARKER, json.dumps(record, indent=2, sort_keys=True) + "\n", 0o644, "root", "root"
+    )
+
+
+# Written for a first boot killed at any step: each step can run again, secrets are
+# kept from the first write on, and the record (what says "done") is written last.
+STEPS = [
+    read_instance_identity,
+    read_role,
+    write_role,
+    read_existing_secrets,
+    decide_what_to_do,
+    size_to_the_instance,
+    fetch_cluster_secrets,
+    generate_secrets,
+    publish_cluster_secrets,
+    stop_mysql_on_a_worker,
+    on_the_database_node(rekey_mysql_user),
+    on_the_database_node(size_mysql_buffer_pool),
+    write_secrets_env,
+    write_redis_config,
+    on_the_database_node(write_admin_password_file),
+    make_api_certificate,
+    on_the_database_node(update_airflow_database),
+    on_the_database_node(reencrypt_with_the_new_fernet_key),
+    on_the_database_node(store_admin_password),
+    write_firstboot_record,
+]
+
+
+def main(ctx):
+    if ctx.dry_run:
+        # first boot generates and writes secrets at every step: describe it only
+        for step in STEPS:
+            ctx.info(
+                "[dry-run] would run first-boot step %s: %s"
+                % (step.__name__, (step.__doc__ or "").strip().splitlines()[0] if step.__doc__ else "")
+            )
+        return 0
+    ctx.state = FirstbootState()
+    return run_steps(ctx, STEPS, "firstboot")

@@ -1,0 +1,1 @@
+"""The running instance: programs its units and its admin run (backup, restore)."""

@@ -1,0 +1,235 @@
+"""What the host tells the instance, declared once for both sides (stdlib only, Python >= 3.7).
+
+The host (airflow_ami/seam.py) and the instance load this same file, so neither
+restates what the other writes:
+
+- ``SETTINGS``: every key of settings.json (the bundle's, then
+  layout.BAKED_SETTINGS on the image). The host writes exactly these; the
+  instance reads them through :func:`read_settings`, which refuses a file that
+  lacks one, and never supplies a default of its own.
+- ``OS_FACTS``: the facts of an OS profile (settings.json ``os_facts``).
+- The user-data document of a launch (README "Scaling out"): :func:`user_data`
+  writes it for both clouds' launches, :func:`parse_user_data` reads it at
+  first boot; the limits both apply are declared here.
+
+No user data means ``standalone``. User data not starting with { or [ (a
+cloud-init script or config) is not for us: also ``standalone``. A JSON
+document with anything wrong in it is refused with one line naming the key and
+the allowed form, so a mistyped worker never half-joins a cluster.
+"""
+
+import collections
+import ipaddress
+import json
+import re
+
+from .layout import CLUSTER_NAME_PATTERN, ROLES
+
+# ---- settings.json ----
+
+# Every key of settings.json; the host's declarations (airflow_ami/settings) give each
+# its value. os_facts is a mapping of OS_FACTS.
+SETTINGS = (
+    # what the image is
+    "os",
+    "arch",
+    "region",
+    "airflow_version",
+    "python_version",
+    "mysql_version",
+    "extra_python_packages",
+    "unit_directives",
+    "unit_directives_systemd",
+    "os_facts",
+    # how the build fetches it (build_source keys: layout.BUILD_SOURCE_SETTINGS)
+    "constraints_url",
+    "constraints_file",
+    "index_url",
+    "os_mirror",
+    "extra_ca_bundle",
+    "keep_build_sources",
+    "uv_version",
+    "uv_wheel_sha256",
+    "mysql_signing_key_fingerprint",
+    "dry_run",
+    # how it runs
+    "max_allowed_packet",
+    "parallelism",
+    "api_host",
+    "api_port",
+    "api_tls",
+    "api_url",
+    "admin_username",
+    "admin_password_store",
+    "admin_password_name",
+    "cluster_secret_store",
+    "aws_endpoint_url",
+    "log_retention_days",
+    "db_retention_days",
+    "backup_retention_days",
+    "backup_s3_uri",
+)
+# The facts of an OS profile (its settings layer's os_facts), not choices.
+OS_FACTS = (
+    "package_manager",
+    "mysql_unit",
+    "mysql_socket",
+    "mysql_datadir",
+    "mysql_dropin",
+    "ca_anchor",
+    "ca_bundle",
+    # Decides which unit directives the image's units may use.
+    "systemd_version",
+    # Redis, the Celery broker of a cluster's controller.
+    "redis_package",
+    "redis_unit",
+    "redis_server",
+    "redis_user",
+)
+# The most task slots a pinned `parallelism` may ask for.
+MAX_PARALLELISM = 1024
+
+
+class SettingsMissing(KeyError):
+    """settings.json lacks a key: written by another version than this code's."""
+
+    def __str__(self):
+        return (
+            "settings.json lacks %s: it was rendered by another version of airflow-ami;"
+            " render the bundle again with this one" % self.args[0]
+        )
+
+
+class Settings(dict):
+    """settings.json as read on the instance: a key it lacks is an error naming it."""
+
+    def __missing__(self, key):
+        raise SettingsMissing(key)
+
+
+def read_settings(path):
+    """settings.json at ``path``, refused unless it has every key of SETTINGS and OS_FACTS."""
+    with open(path) as fh:
+        return checked_settings(json.load(fh))
+
+
+def checked_settings(data):
+    """A settings.json document, refused unless it has every key of SETTINGS and OS_FACTS."""
+    missing = [key for key in SETTINGS if key not in data]
+    missing += ["os_facts.%s" % name for name in OS_FACTS if name not in (data.get("os_facts") or {})]
+    if missing:
+        raise SettingsMissing(", ".join(missing))
+    return Settings(data)
+
+
+class OsFacts(collections.namedtuple("OsFacts", OS_FACTS)):
+    """settings.json ``os_facts``: written by the host from the OS profile."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_settings(cls, settings):
+        return cls(**{name: settings["os_facts"][name] for name in cls._fields})
+
+
+# ---- the user-data document ----
+
+CLUSTER_RE = re.compile(CLUSTER_NAME_PATTERN)
+QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)%s(\.%s)*$" % (LABEL, LABEL))
+MAX_WORKER_CONCURRENCY = 256
+DEFAULT_QUEUES = ("default",)
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?$"
+S3_URI_RE = re.compile(S3_URI_PATTERN)
+
+Role = collections.namedtuple("Role", "role cluster controller dags_s3_uri worker_concurrency worker_queues")
+
+STANDALONE = Role("standalone", None, None, None, None, DEFAULT_QUEUES)
+
+
+class BadUserData(ValueError):
+    """One line: what is wrong with the user data and what is allowed."""
+
+
+def _fail(key, allowed, found):
+    raise BadUserData("user data %s: %s (found %r); see README 'Scaling out'" % (key, allowed, found))
+
+
+def _controller_address(value):
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            if HOSTNAME_RE.match(value):
+                return value
+    return _fail("controller", "the controller's private IP address or DNS name", value)
+
+
+def user_data(role, cluster, dags_s3_uri, controller=None, worker_concurrency=None):
+    """The document that launches ``role`` into ``cluster`` ("" for a standalone instance).
+
+    Both clouds' launches write it with this function; parse_user_data reads it.
+    """
+    if role == "standalone":
+        return ""
+    doc = {"role": role, "cluster": cluster, "dags_s3_uri": dags_s3_uri}
+    if controller:
+        doc["controller"] = controller
+    if worker_concurrency:
+        doc["worker_concurrency"] = worker_concurrency
+    return json.dumps(doc, sort_keys=True)
+
+
+def parse_user_data(text):
+    """The Role that ``text`` (the raw user data, or None) asks for."""
+    body = (text or "").strip()
+    if not body.startswith(("{", "[")):
+        return STANDALONE
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise BadUserData("user data is not valid JSON (%s); see README 'Scaling out'" % exc) from None
+    if not isinstance(doc, dict):
+        _fail("", "a JSON object", type(doc).__name__)
+    known = set(Role._fields)
+    for key in sorted(doc):
+        if key not in known:
+            _fail(repr(key), "not a key of the document; known: %s" % ", ".join(Role._fields), doc[key])
+    role = doc.get("role", "standalone")
+    if role not in ROLES:
+        _fail("role", "one of %s" % ", ".join(ROLES), role)
+    if role == "standalone":
+        extra = sorted(k for k in doc if k != "role")
+        if extra:
+            _fail(extra[0], "only for a controller or a worker", doc[extra[0]])
+        return STANDALONE
+    cluster = doc.get("cluster")
+    if not isinstance(cluster, str) or not CLUSTER_RE.match(cluster):
+        _fail("cluster", "1-40 lower-case letters, digits and -, starting with a letter or digit", cluster)
+    controller = None
+    if role == "worker":
+        controller = _controller_address(doc.get("controller"))
+    elif "controller" in doc:
+        _fail("controller", "only for a worker (a controller is its own)", doc["controller"])
+    dags = doc.get("dags_s3_uri")
+    if not isinstance(dags, str) or not S3_URI_RE.match(dags):
+        _fail("dags_s3_uri", "s3://BUCKET[/PREFIX], the DAG bundle every node of the cluster reads", dags)
+    concurrency = doc.get("worker_concurrency")
+    if concurrency is not None and (
+        isinstance(concurrency, bool)
+        or not isinstance(concurrency, int)
+        or not 1 <= concurrency <= MAX_WORKER_CONCURRENCY
+    ):
+        _fail("worker_concurrency", "an integer 1-%d" % MAX_WORKER_CONCURRENCY, concurrency)
+    queues = doc.get("worker_queues", list(DEFAULT_QUEUES))
+    if (
+        not isinstance(queues, list)
+        or not queues
+        or not all(isinstance(q, str) and QUEUE_RE.match(q) for q in queues)
+    ):
+        _fail("worker_queues", "a non-empty list of queue names (letters, digits, _ . -)", queues)
+    if role == "controller" and ("worker_concurrency" in doc or "worker_queues" in doc):
+        _fail("worker_concurrency/worker_queues", "only for a worker", doc.get("worker_concurrency"))
+    return Role(role, cluster, controller, dags, concurrency, tuple(queues))

@@ -1,0 +1,184 @@
+"""The image's own facts: paths, the Airflow units, the files rendered into them (data only).
+
+One declaration, read by provisioning and cleanup on the instance, by the host's
+renderer (unit files, the target, first-boot ordering) and by the testinfra
+suite (which uploads this file next to its probe). Standard library only and
+no imports of other provisioning modules, so each of them can load it alone.
+"""
+
+AIRFLOW_HOME = "/opt/airflow"
+VENV = AIRFLOW_HOME + "/venv"
+AIRFLOW_BIN = VENV + "/bin/airflow"
+AIRFLOW_CFG = AIRFLOW_HOME + "/airflow.cfg"
+AIRFLOW_LOGS = AIRFLOW_HOME + "/logs"
+AIRFLOW_USER = "airflow"
+ETC_AIRFLOW = "/etc/airflow"
+AIRFLOW_ENV = ETC_AIRFLOW + "/airflow.env"
+SECRETS_ENV = ETC_AIRFLOW + "/secrets.env"
+ADMIN_PASSWORD_FILE = ETC_AIRFLOW + "/admin-password"
+# api_tls self-signed: the API's certificate, made at first boot (key 0640 root:airflow).
+API_TLS_CERT = ETC_AIRFLOW + "/tls/api.crt"
+API_TLS_KEY = ETC_AIRFLOW + "/tls/api.key"
+AIRFLOW_CLI = "/usr/local/bin/airflow"
+BAKED_SETTINGS = "/etc/airflow-ami/settings.json"
+CODE_DIR = "/usr/local/lib/airflow-ami"
+STATE_DIR = "/var/lib/airflow-ami"
+FIRSTBOOT_MARKER = STATE_DIR + "/firstboot.json"
+# The instance's role in a cluster (user data, userdata.py): first boot writes ROLE_DIR/<role>
+# and ROLE_ENV (the role's Airflow settings, no secrets); each unit runs only in its roles.
+ROLES = ("standalone", "controller", "worker")
+# A cluster's name (user data, and the host's --cluster): also part of its secrets' and bucket's names.
+CLUSTER_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
+ROLE_DIR = STATE_DIR + "/role"
+ROLE_ENV = ETC_AIRFLOW + "/role.env"
+# First boot's exit status when the user data is wrong (its unit does not retry then).
+BAD_USER_DATA_EXIT = 3
+# controller: Redis, the Celery broker, with first boot's config (password, private address).
+REDIS_CONF = ETC_AIRFLOW + "/redis/redis.conf"
+REDIS_PORT = 6379
+# Where a worker serves its task logs to the controller's api-server.
+WORKER_LOG_PORT = 8793
+BUILD_DIR = STATE_DIR + "/build"  # uv, its cache, constraints: removed by cleanup
+BUILD_PACKAGES_RECORD = STATE_DIR + "/build-packages.json"
+VENV_SPEC_STAMP = VENV + "/.airflow-ami-spec.json"
+BACKUP_DIR = "/var/backups/airflow"  # airflow-db-backup.service's dumps (0700 airflow)
+BACKUP_CLI = "/usr/local/sbin/airflow-ami-backup"
+BACKUP_UNIT = "airflow-db-backup.service"
+# Settings naming what only the build needs: gone from the image (settings.json,
+# trust store, package sources) unless keep_build_sources.
+BUILD_SOURCE_SETTINGS = ("os_mirror", "index_url", "extra_ca_bundle")
+# Where the mirror's rewrite keeps the original package sources, to put them back.
+SOURCES_BACKUP_DIR = BUILD_DIR + "/sources-before-mirror"
+MYSQL_DATABASE = "airflow"
+MYSQL_USER = "airflow"
+BACKUP_MYSQL_USER = "airflow_backup"
+SYSTEMD_DIR = "/etc/systemd/system"
+# Ports the image itself uses (the API's is a setting, api_port, which must avoid these).
+MYSQL_PORT = 3306
+IMAGE_PORTS = {
+    "MySQL": MYSQL_PORT,
+    "MySQL X protocol": 33060,
+    "task log server": WORKER_LOG_PORT,
+    "Redis": REDIS_PORT,
+    "trigger log server": 8794,
+}
+HEALTH_PATH = "/api/v2/monitor/health"
+# What /api/v2/monitor/health must report healthy for the instance to be healthy.
+HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
+
+# The long-running Airflow services: one unit each, all from the one template
+# provisioning/bake/templates/airflow-service.service.j2; `command` follows `airflow`, `why`
+# (optional) explains an unusual flag in the unit file; `memory_high`/`memory_max`
+# bound the service's cgroup (share of the instance's memory; the scheduler's
+# holds the LocalExecutor's tasks); `roles` are the roles it runs in (HOUSEKEEPING too).
+AIRFLOW_SERVICES = (
+    {
+        "unit": "airflow-scheduler.service",
+        "description": "Airflow scheduler",
+        "command": "scheduler --skip-serve-logs",
+        "memory_high": "70%",
+        "memory_max": "80%",
+        "roles": ("standalone", "controller"),
+        "why": "Task logs stay on this host, where the api-server reads them: no log server on 0.0.0.0:8793.",
+    },
+    {
+        "unit": "airflow-dag-processor.service",
+        "description": "Airflow dag-processor",
+        "command": "dag-processor",
+        "roles": ("standalone", "controller"),
+        "memory_high": "20%",
+        "memory_max": "25%",
+    },
+    {
+        "unit": "airflow-api-server.service",
+        "description": "Airflow api-server",
+        "command": "api-server",
+        "roles": ("standalone", "controller"),
+        "memory_high": "30%",
+        "memory_max": "40%",
+    },
+    {
+        "unit": "airflow-triggerer.service",
+        "description": "Airflow triggerer",
+        "command": "triggerer --skip-serve-logs",
+        "roles": ("standalone", "controller"),
+        "memory_high": "20%",
+        "memory_max": "25%",
+        "why": "Trigger logs stay on this host for the api-server to read: no log server on 0.0.0.0:8794.",
+    },
+    {
+        "unit": "airflow-celery-worker.service",
+        "description": "Airflow Celery worker",
+        "command": "celery worker --queues ${AIRFLOW_AMI_WORKER_QUEUES}",
+        "roles": ("worker",),
+        "memory_high": "80%",
+        "memory_max": "90%",
+        # Stopping a worker is Celery's warm shutdown: its running tasks finish first.
+        "stop_timeout": 1800,
+        "why": "Its log server (port 8793) serves task logs to the controller's api-server,"
+        " open to the cluster's security group only; the queues come from user data (ROLE_ENV).",
+    },
+)
+SERVICE_UNITS = tuple(s["unit"] for s in AIRFLOW_SERVICES)
+(WORKER_SERVICE,) = (s for s in AIRFLOW_SERVICES if s["roles"] == ("worker",))
+FIRSTBOOT_UNIT = "airflow-firstboot.service"
+# All that first boot writes (its sandbox makes the rest of the system read-only).
+FIRSTBOOT_WRITES = (ETC_AIRFLOW, STATE_DIR, AIRFLOW_HOME)
+AIRFLOW_TARGET = "airflow.target"
+# Housekeeping that keeps the disk bounded, each a oneshot service run by a timer
+# (the timers from provisioning/bake/templates/airflow-housekeeping.timer.j2, one per entry).
+HOUSEKEEPING = (
+    {
+        "unit": "airflow-log-prune.service",
+        "timer": "airflow-log-prune.timer",
+        "description": "prune Airflow task and dag-processor logs older than log_retention_days",
+        "roles": ROLES,
+        "memory_high": "10%",
+        "memory_max": "20%",
+    },
+    {
+        "unit": BACKUP_UNIT,
+        "timer": "airflow-db-backup.timer",
+        "description": "dump the metadata database (and copy it to backup_s3_uri)",
+        "roles": ("standalone", "controller"),
+        "memory_high": "20%",
+        "memory_max": "30%",
+        "writes": BACKUP_DIR,
+    },
+    {
+        "unit": "airflow-db-clean.service",
+        "timer": "airflow-db-clean.timer",
+        "description": "airflow db clean: metadata older than db_retention_days",
+        "roles": ("standalone", "controller"),
+        "memory_high": "25%",
+        "memory_max": "30%",
+    },
+)
+TIMERS = tuple(job["timer"] for job in HOUSEKEEPING)
+# Enabled at bake time; UNIT_FILES are all the unit files the image installs.
+UNITS = (FIRSTBOOT_UNIT, *SERVICE_UNITS, AIRFLOW_TARGET, *TIMERS)
+UNIT_FILES = (*UNITS, *(job["unit"] for job in HOUSEKEEPING))
+JOURNALD_DROPIN = "/etc/systemd/journald.conf.d/airflow-ami.conf"
+API_SERVER_UNIT = "airflow-api-server.service"
+SCHEDULER_UNIT = "airflow-scheduler.service"
+DAG_PROCESSOR_UNIT = "airflow-dag-processor.service"
+
+# bundle/files/<name> -> (destination, mode); MYSQL_DROPIN stands for the OS's MySQL
+# drop-in (os_facts.mysql_dropin in settings.json), MYSQL_UNIT_DROPIN for a drop-in
+# of MySQL's unit (os_facts.mysql_unit): both written before MySQL (re)starts.
+MYSQL_DROPIN = "mysql-dropin"
+MYSQL_UNIT_DROPIN = "mysql-unit-dropin"
+# REDIS_UNIT_DROPIN: a drop-in of Redis's unit (os_facts.redis_unit).
+REDIS_UNIT_DROPIN = "redis-unit-dropin"
+RENDERED_FILES = [
+    ("airflow.cfg", AIRFLOW_CFG, 0o644),
+    ("webserver_config.py", AIRFLOW_HOME + "/webserver_config.py", 0o644),
+    ("airflow.env", AIRFLOW_ENV, 0o644),
+    ("airflow-cli.sh", AIRFLOW_CLI, 0o755),
+    ("sudoers-airflow-ami", "/etc/sudoers.d/airflow-ami", 0o440),
+    ("airflow-ami-backup.sh", BACKUP_CLI, 0o755),
+    ("mysql-airflow.cnf", MYSQL_DROPIN, 0o644),
+    ("mysql-unit-airflow.conf", MYSQL_UNIT_DROPIN, 0o644),
+    ("redis-unit-airflow.conf", REDIS_UNIT_DROPIN, 0o644),
+    ("journald-airflow-ami.conf", JOURNALD_DROPIN, 0o644),
+] + [(unit, SYSTEMD_DIR + "/" + unit, 0o644) for unit in UNIT_FILES]

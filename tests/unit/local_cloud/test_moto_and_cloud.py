@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_ami.clouds.local import cloud, moto, reaper, system
+from airflow_ami.clouds.local.system import LocalCloudError
+
+
+def test_not_root_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(LocalCloudError, match="needs root") as err:
+        system.require_root()
+    assert "\n" not in str(err.value)
+
+
+def test_aws_env_never_reaches_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "prod")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREAL")
+    env = moto.aws_env("eu-west-1", "http://127.0.0.1:5000")
+    assert "AWS_PROFILE" not in env
+    assert env["AWS_ACCESS_KEY_ID"] == "testing"
+    assert env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert env["AWS_CONFIG_FILE"] == "/dev/null"
+
+
+def fake_cache(tmp_path: Path) -> Path:
+    (tmp_path / "base" / "abc123" / "rootfs").mkdir(parents=True)
+    (tmp_path / "base" / ".build-zzz-1").mkdir()
+    captured = tmp_path / "amis" / "ami-0aaaabbbbccccdddd"
+    (captured / "rootfs").mkdir(parents=True)
+    meta = {"ami_id": captured.name, "name": "airflow-3.3.2-x", "built": 1.0, "source_ami": "s"}
+    (captured / "meta.json").write_text(json.dumps(meta))
+    return tmp_path
+
+
+def test_local_images_lists_base_and_captured_images(tmp_path: Path) -> None:
+    cache = fake_cache(tmp_path)
+    images = cloud.local_images(cache)
+    base_id = cloud.base_ami_id("abc123")
+    assert base_id == cloud.base_ami_id("abc123")  # stable across moto restarts
+    assert set(images) == {base_id, "ami-0aaaabbbbccccdddd"}
+    assert images[base_id]["name"] == "airflow-ami-base-debian-sid-abc123"
+    assert cloud.image_rootfs(cache, "ami-0aaaabbbbccccdddd") == (
+        cache / "amis" / "ami-0aaaabbbbccccdddd" / "rootfs"
+    )
+    with pytest.raises(LocalCloudError, match="build-ami --cloud local"):
+        cloud.image_rootfs(cache, "ami-unknown")
+
+
+@pytest.fixture
+def moto_server(tmp_path: Path) -> Iterator[dict[str, int]]:
+    cache = fake_cache(tmp_path)
+    record = moto.start_moto(tmp_path / "moto.log", cloud.write_moto_amis(cache))
+    yield record
+    system.stop_process(record["pid"])
+
+
+@pytest.mark.slow  # a moto_server
+def test_moto_serves_our_images_to_a_packer_style_filter(moto_server: dict[str, int]) -> None:
+    assert moto.moto_is_running(moto_server)
+    ec2 = moto.ec2_client(moto_server["port"], "us-east-1")
+    # The filters Packer's source_ami_filter sends, with the local cloud's owner/name.
+    found = ec2.describe_images(
+        Owners=[moto.MOTO_ACCOUNT_ID],
+        Filters=[
+            {"Name": "name", "Values": ["airflow-ami-base-debian-sid-*"]},
+            {"Name": "root-device-type", "Values": ["ebs"]},
+            {"Name": "virtualization-type", "Values": ["hvm"]},
+            {"Name": "architecture", "Values": ["x86_64"]},
+        ],
+    )["Images"]
+    assert [img["ImageId"] for img in found] == [cloud.base_ami_id("abc123")]
+    assert moto.moto_has_image(moto_server["port"], "us-east-1", "ami-0aaaabbbbccccdddd")
+    assert not moto.moto_has_image(moto_server["port"], "us-east-1", "ami-0123456789abcdef0")
+
+
+@pytest.mark.slow  # a moto_server
+def test_moto_stops_for_good(tmp_path: Path) -> None:
+    record = moto.start_moto(tmp_path / "moto.log", cloud.write_moto_amis(fake_cache(tmp_path)))
+    system.stop_process(record["pid"])
+    assert not moto.moto_is_running(record)
+
+
+def test_reaper_recognises_our_processes_by_marker() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"],
+        env=system.marked_env(tag="imds:i-test"),
+        start_new_session=True,
+    )
+    try:
+        assert reaper.our_processes().get(proc.pid) == "imds:i-test"
+    finally:
+        system.stop_process(proc.pid)
+    assert proc.pid not in reaper.our_processes()
