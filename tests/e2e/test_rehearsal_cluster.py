@@ -119,7 +119,7 @@ def test_two_clusters_share_no_secret_and_no_network(scale_out: Cluster) -> None
     shared = sorted(k for k, v in ours.items() if theirs.get(k) == v)
     assert ours and not shared, f"clusters scale-out and other share {shared}"
     address = scale_out.controller.check("hostname -I").split()[0]
-    closed = {port: reaches(other, address, port) for port in cluster_ports(scale_out.settings)}
+    closed = {port: reaches(other, address, port) for port in cluster_ports(scale_out.image)}
     assert not any(closed.values()), f"another cluster's controller reaches ours: {closed}"
 
 
