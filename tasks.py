@@ -42,6 +42,24 @@ def launch(c: Context, settings: LaunchSettings, ami: str = "") -> None:
     cli.launch(settings, ami)
 
 
+@cli.settings_task(LaunchSettings)
+def upgrade(c: Context, settings: LaunchSettings, ami: str = "", drain_seconds: float = 600.0) -> None:
+    """Replace a named deployment's instance by --ami (default: the last build's); nothing is lost."""
+    cli.upgrade(settings, ami, drain_seconds)
+
+
+@cli.settings_task(Target)
+def rotate_fernet_key(c: Context, settings: Target) -> None:
+    """A named deployment's new fernet key on every node, every value re-encrypted, the old key dropped."""
+    cli.rotate_fernet_key(settings)
+
+
+@cli.settings_task(LaunchSettings, flags=("deployment", "backup_s3_uri"))
+def forget_deployment(c: Context, settings: LaunchSettings, yes: bool = False) -> None:
+    """List a deployment's secrets and backups (--backup-s3-uri); --yes deletes them. Teardown never does."""
+    cli.forget_deployment(settings, yes)
+
+
 @cli.settings_task(Target)
 def ssh(c: Context, settings: Target) -> None:
     """Open a shell on the launched instance (a cluster's controller); a command after -- runs instead."""
@@ -133,6 +151,9 @@ ns = Collection(
     validate,
     build_ami,
     launch,
+    upgrade,
+    rotate_fernet_key,
+    forget_deployment,
     ssh,
     status,
     scale,

@@ -56,6 +56,11 @@ class BuildDir:
         return self.root / "cluster.json"
 
     @property
+    def upgrade_record(self) -> Path:
+        """The last `./bake upgrade`: what replaced what, the rows checked, the downtime."""
+        return self.root / "upgrade.json"
+
+    @property
     def ssh_config(self) -> Path:
         return self.root / "ssh_config"
 

@@ -16,7 +16,7 @@ from typing import Any
 import botocore.exceptions
 from invoke import Context, Exit, task
 
-from airflow_ami import bench, codecheck, health, lifecycle
+from airflow_ami import bench, codecheck, deployments, health, lifecycle
 from airflow_ami.builddir import BUILD_ROOT, MissingRecord
 from airflow_ami.clouds import local
 from airflow_ami.clouds.aws import LaunchError
@@ -35,6 +35,7 @@ from airflow_ami.settings import (
     fields_of,
     load,
 )
+from airflow_ami.upgrade import UpgradeFailed
 
 __all__ = [
     "BakeSettings",
@@ -57,6 +58,7 @@ __all__ = [
     "ssh",
     "status",
     "teardown",
+    "upgrade",
     "validate",
     "verify",
 ]
@@ -82,6 +84,8 @@ def exit_codes() -> Iterator[None]:
         amis.AmiError,
         LaunchError,
         health.Unhealthy,
+        UpgradeFailed,
+        deployments.DeploymentError,
         bench.BenchError,
         InstanceError,
         botocore.exceptions.BotoCoreError,
@@ -203,6 +207,27 @@ def launch(settings: LaunchSettings, ami: str) -> None:
                 f"launch: {member.role} {member.instance_id} at {member.address or '(no address)'}\n"
             )
         sys.stdout.write("".join(f"launch: {line}\n" for line in lifecycle.ready(settings, members[0])))
+
+
+def upgrade(settings: LaunchSettings, ami: str, drain_seconds: float) -> None:
+    with exit_codes():
+        lifecycle.upgrade(settings, ami, drain_seconds=drain_seconds)
+
+
+def rotate_fernet_key(settings: Target) -> None:
+    with exit_codes():
+        rotated = deployments.rotate_fernet_key(settings)
+    sys.stdout.write(f"rotate-fernet-key: a new fernet key on {', '.join(rotated)}; the old one dropped\n")
+
+
+def forget_deployment(settings: LaunchSettings, yes: bool) -> None:
+    with exit_codes():
+        found = deployments.forget(settings, apply=yes)
+    verb = "deleted" if yes else "would delete (--yes to act)"
+    for item in found:
+        sys.stdout.write(f"forget-deployment: {verb} {item}\n")
+    if not found:
+        sys.stdout.write(f"forget-deployment: nothing of deployment {settings.deployment} found\n")
 
 
 def ssh(settings: Target, command: list[str]) -> None:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from airflow_ami import health, verify
+from airflow_ami import upgrade as replacement
 from airflow_ami.builddir import BuildDir, MissingRecord
 from airflow_ami.clouds import Cloud, InstanceRecord
 from airflow_ami.clouds.aws import AwsCloud, port_forward_command
@@ -84,9 +85,12 @@ def wait_for_airflow(target: Target, image: Baked, instance: InstanceRecord, out
 
 
 def ready(target: Target, instance: InstanceRecord) -> list[str]:
-    """Where the UI is, who logs in, and the command that fetches the password."""
+    """Where the UI is (a deployment's address, which outlives the instance), who logs in,
+    and the command that fetches the password."""
     image = image_of(target, instance.ami_id)
     base = cloud_for(target).api_url(target, image, instance) or image.api_url("localhost")
+    if instance.deployment_address:
+        base = image.api_url(instance.deployment_address)
     cloud = "" if target.cloud == "aws" else f" --cloud {target.cloud}"
     lines = [
         f"url: {base}/",
@@ -284,6 +288,42 @@ def rehearse(
             teardown(settings)
         out.write(summary(status, timings, details))
     return code
+
+
+def upgrade(
+    settings: LaunchSettings, ami_id: str = "", out: TextIO = sys.stdout, drain_seconds: float = 600.0
+) -> replacement.Report:
+    """`./bake upgrade`: the launched instance of a named deployment replaced by an instance
+    of `ami_id` (default: the last build's), losing nothing (airflow_ami/upgrade.py)."""
+    bdir = BuildDir.of(settings)
+    old = launched(bdir)
+    if not old.deployment:
+        raise MissingRecord(
+            f"{old.instance_id} is not of a named deployment: an upgrade replaces the instance of one"
+            " (launch it with --deployment NAME, or a cluster, and --backup-s3-uri)"
+        )
+    ami_id = ami_id or bdir.read(bdir.ami_record, "run `./bake build-ami` first or pass --ami")["ami_id"]
+    cloud = cloud_for(settings)
+    ops = replacement.CloudOperations(
+        cloud, settings, old, image_of(settings, ami_id), out, drain_seconds=drain_seconds
+    )
+    report = replacement.upgrade(ops, old, out)
+    bdir.write(
+        bdir.upgrade_record,
+        {
+            "old": old.instance_id,
+            "new": report.new.instance_id,
+            "ami_id": ami_id,
+            "rows_checked": report.backup.manifest["rows"],
+            "downtime_s": round(report.downtime_s, 1),
+            "step_seconds": {k: round(v, 1) for k, v in report.timings.items()},
+        },
+    )
+    out.write(
+        f"upgrade: {old.instance_id} ({old.ami_id}) replaced by {report.new.instance_id} ({ami_id});"
+        f" downtime {report.downtime_s:.1f} s (Airflow stopped on the old instance to the new one serving)\n"
+    )
+    return report
 
 
 def summary(status: str, timings: dict[str, float], details: dict[str, float]) -> str:

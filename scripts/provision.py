@@ -5,8 +5,12 @@
   provision.py cleanup        --bundle DIR [--dry-run]   image hygiene, then validate
   provision.py validate-image --bundle DIR [--dry-run]   assert the hygiene rules
   provision.py firstboot      [--dry-run]                per-instance secrets (first boot)
-  provision.py backup                                    dump the metadata database (airflow-db-backup)
-  provision.py restore        [--from DUMP]              replace the database by a dump (default: newest)
+  provision.py backup         [--when-due]               dump the metadata database (airflow-db-backup)
+  provision.py refresh-secrets                           a named deployment's secrets as its store holds them
+  provision.py rotate-fernet-key begin|finish            a new fernet key first; then re-encrypt, drop the old
+  provision.py publish-controller                        this controller is its cluster's (again)
+  provision.py restore        [--from DUMP]              replace the database by a dump: a path, an
+                                                         s3:// URI, or latest; default: the newest here
 
 --dry-run logs every step and what it would do, and changes nothing.
 """
@@ -22,7 +26,7 @@ from provisioning.bake import imagecheck, install
 from provisioning.bake.osdetect import UnsupportedOS
 from provisioning.bake.oskit import ADAPTERS, adapter_named, load_adapter
 from provisioning.boot import firstboot
-from provisioning.running import backup
+from provisioning.running import backup, secrets
 from provisioning.shared import layout
 from provisioning.shared.contract import OsFacts, SettingsMissing, read_settings
 from provisioning.shared.runner import Context, StepFailed, log, run_steps
@@ -72,9 +76,30 @@ def main(argv=None):
         prog="provision.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "command", choices=["install", "cleanup", "validate-image", "firstboot", "backup", "restore"]
+        "command",
+        choices=[
+            "install",
+            "cleanup",
+            "validate-image",
+            "firstboot",
+            "backup",
+            "restore",
+            "refresh-secrets",
+            "rotate-fernet-key",
+            "publish-controller",
+        ],
     )
-    parser.add_argument("--from", dest="dump", help="restore: the dump to load (default: the newest)")
+    parser.add_argument("phase", nargs="?", choices=["begin", "finish"], help="rotate-fernet-key: which half")
+    parser.add_argument(
+        "--from",
+        dest="dump",
+        help="restore: a dump's path or s3:// URI, or latest (default: the newest here)",
+    )
+    parser.add_argument(
+        "--when-due",
+        action="store_true",
+        help="backup: only once backup_interval_minutes have passed (the timer)",
+    )
     parser.add_argument("--bundle", help="the uploaded bundle (settings.json, scripts, files)")
     parser.add_argument(
         "--dry-run", action="store_true", help="log each step and what it would do; change nothing"
@@ -102,8 +127,20 @@ def main(argv=None):
         return status
     if args.command == "firstboot":
         return firstboot.main(ctx)
+    if args.command == "refresh-secrets":
+        return secrets.refresh(ctx)
+    if args.command == "publish-controller":
+        return secrets.publish_controller(ctx)
+    if args.command == "rotate-fernet-key":
+        if not args.phase:
+            parser.error("rotate-fernet-key takes begin or finish")
+        try:
+            return secrets.rotate_fernet_key(ctx, args.phase)
+        except StepFailed as exc:
+            log("!!! rotate-fernet-key: %s" % exc)
+            return 1
     if args.command == "backup":
-        return backup.main(ctx)
+        return backup.main(ctx, when_due=args.when_due)
     if args.command == "restore":
         try:
             return backup.restore(ctx, args.dump)

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from airflow_ami.seam import layout
+from airflow_ami.seam import contract, layout
 from airflow_ami.settings import BakeSettings, LaunchSettings, Target
 
 if TYPE_CHECKING:
@@ -26,6 +26,23 @@ def cluster_ports(image: Baked) -> list[int]:
     """What a cluster's security group opens between its members, on EC2 and in the
     local cloud: the broker, the execution API (the image's API port), the workers' log servers."""
     return [layout.REDIS_PORT, image.api_port, layout.WORKER_LOG_PORT]
+
+
+def launch_user_data(settings: LaunchSettings, role: str, dags_s3_uri: str, controller: str = "") -> str:
+    """The user data of one instance of a launch, the same on both clouds ("" when it asks
+    nothing): its role and cluster, its deployment, and (the database node's) backups and restore."""
+    database_node = role != "worker"
+    return contract.user_data(
+        role,
+        cluster=settings.cluster if role != "standalone" else "",
+        dags_s3_uri=dags_s3_uri,
+        controller=controller or None,
+        worker_concurrency=settings.worker_concurrency if role == "worker" else None,
+        deployment=settings.deployment if role == "standalone" else "",
+        backup_s3_uri=settings.backup_s3_uri if database_node else "",
+        backup_interval_minutes=settings.backup_interval_minutes if database_node else None,
+        restore=settings.restore if database_node else "",
+    )
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,10 @@ class InstanceRecord:
     # standalone, or a controller / worker of `cluster` (README "Scaling out").
     role: str = "standalone"
     cluster: str = ""
+    # The named deployment it serves (a cluster's is the cluster), "" for an instance of its own,
+    # and the deployment's address while this instance holds it (an Elastic IP on AWS).
+    deployment: str = ""
+    deployment_address: str = ""
 
     def as_record(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,10 +94,19 @@ class Cloud(Protocol):
         """The AMI's tags (what it was baked with: airflow-ami:*)."""
         ...
 
+    def client(self, target: Target, service: str) -> Any:
+        """A boto3 client of the cloud's `service` (s3, ssm, secretsmanager) in the target's region."""
+        ...
+
     def launch(self, settings: LaunchSettings, image: Baked) -> InstanceRecord: ...
 
     def launch_cluster(self, settings: LaunchSettings, image: Baked) -> list[InstanceRecord]:
         """A controller and --workers workers of --cluster; the controller first."""
+        ...
+
+    def launch_replacement(self, settings: LaunchSettings, image: Baked) -> InstanceRecord:
+        """A standalone instance beside the launched one (an upgrade's new instance): in the
+        same launch, without the deployment's address until move_address."""
         ...
 
     def api_url(self, target: Target, image: Baked, instance: InstanceRecord) -> str:
@@ -85,6 +115,15 @@ class Cloud(Protocol):
 
     def scale(self, settings: LaunchSettings, count: int) -> str:
         """--cluster's workers to `count`; returns what was scaled."""
+        ...
+
+    def move_address(self, target: Target, instance: InstanceRecord) -> InstanceRecord:
+        """The instance's deployment's address moves to it (allocated with the deployment's
+        first launch); returns the instance as it is reached now."""
+        ...
+
+    def remove_instance(self, target: Target, instance: InstanceRecord) -> None:
+        """Terminate one instance of what launch made (an upgrade's old or new one)."""
         ...
 
     def instances(self, target: Target) -> list[InstanceRecord]: ...

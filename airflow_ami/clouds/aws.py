@@ -7,13 +7,16 @@ Teardown never searches the region by tag: another person's or CI job's launch
 in the same region survives it.
 
 What a launch makes, in order: a key pair (unless --ssh-keypair-name names
-one), a security group of its own, the instance (a cluster's controller), and
-for --workers N a launch template plus an Auto Scaling group of N workers.
+one), a security group of its own, the instance (a cluster's controller), for a
+named deployment an Elastic IP (the deployment's address, which an upgrade
+moves to the new instance), and for --workers N a launch template plus an Auto
+Scaling group of N workers.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import secrets
@@ -28,10 +31,9 @@ from typing import Any, TextIO
 import botocore.exceptions
 
 from airflow_ami.builddir import BuildDir
-from airflow_ami.clouds import BuildHost, InstanceRecord, cluster_ports
+from airflow_ami.clouds import BuildHost, InstanceRecord, cluster_ports, launch_user_data
 from airflow_ami.clouds.ec2 import client, image_tags
 from airflow_ami.image.record import Baked
-from airflow_ami.seam import contract
 from airflow_ami.settings import BakeSettings, LaunchSettings, Target
 
 LAUNCH_TAG = "airflow-ami:launched-from"
@@ -40,9 +42,10 @@ LAUNCH_ID_TAG = "airflow-ami:launch-id"
 POLL = 5.0
 STATUS_TIMEOUT = 900.0
 # Teardown deletes in this order: what holds a resource goes before it.
-KINDS = ("auto_scaling_group", "instance", "launch_template", "security_group", "key_pair")
+KINDS = ("auto_scaling_group", "instance", "address", "launch_template", "security_group", "key_pair")
 # Errors that mean "already gone": teardown is idempotent.
 GONE = {
+    "InvalidAllocationID.NotFound",
     "InvalidInstanceID.NotFound",
     "InvalidGroup.NotFound",
     "InvalidLaunchTemplateId.NotFound",
@@ -83,6 +86,7 @@ class LaunchRecord:
                 # This machine reaches the API through --allow-cidr, or from inside the VPC.
                 "api_reachable": bool(settings.allow_cidr) or settings.ssh_interface == "private_ip",
                 "cluster": settings.cluster if settings.workers else "",
+                "deployment": settings.cluster if settings.workers else settings.deployment,
                 "resources": [],
             },
         )
@@ -305,13 +309,31 @@ def to_instance(record: LaunchRecord, described: dict[str, Any], key_file: str, 
         ssh_key_file=key_file,
         role=role,
         cluster=record.data["cluster"],
+        deployment=record.data.get("deployment", ""),
+        deployment_address=next((a["public_ip"] for a in record.of("address")), "")
+        if role != "worker"
+        else "",
     )
 
 
-def launch(settings: LaunchSettings, image: Baked, out: TextIO = sys.stdout) -> list[InstanceRecord]:
+def allocate_deployment_address(ec2: Any, record: LaunchRecord, tags: list[dict[str, str]]) -> None:
+    """The deployment's Elastic IP, recorded the moment AWS returns it."""
+    address = ec2.allocate_address(Domain="vpc", TagSpecifications=[_spec("elastic-ip", tags)])
+    record.add("address", address["AllocationId"], public_ip=address["PublicIp"])
+
+
+def associate(ec2: Any, record: LaunchRecord, instance_id: str) -> None:
+    for address in record.of("address"):
+        ec2.associate_address(AllocationId=address["id"], InstanceId=instance_id, AllowReassociation=True)
+
+
+def launch(
+    settings: LaunchSettings, image: Baked, out: TextIO = sys.stdout, *, allocate_address: bool = True
+) -> list[InstanceRecord]:
     """Launch the instance (with --workers: the controller and the workers' group) and
     wait for its status checks; returns the controller (or instance) first, then the
-    workers running so far."""
+    workers running so far. A named deployment's first launch allocates its address;
+    an upgrade's new instance (`allocate_address` False) takes the old one's."""
     record = LaunchRecord.start(settings, image)
     ec2 = client(settings, settings.region)
     role = "controller" if settings.workers else "standalone"
@@ -322,25 +344,47 @@ def launch(settings: LaunchSettings, image: Baked, out: TextIO = sys.stdout) -> 
         make_key_pair(ec2, record, tags)
     vpc, subnet = network(ec2, settings)
     group = make_security_group(ec2, settings, image, record, vpc=vpc, tags=tags)
-    # The role document of README 'Scaling out' ("" for a standalone instance).
-    user_data = contract.user_data(role, settings.cluster, settings.dags_s3_uri)
+    user_data = launch_user_data(settings, role, settings.dags_s3_uri)
     data = instance_data(ec2, settings, ami_id, group, key_name=key_name, user_data=user_data)
     described = run_controller(ec2, settings, record, data, tags)
+    if record.data["deployment"] and allocate_address:
+        allocate_deployment_address(ec2, record, tags)
+        associate(ec2, record, described["InstanceId"])
     if settings.workers:
+        controller = described["PrivateIpAddress"]
         worker_data = {
             **data,
-            "UserData": contract.user_data(
-                "worker",
-                settings.cluster,
-                settings.dags_s3_uri,
-                described["PrivateIpAddress"],
-                settings.worker_concurrency,
-            ),
+            "UserData": launch_user_data(settings, "worker", settings.dags_s3_uri, controller),
         }
         worker_tags = _tags(settings, record, ami_id, f"{record.name}-worker")
         make_workers(settings, record, worker_data, subnet, worker_tags)
     wait_status_ok(ec2, described["InstanceId"], out)
     return instances(settings)
+
+
+def launch_replacement(settings: LaunchSettings, image: Baked, out: TextIO = sys.stdout) -> InstanceRecord:
+    """A standalone instance in the recorded launch (its security group and key pair), recorded
+    the moment AWS returns it, for an upgrade to switch to or remove."""
+    record = LaunchRecord.load(settings)
+    if record is None or not record.of("security_group"):
+        raise LaunchError(f"no launch recorded in {launch_record_path(settings)}: `./bake launch` first")
+    ec2 = client(settings, record.data["region"])
+    tags = _tags(settings, record, image.ami_id, f"{record.name}-standalone")
+    keys = record.of("key_pair")
+    key_name = keys[0]["id"] if keys else settings.ssh_keypair_name
+    user_data = launch_user_data(settings, "standalone", "")
+    data = instance_data(
+        ec2,
+        settings,
+        image.ami_id,
+        record.of("security_group")[0]["id"],
+        key_name=key_name,
+        user_data=user_data,
+    )
+    described = run_controller(ec2, settings, record, data, tags)
+    wait_status_ok(ec2, described["InstanceId"], out)
+    (found,) = [i for i in instances(settings) if i.instance_id == described["InstanceId"]]
+    return found
 
 
 def api_url(target: Target, image: Baked, instance: InstanceRecord) -> str:
@@ -423,6 +467,10 @@ def teardown(settings: Target, out: TextIO = sys.stdout) -> list[str]:
             ec2.terminate_instances(InstanceIds=instances)
         _wait_terminated(ec2, instances, out)
         removed += [r["id"] for r in record.of("instance")]
+    for address in record.of("address"):
+        with _unless_gone():
+            ec2.release_address(AllocationId=address["id"])
+        removed.append(address["id"])
     for template in record.of("launch_template"):
         with _unless_gone():
             ec2.delete_launch_template(LaunchTemplateId=template["id"])
@@ -517,17 +565,42 @@ class AwsCloud:
     def image_tags(self, target: Target, ami_id: str) -> dict[str, str]:
         return image_tags(target, ami_id)
 
+    def client(self, target: Target, service: str) -> Any:
+        return client(target, target.region, service=service)
+
     def launch(self, settings: LaunchSettings, image: Baked) -> InstanceRecord:
         return launch(settings, image)[0]
 
     def launch_cluster(self, settings: LaunchSettings, image: Baked) -> list[InstanceRecord]:
         return launch(settings, image)
 
+    def launch_replacement(self, settings: LaunchSettings, image: Baked) -> InstanceRecord:
+        return launch_replacement(settings, image)
+
     def api_url(self, target: Target, image: Baked, instance: InstanceRecord) -> str:
         return api_url(target, image, instance)
 
     def scale(self, settings: LaunchSettings, count: int) -> str:
         return scale(settings, count)
+
+    def move_address(self, target: Target, instance: InstanceRecord) -> InstanceRecord:
+        record = LaunchRecord.load(target)
+        if record is None or not record.of("address"):
+            raise LaunchError(f"no deployment address recorded in {launch_record_path(target)}")
+        associate(client(target, record.data["region"]), record, instance.instance_id)
+        return dataclasses.replace(instance, deployment_address=record.of("address")[0]["public_ip"])
+
+    def remove_instance(self, target: Target, instance: InstanceRecord) -> None:
+        ec2 = client(target, instance.region)
+        with _unless_gone():
+            ec2.terminate_instances(InstanceIds=[instance.instance_id])
+        _wait_terminated(ec2, [instance.instance_id], sys.stdout)
+        record = LaunchRecord.load(target)
+        if record is not None:
+            record.data["resources"] = [
+                r for r in record.data["resources"] if r["id"] != instance.instance_id
+            ]
+            record.save()
 
     def instances(self, target: Target) -> list[InstanceRecord]:
         return instances(target)

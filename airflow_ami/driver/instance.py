@@ -77,7 +77,9 @@ XCOM_DAG = "airflow_ami_testinfra_xcom"
 INFLIGHT_DAG = "airflow_ami_testinfra_inflight"
 OPERATORS_DAG = "airflow_ami_testinfra_operators"
 MEMORY_DAG = "airflow_ami_testinfra_memory"
-TEST_DAGS = (FANOUT_DAG, XCOM_DAG, INFLIGHT_DAG, OPERATORS_DAG, MEMORY_DAG)
+# An upgrade's last check on the new instance: one run, then the DAG and all of it removed.
+CANARY_DAG = "airflow_ami_testinfra_canary"
+TEST_DAGS = (FANOUT_DAG, XCOM_DAG, INFLIGHT_DAG, OPERATORS_DAG, MEMORY_DAG, CANARY_DAG)
 
 # On a cluster's controller: put (path given) or delete an object of the S3 DAG bundle.
 S3_PUT = """
@@ -489,9 +491,9 @@ class Instance:
     def dags_folder(self) -> str:
         return self.airflow_config("core", "dags_folder")
 
-    def ensure_dags(self) -> None:
-        """Upload the suite's DAG files once per session and wait until registered."""
-        missing = [d for d in TEST_DAGS if d not in self.uploaded_dags]
+    def ensure_dags(self, dag_ids: tuple[str, ...] = TEST_DAGS) -> None:
+        """Upload the suite's DAG files (or those named) once per session and wait until registered."""
+        missing = [d for d in dag_ids if d not in self.uploaded_dags]
         if not missing:
             return
         for dag_id in missing:
@@ -553,7 +555,7 @@ class Instance:
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         if dag_id not in self.uploaded_dags:
-            self.ensure_dags()
+            self.ensure_dags((dag_id,))
         status, body = self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
         if status != 200:
             raise InstanceError(

@@ -77,6 +77,7 @@ from airflow_ami.settings.target import Target
 
 # The image installs the uv this repository's tools are locked to (requirements.lock, which
 # ./bake installs): one pin for both. uv_wheel_sha256's defaults are that release's wheels.
+BACKUP_MINUTES = (contract.MIN_BACKUP_INTERVAL_MINUTES, contract.MAX_BACKUP_INTERVAL_MINUTES)
 LOCK_FILE = REPO_ROOT / "requirements.lock"
 LOCKED_UV = re.findall(r"^uv==([\d.]+) ", LOCK_FILE.read_text(), re.M)[0]
 
@@ -344,7 +345,16 @@ class BakeSettings(Target):
         _as_str,
         _matches(contract.S3_URI_PATTERN, empty_ok=True),
         "s3://BUCKET[/PREFIX] (a valid bucket name), or empty for local dumps only",
-        "where the daily dump is also put, with the instance role's credentials",
+        "where each dump is also put (under <deployment or instance id>/), with the instance role's"
+        " credentials; a launch may name another",
+    )
+    backup_interval_minutes: int = setting(
+        60,
+        _as_int,
+        _between(*BACKUP_MINUTES),
+        f"a whole number of minutes {BACKUP_MINUTES[0]}-{BACKUP_MINUTES[1]}",
+        "how often the database is dumped (the recovery point: at most this much is lost with an"
+        " instance); a launch may choose another",
     )
     uv_version: str = setting(
         LOCKED_UV,
@@ -371,13 +381,13 @@ class BakeSettings(Target):
         "40 upper-case hex digits",
         "OpenPGP fingerprint that Oracle's MySQL repository key (and so its release package) must match",
     )
-    cluster_secret_store: str = setting(
+    secret_store: str = setting(
         "ssm",
         _as_str,
         _one_of("ssm", "secretsmanager"),
         "ssm or secretsmanager",
-        "where a cluster's controller keeps the secrets its workers share (one SecureString"
-        " /airflow-ami/<cluster>/shared-secrets, or a secret of that name without the leading /)",
+        "where a named deployment (a cluster too) keeps the secrets that outlive its instances (one"
+        " SecureString /airflow-ami/<deployment>/secrets, or a secret of that name without the leading /)",
     )
     aws_endpoint_url: str = setting(
         "",

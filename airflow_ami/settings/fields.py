@@ -31,7 +31,8 @@ CLOUDS_DIR = SETTINGS_DIR / "clouds"
 AIRFLOW_PYTHONS: dict[tuple[int, int], tuple[str, ...]] = {
     (3, 0): ("3.9", "3.10", "3.11", "3.12"),
     (3, 1): ("3.10", "3.11", "3.12", "3.13"),
-    (3, 2): ("3.10", "3.11", "3.12", "3.13"),
+    # Airflow 3.2's core takes 3.10-3.14, the providers its constraints pin need 3.11.
+    (3, 2): ("3.11", "3.12", "3.13", "3.14"),
     # Airflow 3.3's core takes 3.10, but its providers (mysql, fab, amazon, ...) need 3.11.
     (3, 3): ("3.11", "3.12", "3.13", "3.14"),
 }

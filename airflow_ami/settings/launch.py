@@ -7,17 +7,19 @@ AMI's record or tags (airflow_ami/image/record.py), never from a flag.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_ami.seam import contract
+from airflow_ami.seam import contract, layout
 from airflow_ami.settings.fields import (
     KMS_ARN_RE,
     _as_int,
     _as_list,
     _as_str,
     _between,
+    _check,
     _matches,
     check_cidrs,
     check_cluster,
@@ -38,6 +40,24 @@ from airflow_ami.settings.target import Target
 
 # The cluster of `--workers N` when none is named.
 DEFAULT_REHEARSAL_CLUSTER = "rehearsal"
+
+
+def check_deployment(value: str, s: Mapping[str, Any]) -> None:
+    # A cluster is its deployment: a second name for it would only disagree.
+    _check(value == "" or bool(re.match(layout.CLUSTER_NAME_PATTERN, value)))
+    _check(value in ("", s["cluster"]) or (s["role"] == "standalone" and not s["workers"]))
+
+
+def check_restore(value: str, s: Mapping[str, Any]) -> None:
+    _check(value in ("", contract.RESTORE_LATEST) or bool(contract.DUMP_URI_RE.match(value)))
+    _check(value != contract.RESTORE_LATEST or bool(s["deployment"] or s["cluster"]))
+    _check(value == "" or s["role"] != "worker")
+
+
+def check_backup_interval(value: int, _: Mapping[str, Any]) -> None:
+    _check(
+        value == 0 or contract.MIN_BACKUP_INTERVAL_MINUTES <= value <= contract.MAX_BACKUP_INTERVAL_MINUTES
+    )
 
 
 @declaration
@@ -110,6 +130,35 @@ class LaunchSettings(Target):
         "comma-separated CIDRs such as 203.0.113.7/32",
         "--cloud aws: who may reach SSH and the API port (empty: no inbound rule;"
         " reach the instance through SSM port forwarding)",
+    )
+    deployment: str = setting(
+        "",
+        _as_str,
+        check_deployment,
+        "1-40 lower-case letters, digits and -; a cluster's is its --cluster",
+        "a named deployment: its secrets (fernet keys, admin password, ...) and backups outlive its"
+        " instances (README 'Upgrading to a new AMI'); empty: this instance's own",
+    )
+    restore: str = setting(
+        "",
+        _as_str,
+        check_restore,
+        "latest (the deployment's newest backup), the s3:// URI of a dump (.sql.gz), or empty",
+        "a dump the new instance loads before any Airflow service starts",
+    )
+    backup_s3_uri: str = setting(
+        "",
+        _as_str,
+        _matches(contract.S3_URI_PATTERN, empty_ok=True),
+        "s3://BUCKET[/PREFIX] (a valid bucket name), or empty for the image's",
+        "where this launch's dumps go (under <deployment or instance id>/)",
+    )
+    backup_interval_minutes: int = setting(
+        0,
+        _as_int,
+        check_backup_interval,
+        f"0 (the image's) or {contract.MIN_BACKUP_INTERVAL_MINUTES}-{contract.MAX_BACKUP_INTERVAL_MINUTES}",
+        "how often this launch's instance dumps its database",
     )
 
     @staticmethod

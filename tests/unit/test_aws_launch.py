@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import stat
@@ -91,6 +92,7 @@ def ours(launch_id: str) -> dict[str, list[str]]:
         "auto_scaling_groups": [
             g["AutoScalingGroupName"] for g in groups if g["AutoScalingGroupName"] == name
         ],
+        "addresses": [a["AllocationId"] for a in ec2.describe_addresses(Filters=tagged)["Addresses"]],
     }
 
 
@@ -195,7 +197,8 @@ def test_teardown_removes_this_launch_only_and_is_idempotent(aws: Calls, build_r
     before = ours(their_id)
     removed = aws_cloud.teardown(mine, io.StringIO())
     assert ours(mine_id) == nothing(mine_id)
-    assert len(removed) == 5 and not aws_cloud.launch_record_path(mine).exists()
+    # key pair, instance, the cluster's address, launch template, security group, Auto Scaling group
+    assert len(removed) == 6 and not aws_cloud.launch_record_path(mine).exists()
     assert ours(their_id) == before, "another launch in the region was touched"
     assert aws_cloud.teardown(mine, io.StringIO()) == []
 
@@ -214,6 +217,8 @@ FAILING_STEPS = (
     "CreateSecurityGroup",
     "AuthorizeSecurityGroupIngress",
     "RunInstances",
+    "AllocateAddress",
+    "AssociateAddress",
     "CreateLaunchTemplate",
     "CreateAutoScalingGroup",
     "DescribeInstanceStatus",
@@ -283,3 +288,27 @@ def test_launch_opens_the_api_port_the_image_was_baked_with_not_a_flag_s(
     opened = {p["FromPort"] for p in ingress(group)}
     assert 9090 in opened and 8080 not in opened
     assert waited == [f"http://{members[0].address}:9090"], "health was not waited for on the baked port"
+
+
+def test_an_upgrade_s_new_instance_joins_the_launch_and_takes_the_deployment_s_address(
+    aws: Calls, build_root: Path
+) -> None:
+    s = settings(deployment="prod", allow_cidr="203.0.113.7/32")
+    image = ami()
+    (old,) = aws_cloud.launch(s, image, io.StringIO())
+    (address,) = ours(launch_id(s))["addresses"]
+    eip = boto3.client("ec2", region_name=REGION).describe_addresses(AllocationIds=[address])["Addresses"][0]
+    assert eip["InstanceId"] == old.instance_id and old.deployment_address == eip["PublicIp"]
+    cloud = aws_cloud.AwsCloud()
+    new = cloud.launch_replacement(dataclasses.replace(s, restore="s3://dumps/prod/airflow-1.sql.gz"), image)
+    run = [p for _, op, p in aws if op == "RunInstances"][-1]
+    assert json.loads(base64.b64decode(run["UserData"]))["restore"] == "s3://dumps/prod/airflow-1.sql.gz"
+    assert run["SecurityGroupIds"] == [ours(launch_id(s))["security_groups"][0]], "the launch's own group"
+    moved = cloud.move_address(s, new)
+    eip = boto3.client("ec2", region_name=REGION).describe_addresses(AllocationIds=[address])["Addresses"][0]
+    assert eip["InstanceId"] == new.instance_id and moved.deployment_address == eip["PublicIp"]
+    cloud.remove_instance(s, old)
+    assert [i.instance_id for i in aws_cloud.instances(s)] == [new.instance_id]
+    made = launch_id(s)
+    aws_cloud.teardown(s, io.StringIO())
+    assert ours(made) == nothing(made), "the address is released with the launch"

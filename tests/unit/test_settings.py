@@ -200,7 +200,7 @@ BAD_VALUES = [
     ("admin_password_name", "/airflow/", {}),
     ("ec2_endpoint", "localhost:5000", {}),
     ("aws_endpoint_url", "s3.amazonaws.com", {}),
-    ("cluster_secret_store", "vault", {}),
+    ("secret_store", "vault", {}),
     ("role", "scheduler", {}),
     ("cluster", "Analytics", {"cloud": "local", "role": "controller", "cluster": "analytics"}),
     ("cluster", "", {"cloud": "local", "role": "worker", "cluster": "analytics"}),
@@ -220,6 +220,11 @@ BAD_VALUES = [
     ("log_retention_days", "0", {}),
     ("keep_build_sources", "sometimes", {}),
     ("backup_retention_days", "0", {}),
+    ("backup_interval_minutes", "1", {}),
+    ("deployment", "Prod", {}),
+    ("deployment", "other", {"cloud": "local", "workers": "2", "cluster": "analytics"}),
+    ("restore", "latest", {}),
+    ("restore", "s3://backups/dump.txt", {"deployment": "prod"}),
     ("backup_s3_uri", "https://bucket/x", {}),
     ("backup_s3_uri", "s3://UPPER/x", {}),
     ("db_retention_days", "forever", {}),
@@ -369,6 +374,9 @@ def test_bake_and_launch_are_separate_declarations_sharing_only_the_target() -> 
         "volume_size",
         "kms_key_id",
         "tags",
+        # The bake's default, a launch's own choice.
+        "backup_s3_uri",
+        "backup_interval_minutes",
     }
     assert not {"api_port", "api_tls", "admin_username", "airflow_version"} & names(LaunchSettings)
     assert not {"workers", "cluster", "role", "allow_cidr"} & names(BakeSettings)

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from airflow_ami.clouds import BuildHost, InstanceRecord, cluster_ports
+from airflow_ami.clouds import BuildHost, InstanceRecord, cluster_ports, launch_user_data
 from airflow_ami.clouds.local.baseimage import base_ami_name, base_dir, ensure_base_image, prune_images
 from airflow_ami.clouds.local.container import (
     INSTANCE_TYPE,
@@ -44,7 +44,13 @@ from airflow_ami.clouds.local.moto import (
     moto_is_running,
     start_moto,
 )
-from airflow_ami.clouds.local.network import AWS_API_URL
+from airflow_ami.clouds.local.network import (
+    AWS_API_URL,
+    DEPLOYMENT_ADDRESSES,
+    Slot,
+    attach_address,
+    detach_address,
+)
 from airflow_ami.clouds.local.reaper import reap
 from airflow_ami.clouds.local.state import locked_state
 from airflow_ami.clouds.local.system import (
@@ -134,10 +140,13 @@ def write_moto_amis(cache: Path) -> Path:
 
 
 def image_rootfs(cache: Path, ami_id: str) -> Path:
+    """The image's root file system, marked used now: pruning keeps the most recently used."""
     image = local_images(cache).get(ami_id)
     if not image:
         raise LocalCloudError(f"no local image for {ami_id}: build one with `./bake build-ami --cloud local`")
-    return Path(image["rootfs"])
+    rootfs = Path(image["rootfs"])
+    os.utime(rootfs.parent)
+    return rootfs
 
 
 def capture_image(cache: Path, record: dict[str, Any], ami_id: str, meta: dict[str, Any]) -> Path:
@@ -243,14 +252,31 @@ def dags_bucket(cluster: str) -> str:
 
 
 def membership(cache: Path, settings: LaunchSettings, image: Baked, moto_port: int) -> dict[str, Any]:
-    """How an instance of --role joins --cluster: its security group and its user data.
+    """How an instance joins its deployment and cluster: its security group and its user data.
 
     A controller's cluster gets its DAG bundle bucket in moto; a worker finds its
-    controller among the running instances.
+    controller among the running instances; a launch's backup bucket is made in moto
+    as a user makes theirs on AWS.
     """
+    if settings.backup_s3_uri:
+        s3 = moto_client("s3", moto_port, settings.region)
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=contract.backup_location(settings.backup_s3_uri, "-")[0])
+    dags = f"s3://{dags_bucket(settings.cluster)}/{DAGS_PREFIX}" if settings.role != "standalone" else ""
+    user_data = launch_user_data(settings, settings.role, dags, controller_of(cache, settings, moto_port))
     if settings.role == "standalone":
-        return {}
-    controller = None
+        return {"user_data": user_data, "deployment": settings.deployment} if user_data else {}
+    return {
+        "cluster": settings.cluster,
+        "deployment": settings.cluster,
+        "sg_ports": cluster_ports(image),
+        "role": settings.role,
+        "user_data": user_data,
+    }
+
+
+def controller_of(cache: Path, settings: LaunchSettings, moto_port: int) -> str:
+    """A worker's controller, running in its cluster; a controller's DAG bundle, made."""
     if settings.role == "controller":
         s3 = moto_client("s3", moto_port, settings.region)
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
@@ -261,27 +287,20 @@ def membership(cache: Path, settings: LaunchSettings, image: Baked, moto_port: i
             Key=f"{DAGS_PREFIX}/README.txt",
             Body=f"The DAG files of cluster {settings.cluster}: every node reads this prefix.\n".encode(),
         )
-    else:
-        with locked_state(cache) as state:
-            controllers = [
-                r
-                for r in state["instances"].values()
-                if r.get("role") == "controller" and r.get("cluster") == settings.cluster
-            ]
-        if not controllers:
-            raise LocalCloudError(
-                f"no controller of cluster {settings.cluster} is running: launch one first"
-                f" (--role controller --cluster {settings.cluster})"
-            )
-        controller = controllers[0]["ip"]
-    dags = f"s3://{dags_bucket(settings.cluster)}/{DAGS_PREFIX}"
-    concurrency = settings.worker_concurrency if settings.role == "worker" else None
-    return {
-        "cluster": settings.cluster,
-        "sg_ports": cluster_ports(image),
-        "role": settings.role,
-        "user_data": contract.user_data(settings.role, settings.cluster, dags, controller, concurrency),
-    }
+    if settings.role != "worker":
+        return ""
+    with locked_state(cache) as state:
+        controllers = [
+            r
+            for r in state["instances"].values()
+            if r.get("role") == "controller" and r.get("cluster") == settings.cluster
+        ]
+    if not controllers:
+        raise LocalCloudError(
+            f"no controller of cluster {settings.cluster} is running: launch one first"
+            f" (--role controller --cluster {settings.cluster})"
+        )
+    return str(controllers[0]["ip"])
 
 
 # ---- the cloud ----
@@ -324,7 +343,19 @@ class LocalCloud:
         port, _ = ensure_moto(cache_dir(), target.region)
         return _tags_of(ec2_client(port, target.region), ami_id)
 
-    def launch(self, settings: LaunchSettings, image: Baked, user_data: str | None = None) -> InstanceRecord:
+    def client(self, target: Target, service: str) -> Any:
+        """moto plays every AWS service the instances call."""
+        port, _ = ensure_moto(cache_dir(), target.region)
+        return moto_client(service, port, target.region)
+
+    def launch(
+        self,
+        settings: LaunchSettings,
+        image: Baked,
+        user_data: str | None = None,
+        *,
+        take_address: bool = True,
+    ) -> InstanceRecord:
         """RunInstances in moto, then boot a fresh container from the AMI's image.
 
         The instance keeps running until teardown(). With --role controller|worker
@@ -376,7 +407,13 @@ class LocalCloud:
                     ec2.terminate_instances(InstanceIds=[instance_id])
                 raise
         log.info("instance %s up at %s after %.1fs", instance_id, record["ip"], time.monotonic() - t0)
-        return _instance(record, settings.region)
+        launched = _instance(record, settings.region)
+        if take_address and launched.deployment and launched.role != "worker":
+            launched = self.move_address(settings, launched)
+        return launched
+
+    def launch_replacement(self, settings: LaunchSettings, image: Baked) -> InstanceRecord:
+        return self.launch(settings, image, take_address=False)
 
     def launch_cluster(self, settings: LaunchSettings, image: Baked) -> list[InstanceRecord]:
         """A controller and --workers workers of --cluster, one launch each."""
@@ -416,6 +453,35 @@ class LocalCloud:
                 destroy_instance(cache, record)
                 ec2_client(port, settings.region).terminate_instances(InstanceIds=[record["instance_id"]])
         return settings.cluster
+
+    def move_address(self, target: Target, instance: InstanceRecord) -> InstanceRecord:
+        """The deployment's address (one of DEPLOYMENT_ADDRESSES, allocated at its first launch)
+        leaves the instance holding it and reaches `instance`: the local Elastic IP."""
+        with locked_state(cache_dir()) as state:
+            held = state["addresses"].get(instance.deployment)
+            taken = {a["address"] for a in state["addresses"].values()}
+            address = held["address"] if held else _free_address(taken)
+            holder = state["instances"].get(held["instance_id"]) if held else None
+            if holder and holder["instance_id"] != instance.instance_id:
+                detach_address(Slot(holder["slot"]), address)
+                holder["deployment_address"] = ""
+            record = state["instances"][instance.instance_id]
+            attach_address(Slot(record["slot"]), address)
+            record["deployment_address"] = address
+            state["addresses"][instance.deployment] = {
+                "address": address,
+                "instance_id": instance.instance_id,
+            }
+        log.info("deployment %s: %s now reaches %s", instance.deployment, address, instance.instance_id)
+        return dataclasses.replace(instance, deployment_address=address)
+
+    def remove_instance(self, target: Target, instance: InstanceRecord) -> None:
+        require_root()
+        cache = cache_dir()
+        with interrupts_as_exceptions():
+            destroy_instance(cache, _record(cache, instance.instance_id))
+            port, _ = ensure_moto(cache, target.region)
+            ec2_client(port, target.region).terminate_instances(InstanceIds=[instance.instance_id])
 
     def instances(self, settings: Target) -> list[InstanceRecord]:
         """The launched instances (build instances are not among them)."""
@@ -476,6 +542,13 @@ def _record(cache: Path, instance_id: str) -> dict[str, Any]:
     return dict(record)
 
 
+def _free_address(taken: set[str]) -> str:
+    for host in DEPLOYMENT_ADDRESSES.hosts():
+        if str(host) not in taken:
+            return str(host)
+    raise LocalCloudError(f"every deployment address of {DEPLOYMENT_ADDRESSES} is taken: `./bake teardown`")
+
+
 def _instance(record: dict[str, Any], region: str) -> InstanceRecord:
     return InstanceRecord(
         cloud="local",
@@ -487,6 +560,8 @@ def _instance(record: dict[str, Any], region: str) -> InstanceRecord:
         ssh_key_file=record["ssh_key_file"],
         role=record.get("role") or "standalone",
         cluster=record.get("cluster") or "",
+        deployment=record.get("deployment") or "",
+        deployment_address=record.get("deployment_address") or "",
     )
 
 
@@ -563,6 +638,10 @@ def teardown_local() -> list[str]:
         removed = reap(cache, everything=True)
         stop_moto(cache)
         safe_rmtree(keys_dir(cache))
+        with locked_state(cache) as state:
+            # Their routes and addresses went with the instances' networks.
+            removed += [f"address {a['address']}" for a in state["addresses"].values()]
+            state["addresses"] = {}
     return removed
 
 

@@ -209,6 +209,7 @@ def boot_instance(
     sg_ports: Iterable[int] = (),
     role: str = "standalone",
     user_data: str = "",
+    deployment: str = "",
 ) -> dict[str, Any]:
     """Boot a container from a copy of `image`; returns its state record.
 
@@ -241,6 +242,7 @@ def boot_instance(
             "sg_ports": ports,
             "role": role,
             "user_data": user_data,
+            "deployment": deployment,
             "nspawn_pid": None,
             "init_pid": None,
             "imds_pid": None,

@@ -25,6 +25,9 @@ IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 AWS_API_ADDRESS = str(SUBNET.broadcast_address - 1)
 AWS_API_URL = f"http://{AWS_API_ADDRESS}"
 MAX_SLOTS = SUBNET.num_addresses // 4 - 1
+# A deployment's address, the local cloud's Elastic IP: one of these, on the instance that
+# serves the deployment now; moving it is a route and an address changing instance.
+DEPLOYMENT_ADDRESSES = ipaddress.IPv4Network("10.214.0.0/24")
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,18 @@ def nft_apply(ruleset: str) -> None:
 
 def _run_stdin(cmd: list[str], text: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, input=text, text=True, capture_output=True, check=False)
+
+
+def attach_address(slot: Slot, address: str) -> None:
+    """`address` now reaches the instance of `slot` (from the host and through it)."""
+    run(["ip", "-n", slot.netns, "addr", "replace", f"{address}/32", "dev", "eth0"])
+    run(["ip", "route", "replace", f"{address}/32", "via", slot.guest_ip, "dev", slot.veth])
+
+
+def detach_address(slot: Slot, address: str) -> None:
+    """Undo attach_address; safe when the instance or its network is gone already."""
+    run(["ip", "-n", slot.netns, "addr", "del", f"{address}/32", "dev", "eth0"], check=False)
+    run(["ip", "route", "del", f"{address}/32", "via", slot.guest_ip], check=False)
 
 
 def destroy_network(slot: Slot) -> None:

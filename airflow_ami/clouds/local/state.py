@@ -1,7 +1,8 @@
 """The running local cloud's state file, shared by separate `bake` invocations.
 
 Layout (JSON): ``moto`` {pid, port}; ``instances`` {instance_id: record};
-``ip_forward_before`` the sysctl value to restore.
+``ip_forward_before`` the sysctl value to restore; ``addresses`` {deployment:
+{address, instance_id}}, each deployment's address and the instance holding it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def state_path(root: Path | None = None) -> Path:
 
 
 def empty_state() -> dict[str, Any]:
-    return {"moto": None, "instances": {}, "ip_forward_before": None}
+    return {"moto": None, "instances": {}, "ip_forward_before": None, "addresses": {}}
 
 
 def load_state(root: Path | None = None) -> dict[str, Any]:

@@ -308,7 +308,9 @@ def create_airflow_directories(ctx):
     for sub in ("dags", "logs", "plugins"):
         ctx.ensure_dir(os.path.join(L.AIRFLOW_HOME, sub), 0o755, L.AIRFLOW_USER, L.AIRFLOW_USER)
     ctx.ensure_dir(L.ETC_AIRFLOW, 0o755, "root", "root")
-    ctx.ensure_dir(L.STATE_DIR, 0o700, "root", "root")
+    # Readable: the backup job (the airflow user) follows first boot's records in it; it holds
+    # no secret (those are in ETC_AIRFLOW, mode 600).
+    ctx.ensure_dir(L.STATE_DIR, 0o755, "root", "root")
     ctx.ensure_dir(L.BUILD_DIR, 0o700, "root", "root")
     ctx.ensure_dir(L.BACKUP_DIR, 0o700, L.AIRFLOW_USER, L.AIRFLOW_USER)
 

@@ -1,20 +1,13 @@
-"""A cluster's roles at first boot: what each role runs with (pure, except the store calls).
+"""A cluster's roles at first boot: what each role runs with (pure).
 
-The controller makes the secrets every node shares (fernet key, JWT secret, API secret
-key, broker password) and keeps them as ONE document in the cluster's secret store
-(SSM Parameter Store SecureString, or Secrets Manager, per `cluster_secret_store`);
-workers read it with their instance role. Nothing shared travels in user data.
+A cluster is a named deployment: the secrets every node shares live in its store
+(deployment.py), made by the controller, read by the workers with their instance
+role. Nothing shared travels in user data.
 """
 
 import json
 
 from ..shared import layout as L
-from ..shared.awsapi import (
-    get_secretsmanager_secret,
-    get_ssm_parameter,
-    put_secretsmanager_secret,
-    put_ssm_parameter,
-)
 from ..shared.secretgen import env_file_line
 
 # What every node of a cluster must hold alike.
@@ -36,25 +29,6 @@ BROKER_DB, RESULTS_DB = 0, 1
 S3_BUNDLE = "airflow.providers.amazon.aws.bundles.s3.S3DagBundle"
 # TIs record the node's address, so the controller's api-server can fetch a worker's logs.
 HOSTNAME_CALLABLE = "airflow.utils.net.get_host_ip_address"
-
-
-def secret_name(store, cluster):
-    """Where a cluster's shared secrets live; Secrets Manager names take no leading /."""
-    name = "airflow-ami/%s/shared-secrets" % cluster
-    return "/" + name if store == "ssm" else name
-
-
-def read_shared(store, cluster, region, creds, endpoint=None):
-    """The cluster's shared secrets, or None while the controller has not stored them."""
-    get = get_ssm_parameter if store == "ssm" else get_secretsmanager_secret
-    text = get(secret_name(store, cluster), region, creds, endpoint)
-    return json.loads(text) if text else None
-
-
-def store_shared(store, cluster, secrets, region, creds, *, endpoint=None):
-    put = put_ssm_parameter if store == "ssm" else put_secretsmanager_secret
-    document = json.dumps({name: secrets[name] for name in SHARED_SECRETS}, sort_keys=True)
-    put(secret_name(store, cluster), document, region, creds, endpoint)
 
 
 def redis_url(password, host, db):

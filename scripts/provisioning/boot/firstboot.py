@@ -10,6 +10,11 @@ firstboot.json, written last) and the secrets already on disk:
   new secrets, the new fernet key in front of the old one until
   `airflow rotate-fernet-key` has re-encrypted every value.
 
+A named deployment (user data `deployment`, or a cluster) keeps its secrets in the
+secret store (deployment.py): its first instance makes and stores them, every
+later one, and an image of a used one, takes them from there; only what is per
+instance (the database account's password, the API certificate) is its own.
+
 Once made, secrets are never thrown away: without an answer from IMDS (retried
 for about a minute) the identity is unknown, not new, and what exists is kept.
 """
@@ -22,9 +27,10 @@ import tempfile
 import time
 from urllib.parse import unquote, urlsplit
 
+from ..running import backup
 from ..shared import layout as L
 from ..shared import systemd
-from ..shared.airflowenv import airflow_env
+from ..shared.airflowenv import service_env
 from ..shared.awsapi import Imds, NoMetadata, put_secretsmanager_secret, put_ssm_parameter
 from ..shared.contract import STANDALONE, BadUserData, parse_user_data
 from ..shared.envfile import read_env_file
@@ -32,14 +38,17 @@ from ..shared.inifile import set_options
 from ..shared.mysqlctl import mysql_sql, wait_for_mysql
 from ..shared.runner import StepFailed, run_steps
 from ..shared.secretgen import alphanumeric, env_file_line, fernet_key, sql_string, sqlalchemy_mysql_url
-from .cluster import (
-    ROLE_SECRETS,
-    SHARED_SECRETS,
-    celery_secret_lines,
-    read_shared,
-    redis_conf,
-    role_env,
-    store_shared,
+from .cluster import ROLE_SECRETS, celery_secret_lines, redis_conf, role_env
+from .deployment import (
+    CLUSTER_SECRETS,
+    DEPLOYMENT_SECRETS,
+    Store,
+    create_secrets,
+    document_of,
+    put_controller,
+    read_controller,
+    read_secrets,
+    secrets_of,
 )
 from .sizing import api_workers_for, buffer_pool_mib_for, memory_limit_mib, resolve_parallelism
 from .tlscert import openssl_argv, request_config, subject_alt_names
@@ -125,6 +134,7 @@ SECRET_MAKERS = {
 }
 # How long a worker waits for its controller to store the cluster's secrets.
 SHARED_SECRETS_PATIENCE = 600
+SHARED_SECRETS_POLL = 5
 
 
 class FirstbootState(object):
@@ -152,6 +162,10 @@ class FirstbootState(object):
         # instance's memory in MiB
         self.parallelism = None
         self.mem_mib = None
+        # fetch_deployment_secrets: the names taken from the deployment's store, and
+        # whether this instance is the deployment's first (it stores what it makes)
+        self.stored = set()
+        self.first_of_deployment = False
         # generate_secrets: the secrets this boot uses, by name
         self.generated = {}
 
@@ -208,6 +222,21 @@ def read_role(ctx):
     ctx.info(
         "role %s%s" % (state.role.role, " of cluster %s" % state.role.cluster if state.role.cluster else "")
     )
+    return None
+
+
+def follow_the_controller(ctx):
+    """A worker goes where its cluster's store says the controller is (a replaced controller
+    has a new address); the user data's address until the controller has said."""
+    role = ctx.state.role
+    if role.role != "worker" or not ctx.state.identity_known:
+        return "skipped"
+    address = read_controller(store_access(ctx), role.deployment)
+    if address and address != role.controller:
+        ctx.info(
+            "the controller of %s is at %s now (user data: %s)" % (role.deployment, address, role.controller)
+        )
+        ctx.state.role = role._replace(controller=address)
     return None
 
 
@@ -343,77 +372,107 @@ def role_credentials(ctx):
     return creds
 
 
-def read_cluster_secrets(ctx, patience):
-    """The cluster's shared secrets from its store, trying for ``patience`` seconds."""
-    role, store = ctx.state.role, ctx.settings["cluster_secret_store"]
+def deployment_secret_names(role):
+    return CLUSTER_SECRETS if role.role != "standalone" else DEPLOYMENT_SECRETS
+
+
+def store_access(ctx):
+    """The deployment's secret store, reached with the instance role."""
+    kind = ctx.settings["secret_store"]
     creds = role_credentials(ctx)
     if not creds:
         raise StepFailed(
-            "a %s needs an instance role that can read the cluster's %s secrets" % (role.role, store)
+            "deployment %s keeps its secrets in %s: the instance needs a role that may read them"
+            % (ctx.state.role.deployment, kind)
         )
-    deadline = time.time() + patience
-    while True:
-        try:
-            shared = read_shared(
-                store, role.cluster, ctx.state.region, creds, ctx.settings["aws_endpoint_url"] or None
-            )
-        except (OSError, ValueError) as exc:
-            shared, error = None, exc
-        else:
-            error = None
-        if shared or time.time() >= deadline:
-            break
-        time.sleep(5)
-    if error is not None and not shared:
-        ctx.info("could not read the cluster's secrets from %s: %s" % (store, error))
-    for value in (shared or {}).values():
-        ctx.add_secret(value)
-    return shared
+    return Store(kind, ctx.state.region, creds, ctx.settings["aws_endpoint_url"] or None)
 
 
-def fetch_cluster_secrets(ctx):
-    """A worker takes the secrets its controller stored (waiting for them); a new controller
-    of an existing cluster takes the ones it does not have."""
-    state = ctx.state
-    if state.role.role == "standalone":
+def write_deployment_record(ctx):
+    """What the backups follow (DEPLOYMENT_RECORD): the deployment, and where and how often
+    to dump: the user data's, else the bake's settings."""
+    role = ctx.state.role
+    if role.role == "worker":
         return "skipped"
-    worker = state.role.role == "worker"
-    shared = read_cluster_secrets(ctx, SHARED_SECRETS_PATIENCE if worker else 0)
-    if worker and not shared:
-        if set(SHARED_SECRETS) <= set(state.existing):
-            ctx.info("the cluster's secrets cannot be read: keeping the ones on disk")
-            return None
-        raise StepFailed(
-            "no shared secrets for cluster %s after %d s: is its controller up, and may this"
-            " instance's role read them?" % (state.role.cluster, SHARED_SECRETS_PATIENCE)
-        )
-    for name in SHARED_SECRETS:
-        if shared and shared.get(name) and (worker or name not in state.existing) and state.mode != "rotate":
-            state.existing[name] = shared[name]
+    record = {
+        "deployment": role.deployment,
+        "backup_s3_uri": role.backup_s3_uri or ctx.settings["backup_s3_uri"],
+        "backup_interval_minutes": role.backup_interval_minutes or ctx.settings["backup_interval_minutes"],
+    }
+    ctx.write_file(
+        L.DEPLOYMENT_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n", 0o644, "root", "root"
+    )
     return None
 
 
-def publish_cluster_secrets(ctx):
-    """The controller stores the secrets its workers need (one document in the cluster's store)."""
+def fetch_deployment_secrets(ctx):
+    """A named deployment's secrets from its store: they win over what is on disk. None
+    stored yet: a worker waits for its controller; a standalone instance or a controller
+    is the deployment's first and stores what it makes."""
     state = ctx.state
-    if state.role.role != "controller":
+    role = state.role
+    if not role.deployment:
         return "skipped"
-    store = ctx.settings["cluster_secret_store"]
-    creds = role_credentials(ctx)
-    if not creds:
-        raise StepFailed(
-            "a controller needs an instance role that can write the cluster's %s secrets" % store
+    store = store_access(ctx)
+    deadline = time.time() + (SHARED_SECRETS_PATIENCE if role.role == "worker" else 0)
+    document = read_secrets(store, role.deployment)
+    while document is None and time.time() < deadline:
+        time.sleep(SHARED_SECRETS_POLL)
+        document = read_secrets(store, role.deployment)
+    if document is None:
+        if role.role == "worker":
+            raise StepFailed(
+                "no secrets of cluster %s after %d s: is its controller up, and may this"
+                " instance's role read them?" % (role.deployment, SHARED_SECRETS_PATIENCE)
+            )
+        state.first_of_deployment = True
+        ctx.info("deployment %s has no secrets stored yet: this instance makes them" % role.deployment)
+        return None
+    names = [n for n in deployment_secret_names(role) if n in ROLE_SECRETS[role.role]]
+    secrets, keys = secrets_of(document, names)
+    for value in [*secrets.values(), *keys]:
+        ctx.add_secret(value)
+    state.existing.update(secrets)
+    state.existing["fernet_key"], state.old_fernet_keys = keys[0], keys[1:]
+    state.stored = set(secrets) | {"fernet_key"}
+    ctx.info("deployment %s: %s from its store" % (role.deployment, ", ".join(sorted(state.stored))))
+    return None
+
+
+def publish_deployment_secrets(ctx):
+    """The deployment's first instance stores what it made (create-if-absent: another first
+    instance that was quicker wins, and this boot stops to adopt its secrets at the next);
+    a controller says where it is."""
+    state = ctx.state
+    role = state.role
+    if not role.deployment or role.role == "worker":
+        return "skipped"
+    store = store_access(ctx)
+    if state.first_of_deployment:
+        names = deployment_secret_names(role)
+        document = document_of(
+            state.generated, [state.generated["fernet_key"], *state.old_fernet_keys], names
         )
-    ctx.act(
-        "store the shared secrets of cluster %s in %s" % (state.role.cluster, store),
-        store_shared,
-        store,
-        state.role.cluster,
-        state.generated,
-        state.region,
-        creds,
-        endpoint=ctx.settings["aws_endpoint_url"] or None,
-    )
+        made = ctx.act(
+            "store the secrets of deployment %s in %s" % (role.deployment, store.kind),
+            create_secrets,
+            store,
+            role.deployment,
+            document,
+        )
+        if made is False:
+            raise StepFailed(
+                "another instance of deployment %s stored its secrets first: this boot stops,"
+                " the next one takes them" % role.deployment
+            )
+    if role.role == "controller":
+        ctx.act(
+            "say where the controller of %s is (%s)" % (role.deployment, state.private_ip),
+            put_controller,
+            store,
+            role.deployment,
+            state.private_ip,
+        )
     return None
 
 
@@ -453,9 +512,10 @@ def on_the_database_node(step):
 
 
 def generate_secrets(ctx):
-    """Make what is missing (complete) or all anew (rotate, the old fernet key kept behind)."""
+    """Make what is missing (complete) or all anew (rotate, the old fernet key kept behind);
+    a named deployment's stored secrets are kept either way."""
     state = ctx.state
-    keep = {} if state.mode == "rotate" else state.existing
+    keep = {n: v for n, v in state.existing.items() if n in state.stored or state.mode != "rotate"}
     if state.role.role == "worker":
         # A worker makes nothing: it holds what its controller stored.
         state.generated = dict(state.existing)
@@ -464,7 +524,7 @@ def generate_secrets(ctx):
     state.generated = dict(keep)
     for name in made:
         state.generated[name] = ctx.add_secret(SECRET_MAKERS[name]())
-    if state.mode == "rotate" and "fernet_key" in state.existing:
+    if state.mode == "rotate" and "fernet_key" in state.existing and "fernet_key" not in state.stored:
         # Values encrypted with the old key stay readable until rotate-fernet-key is done.
         state.old_fernet_keys = [state.existing["fernet_key"], *state.old_fernet_keys]
     if made:
@@ -517,12 +577,25 @@ def write_secrets_env(ctx):
     ctx.write_file(L.SECRETS_ENV, content, 0o600, "root", "root", secret=True)
 
 
-def service_env(ctx):
-    env = airflow_env(ctx)
-    for path in (L.AIRFLOW_ENV, L.ROLE_ENV, L.SECRETS_ENV):
-        if os.path.exists(path):
-            env.update(read_env_file(path))
-    return env
+def restore_requested_dump(ctx):
+    """User data `restore`: the dump loads before any Airflow service starts (once: a boot
+    after a completed restore does not load it again)."""
+    source = ctx.state.role.restore
+    if not source:
+        return "skipped"
+    done = backup.read_manifest(L.RESTORED_RECORD) or {}
+    if done.get("source") == source:
+        ctx.info("%s was restored at %s" % (source, done.get("time")))
+        return "skipped"
+    if backup.restore(ctx.another(), source, manage_services=False) != 0:
+        # Never serve the image's empty database in its place: with no secrets.env no Airflow
+        # unit starts. First boot tries again (Restart=on-failure) and writes it anew.
+        ctx.remove(L.SECRETS_ENV)
+        raise StepFailed(
+            "restoring %s failed (its lines above say why); no Airflow service starts until"
+            " first boot restores it" % source
+        )
+    return None
 
 
 def update_airflow_database(ctx):
@@ -552,8 +625,9 @@ def update_airflow_database(ctx):
 
 
 def reencrypt_with_the_new_fernet_key(ctx):
-    """With old fernet keys behind the new one: re-encrypt every value, then drop them."""
-    if not ctx.state.old_fernet_keys:
+    """With old fernet keys behind the new one: re-encrypt every value, then drop them. A
+    named deployment's old keys are its store's: only an explicit rotation drops them."""
+    if not ctx.state.old_fernet_keys or "fernet_key" in ctx.state.stored:
         return "skipped"
     ctx.act(
         "re-encrypt connections, variables and triggers with the new fernet key",
@@ -689,13 +763,15 @@ def write_firstboot_record(ctx):
 STEPS = [
     read_instance_identity,
     read_role,
+    follow_the_controller,
     write_role,
     read_existing_secrets,
     decide_what_to_do,
     size_to_the_instance,
-    fetch_cluster_secrets,
+    write_deployment_record,
+    fetch_deployment_secrets,
     generate_secrets,
-    publish_cluster_secrets,
+    publish_deployment_secrets,
     stop_mysql_on_a_worker,
     on_the_database_node(rekey_mysql_user),
     on_the_database_node(size_mysql_buffer_pool),
@@ -703,6 +779,7 @@ STEPS = [
     write_redis_config,
     on_the_database_node(write_admin_password_file),
     make_api_certificate,
+    on_the_database_node(restore_requested_dump),
     on_the_database_node(update_airflow_database),
     on_the_database_node(reencrypt_with_the_new_fernet_key),
     on_the_database_node(store_admin_password),

@@ -6,6 +6,7 @@ import os
 import subprocess
 
 from . import layout as L
+from .envfile import read_env_file
 from .runner import sha256_file
 
 # Airflow 3.3's providers (mysql, fab, amazon, ...) need Python 3.11; `auto` takes the
@@ -112,4 +113,13 @@ def airflow_env(ctx, extra=None):
         "PATH": L.VENV + "/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     }
     env.update(extra or {})
+    return env
+
+
+def service_env(ctx):
+    """The environment the Airflow units run with: Airflow's own, then their env files."""
+    env = airflow_env(ctx)
+    for path in (L.AIRFLOW_ENV, L.ROLE_ENV, L.SECRETS_ENV):
+        if os.path.exists(path):
+            env.update(read_env_file(path))
     return env

@@ -1,4 +1,4 @@
-"""IMDSv2 and two AWS JSON-protocol calls (SSM, Secrets Manager) with SigV4, stdlib only."""
+"""IMDSv2, SSM and Secrets Manager (AWS JSON protocol) and S3 objects, signed with SigV4, stdlib only."""
 
 import datetime
 import hashlib
@@ -7,6 +7,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 from urllib.parse import quote
 
 IMDS = "http://169.254.169.254"
@@ -102,9 +103,16 @@ def _hmac(key, msg):
     return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
 
-def sigv4_headers(method, url_host, path, body, *, region, service, creds, extra, now=None):
+def canonical_query(params):
+    """A query string as SigV4 signs it (and as the request must send it): sorted, encoded."""
+    return "&".join(
+        "%s=%s" % (quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in sorted(params.items())
+    )
+
+
+def sigv4_headers(method, url_host, path, body, *, region, service, creds, extra, now=None, query=""):
     """Headers of a request signed with Signature Version 4 (pure); ``extra``: the
-    service's own headers (signed too)."""
+    service's own headers (signed too); ``query``: the canonical query string."""
     now = now or datetime.datetime.utcnow()
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     date = now.strftime("%Y%m%d")
@@ -117,7 +125,7 @@ def sigv4_headers(method, url_host, path, body, *, region, service, creds, extra
         [
             method,
             path,
-            "",
+            query,
             "".join("%s:%s\n" % (k, headers[k].strip()) for k in signed),
             ";".join(signed),
             hashlib.sha256(body).hexdigest(),
@@ -155,6 +163,23 @@ def call(service, target, payload, region, creds, *, endpoint=None, timeout=15):
         raise OSError("%s %s: HTTP %d %s" % (service, target, exc.code, detail)) from exc
 
 
+def query_call(service, action, params, region, creds, *, version, endpoint=None, timeout=15):
+    """One call of an AWS Query-protocol API (CloudWatch, Auto Scaling): a form POST, signed;
+    the XML response's root element. ``params`` are flat: {"MetricData.member.1.MetricName": ...}."""
+    endpoint = (endpoint or "https://%s.%s.amazonaws.com" % (service, region)).rstrip("/")
+    host = endpoint.split("://", 1)[1]
+    body = canonical_query(dict(params, Action=action, Version=version)).encode()
+    form = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
+    headers = sigv4_headers("POST", host, "/", body, region=region, service=service, creds=creds, extra=form)
+    req = urllib.request.Request(endpoint + "/", data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return ET.fromstring(resp.read() or b"<empty/>")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:300]
+        raise OSError("%s %s: HTTP %d %s" % (service, action, exc.code, detail)) from exc
+
+
 def put_ssm_parameter(name, value, region, creds, endpoint=None):
     return call(
         "ssm",
@@ -164,6 +189,18 @@ def put_ssm_parameter(name, value, region, creds, endpoint=None):
         creds,
         endpoint=endpoint,
     )
+
+
+def create_ssm_parameter(name, value, region, creds, endpoint=None):
+    """Create the SecureString unless it exists: True if made, False if it was there."""
+    payload = {"Name": name, "Value": value, "Type": "SecureString", "Overwrite": False}
+    try:
+        call("ssm", "AmazonSSM.PutParameter", payload, region, creds, endpoint=endpoint)
+    except OSError as exc:
+        if "ParameterAlreadyExists" in str(exc):
+            return False
+        raise
+    return True
 
 
 def _unless_missing(missing_error, function, *args, **kwargs):
@@ -206,6 +243,24 @@ def get_secretsmanager_secret(name, region, creds, endpoint=None):
     return doc.get("SecretString") if doc else None
 
 
+def create_secretsmanager_secret(name, value, region, creds, endpoint=None):
+    """Create the secret unless it exists: True if made, False if it was there."""
+    try:
+        call(
+            "secretsmanager",
+            "secretsmanager.CreateSecret",
+            {"Name": name, "SecretString": value},
+            region,
+            creds,
+            endpoint=endpoint,
+        )
+    except OSError as exc:
+        if "ResourceExistsException" in str(exc):
+            return False
+        raise
+    return True
+
+
 def put_secretsmanager_secret(name, value, region, creds, endpoint=None):
     try:
         return call(
@@ -229,21 +284,57 @@ def put_secretsmanager_secret(name, value, region, creds, endpoint=None):
     )
 
 
-def put_s3_object(bucket, key, data, region, creds, *, endpoint=None, timeout=300):
-    """PUT one object (path-style addressing, which every endpoint, moto's too, accepts)."""
+def s3_request(method, bucket, key, region, creds, *, endpoint=None, data=b"", query=None, timeout=300):
+    """One S3 request (path-style addressing, which every endpoint, moto's too, accepts):
+    the response body, or None for HTTP 404."""
     endpoint = (endpoint or "https://s3.%s.amazonaws.com" % region).rstrip("/")
     host = endpoint.split("://", 1)[1]
-    path = "/%s/%s" % (quote(bucket, safe=""), quote(key, safe="/"))
-    # An explicit type: urllib would otherwise send the body as a form, which S3 servers may parse.
-    extra = {
-        "content-type": "application/octet-stream",
-        "x-amz-content-sha256": hashlib.sha256(data).hexdigest(),
-    }
-    headers = sigv4_headers("PUT", host, path, data, region=region, service="s3", creds=creds, extra=extra)
-    req = urllib.request.Request(endpoint + path, data=data, method="PUT", headers=headers)
+    path = (
+        "/%s/%s" % (quote(bucket, safe=""), quote(key, safe="/")) if key else "/%s" % quote(bucket, safe="")
+    )
+    canonical = canonical_query(query or {})
+    # An explicit type: urllib would otherwise send a body as a form, which S3 servers may parse.
+    extra = {"x-amz-content-sha256": hashlib.sha256(data).hexdigest()}
+    if method == "PUT":
+        extra["content-type"] = "application/octet-stream"
+    headers = sigv4_headers(
+        method, host, path, data, region=region, service="s3", creds=creds, extra=extra, query=canonical
+    )
+    url = endpoint + path + ("?" + canonical if canonical else "")
+    req = urllib.request.Request(url, data=data if method == "PUT" else None, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            resp.read()
+            return resp.read()
     except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
         detail = exc.read().decode("utf-8", "replace")[:300]
-        raise OSError("s3 PUT s3://%s/%s: HTTP %d %s" % (bucket, key, exc.code, detail)) from exc
+        raise OSError("s3 %s s3://%s/%s: HTTP %d %s" % (method, bucket, key, exc.code, detail)) from exc
+
+
+def put_s3_object(bucket, key, data, region, creds, *, endpoint=None, timeout=300):
+    if s3_request("PUT", bucket, key, region, creds, endpoint=endpoint, data=data, timeout=timeout) is None:
+        raise OSError("s3 PUT s3://%s/%s: HTTP 404 (no such bucket)" % (bucket, key))
+
+
+def get_s3_object(bucket, key, region, creds, *, endpoint=None, timeout=300):
+    """The object's bytes, or None when there is no such object."""
+    return s3_request("GET", bucket, key, region, creds, endpoint=endpoint, timeout=timeout)
+
+
+def list_s3_keys(bucket, prefix, region, creds, *, endpoint=None):
+    """Every key under ``prefix`` (ListObjectsV2, page after page)."""
+    keys, token = [], None
+    while True:
+        query = {"list-type": "2", "prefix": prefix}
+        if token:
+            query["continuation-token"] = token
+        body = s3_request("GET", bucket, "", region, creds, endpoint=endpoint, query=query)
+        if body is None:
+            raise OSError("s3 ListObjectsV2 s3://%s/%s: no such bucket" % (bucket, prefix))
+        root = ET.fromstring(body)
+        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        keys += [node.text for node in root.iter(ns + "Key")]
+        token = root.findtext(ns + "NextContinuationToken")
+        if root.findtext(ns + "IsTruncated") != "true" or not token:
+            return keys

@@ -62,12 +62,13 @@ SETTINGS = (
     "admin_username",
     "admin_password_store",
     "admin_password_name",
-    "cluster_secret_store",
+    "secret_store",
     "aws_endpoint_url",
     "log_retention_days",
     "db_retention_days",
     "backup_retention_days",
     "backup_s3_uri",
+    "backup_interval_minutes",
 )
 # The facts of an OS profile (its settings layer's os_facts), not choices.
 OS_FACTS = (
@@ -132,6 +133,29 @@ class OsFacts(collections.namedtuple("OsFacts", OS_FACTS)):
         return cls(**{name: settings["os_facts"][name] for name in cls._fields})
 
 
+# ---- a deployment: what outlives its instances ----
+
+
+def deployment_secret_name(store, deployment):
+    """The deployment's secrets document: SSM SecureString name, or a Secrets Manager
+    secret's (which takes no leading /)."""
+    name = "airflow-ami/%s/secrets" % deployment
+    return "/" + name if store == "ssm" else name
+
+
+def deployment_controller_name(store, deployment):
+    """Where a cluster's controller says its private address (workers follow it)."""
+    name = "airflow-ami/%s/controller" % deployment
+    return "/" + name if store == "ssm" else name
+
+
+def backup_location(uri, owner):
+    """(bucket, key prefix) of the dumps of ``owner`` (a deployment, else an instance id)
+    under backup_s3_uri ``uri``: s3://BUCKET/PREFIX/<owner>/."""
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    return bucket, "/".join(p for p in (prefix.strip("/"), owner) if p) + "/"
+
+
 # ---- the user-data document ----
 
 CLUSTER_RE = re.compile(CLUSTER_NAME_PATTERN)
@@ -143,9 +167,23 @@ DEFAULT_QUEUES = ("default",)
 S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?$"
 S3_URI_RE = re.compile(S3_URI_PATTERN)
 
-Role = collections.namedtuple("Role", "role cluster controller dags_s3_uri worker_concurrency worker_queues")
+# How often a database node dumps its database (user data backup_interval_minutes, else the
+# bake's setting): every hour by default, so a lost instance loses at most an hour and the
+# backup timer's tick (layout.BACKUP_TICK_MINUTES).
+MIN_BACKUP_INTERVAL_MINUTES, MAX_BACKUP_INTERVAL_MINUTES = 5, 1440
+# restore: the newest dump of the deployment, or one dump named by its URI.
+RESTORE_LATEST = "latest"
+DUMP_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*'()/-]+\.sql\.gz$")
 
-STANDALONE = Role("standalone", None, None, None, None, DEFAULT_QUEUES)
+Role = collections.namedtuple(
+    "Role",
+    "role cluster controller dags_s3_uri worker_concurrency worker_queues"
+    " deployment backup_s3_uri backup_interval_minutes restore",
+)
+
+STANDALONE = Role("standalone", None, None, None, None, DEFAULT_QUEUES, None, None, None, None)
+# Keys only the node holding the database takes (a standalone instance or a controller).
+DATABASE_NODE_KEYS = ("backup_s3_uri", "backup_interval_minutes", "restore")
 
 
 class BadUserData(ValueError):
@@ -167,19 +205,41 @@ def _controller_address(value):
     return _fail("controller", "the controller's private IP address or DNS name", value)
 
 
-def user_data(role, cluster, dags_s3_uri, controller=None, worker_concurrency=None):
-    """The document that launches ``role`` into ``cluster`` ("" for a standalone instance).
+def _whole(value, low, high):
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
 
-    Both clouds' launches write it with this function; parse_user_data reads it.
+
+def user_data(
+    role,
+    *,
+    cluster="",
+    dags_s3_uri="",
+    controller=None,
+    worker_concurrency=None,
+    deployment="",
+    backup_s3_uri="",
+    backup_interval_minutes=None,
+    restore="",
+):
+    """The document that launches an instance of ``role`` ("" when it asks nothing of it).
+
+    Both clouds' launches write it with this function; parse_user_data reads it. A
+    cluster's deployment is the cluster: its name is not repeated.
     """
-    if role == "standalone":
-        return ""
-    doc = {"role": role, "cluster": cluster, "dags_s3_uri": dags_s3_uri}
-    if controller:
-        doc["controller"] = controller
-    if worker_concurrency:
-        doc["worker_concurrency"] = worker_concurrency
-    return json.dumps(doc, sort_keys=True)
+    doc = {"role": role}
+    if role != "standalone":
+        doc.update(cluster=cluster, dags_s3_uri=dags_s3_uri)
+    elif deployment:
+        doc["deployment"] = deployment
+    optional = {
+        "controller": controller,
+        "worker_concurrency": worker_concurrency,
+        "backup_s3_uri": backup_s3_uri,
+        "backup_interval_minutes": backup_interval_minutes,
+        "restore": restore,
+    }
+    doc.update({key: value for key, value in optional.items() if value})
+    return "" if doc == {"role": "standalone"} else json.dumps(doc, sort_keys=True)
 
 
 def parse_user_data(text):
@@ -200,14 +260,26 @@ def parse_user_data(text):
     role = doc.get("role", "standalone")
     if role not in ROLES:
         _fail("role", "one of %s" % ", ".join(ROLES), role)
+    backups = _database_node_keys(doc, role)
     if role == "standalone":
-        extra = sorted(k for k in doc if k != "role")
+        extra = sorted(k for k in doc if k not in ("role", "deployment", *DATABASE_NODE_KEYS))
         if extra:
             _fail(extra[0], "only for a controller or a worker", doc[extra[0]])
-        return STANDALONE
+        deployment = doc.get("deployment")
+        if deployment is not None and (not isinstance(deployment, str) or not CLUSTER_RE.match(deployment)):
+            _fail(
+                "deployment",
+                "1-40 lower-case letters, digits and -, starting with a letter or digit",
+                deployment,
+            )
+        if backups[2] == RESTORE_LATEST and deployment is None:
+            _fail("restore", "latest only with a deployment (whose backups it names)", backups[2])
+        return STANDALONE._replace(deployment=deployment, **dict(zip(DATABASE_NODE_KEYS, backups)))
     cluster = doc.get("cluster")
     if not isinstance(cluster, str) or not CLUSTER_RE.match(cluster):
         _fail("cluster", "1-40 lower-case letters, digits and -, starting with a letter or digit", cluster)
+    if "deployment" in doc and doc["deployment"] != cluster:
+        _fail("deployment", "the cluster's name (a cluster is its deployment)", doc["deployment"])
     controller = None
     if role == "worker":
         controller = _controller_address(doc.get("controller"))
@@ -217,11 +289,7 @@ def parse_user_data(text):
     if not isinstance(dags, str) or not S3_URI_RE.match(dags):
         _fail("dags_s3_uri", "s3://BUCKET[/PREFIX], the DAG bundle every node of the cluster reads", dags)
     concurrency = doc.get("worker_concurrency")
-    if concurrency is not None and (
-        isinstance(concurrency, bool)
-        or not isinstance(concurrency, int)
-        or not 1 <= concurrency <= MAX_WORKER_CONCURRENCY
-    ):
+    if concurrency is not None and not _whole(concurrency, 1, MAX_WORKER_CONCURRENCY):
         _fail("worker_concurrency", "an integer 1-%d" % MAX_WORKER_CONCURRENCY, concurrency)
     queues = doc.get("worker_queues", list(DEFAULT_QUEUES))
     if (
@@ -232,4 +300,33 @@ def parse_user_data(text):
         _fail("worker_queues", "a non-empty list of queue names (letters, digits, _ . -)", queues)
     if role == "controller" and ("worker_concurrency" in doc or "worker_queues" in doc):
         _fail("worker_concurrency/worker_queues", "only for a worker", doc.get("worker_concurrency"))
-    return Role(role, cluster, controller, dags, concurrency, tuple(queues))
+    return Role(role, cluster, controller, dags, concurrency, tuple(queues), cluster, *backups)
+
+
+def _database_node_keys(doc, role):
+    """(backup_s3_uri, backup_interval_minutes, restore) as given, each checked."""
+    given = [key for key in DATABASE_NODE_KEYS if key in doc]
+    if given and role == "worker":
+        _fail(
+            given[0], "only for the instance holding the database (standalone or controller)", doc[given[0]]
+        )
+    uri = doc.get("backup_s3_uri")
+    if uri is not None and (not isinstance(uri, str) or not S3_URI_RE.match(uri)):
+        _fail("backup_s3_uri", "s3://BUCKET[/PREFIX], where the dumps go", uri)
+    interval = doc.get("backup_interval_minutes")
+    if interval is not None and not _whole(
+        interval, MIN_BACKUP_INTERVAL_MINUTES, MAX_BACKUP_INTERVAL_MINUTES
+    ):
+        _fail(
+            "backup_interval_minutes",
+            "an integer %d-%d" % (MIN_BACKUP_INTERVAL_MINUTES, MAX_BACKUP_INTERVAL_MINUTES),
+            interval,
+        )
+    restore = doc.get("restore")
+    if (
+        restore is not None
+        and restore != RESTORE_LATEST
+        and not (isinstance(restore, str) and DUMP_URI_RE.match(restore))
+    ):
+        _fail("restore", "latest, or the s3:// URI of a dump (.sql.gz)", restore)
+    return uri, interval, restore

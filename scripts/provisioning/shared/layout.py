@@ -42,6 +42,18 @@ BUILD_DIR = STATE_DIR + "/build"  # uv, its cache, constraints: removed by clean
 BUILD_PACKAGES_RECORD = STATE_DIR + "/build-packages.json"
 VENV_SPEC_STAMP = VENV + "/.airflow-ami-spec.json"
 BACKUP_DIR = "/var/backups/airflow"  # airflow-db-backup.service's dumps (0700 airflow)
+# What first boot decided about this instance's deployment and backups (user data, else the
+# bake's settings): deployment, backup_s3_uri, backup_interval_minutes.
+DEPLOYMENT_RECORD = STATE_DIR + "/deployment.json"
+# The dump first boot restored (user data restore), so a boot killed later does not load it again.
+RESTORED_RECORD = STATE_DIR + "/restored.json"
+# The backup timer ticks this often; a tick dumps once backup_interval_minutes have passed.
+BACKUP_TICK_MINUTES = 5
+# A restore loads into the first and swaps it in; the second holds the tables it replaced.
+MYSQL_RESTORE_DATABASE = "airflow_restoring"
+MYSQL_REPLACED_DATABASE = "airflow_replaced"
+# The tables a dump's manifest counts the rows of (an upgrade checks them one by one).
+COUNTED_TABLES = ("dag", "dag_run", "task_instance", "xcom", "connection", "variable", "ab_user")
 BACKUP_CLI = "/usr/local/sbin/airflow-ami-backup"
 BACKUP_UNIT = "airflow-db-backup.service"
 # Settings naming what only the build needs: gone from the image (settings.json,
@@ -122,11 +134,13 @@ AIRFLOW_SERVICES = (
 SERVICE_UNITS = tuple(s["unit"] for s in AIRFLOW_SERVICES)
 (WORKER_SERVICE,) = (s for s in AIRFLOW_SERVICES if s["roles"] == ("worker",))
 FIRSTBOOT_UNIT = "airflow-firstboot.service"
-# All that first boot writes (its sandbox makes the rest of the system read-only).
-FIRSTBOOT_WRITES = (ETC_AIRFLOW, STATE_DIR, AIRFLOW_HOME)
+# All that first boot writes (its sandbox makes the rest of the system read-only); BACKUP_DIR:
+# a restore at first boot downloads its dump there and dumps the live database first.
+FIRSTBOOT_WRITES = (ETC_AIRFLOW, STATE_DIR, AIRFLOW_HOME, BACKUP_DIR)
 AIRFLOW_TARGET = "airflow.target"
-# Housekeeping that keeps the disk bounded, each a oneshot service run by a timer
-# (the timers from provisioning/bake/templates/airflow-housekeeping.timer.j2, one per entry).
+# Housekeeping that keeps the disk bounded and the data safe, each a oneshot service run by a
+# timer (from provisioning/bake/templates/airflow-housekeeping.timer.j2, one per entry): daily,
+# or at `on_calendar`.
 HOUSEKEEPING = (
     {
         "unit": "airflow-log-prune.service",
@@ -139,7 +153,9 @@ HOUSEKEEPING = (
     {
         "unit": BACKUP_UNIT,
         "timer": "airflow-db-backup.timer",
-        "description": "dump the metadata database (and copy it to backup_s3_uri)",
+        "description": "dump the metadata database when backup_interval_minutes have passed"
+        " (and copy it to backup_s3_uri)",
+        "on_calendar": "*:0/%d" % BACKUP_TICK_MINUTES,
         "roles": ("standalone", "controller"),
         "memory_high": "20%",
         "memory_max": "30%",
@@ -154,10 +170,15 @@ HOUSEKEEPING = (
         "memory_max": "30%",
     },
 )
-TIMERS = tuple(job["timer"] for job in HOUSEKEEPING)
+# A named deployment's nodes compare their secrets (and a worker its controller's address)
+# with the store this often, as root, and take the store's (running/secrets.py).
+SECRETS_REFRESH_UNIT = "airflow-secrets-refresh.service"
+SECRETS_REFRESH_TIMER = "airflow-secrets-refresh.timer"
+SECRETS_REFRESH_MINUTES = 2
+TIMERS = (*(job["timer"] for job in HOUSEKEEPING), SECRETS_REFRESH_TIMER)
 # Enabled at bake time; UNIT_FILES are all the unit files the image installs.
 UNITS = (FIRSTBOOT_UNIT, *SERVICE_UNITS, AIRFLOW_TARGET, *TIMERS)
-UNIT_FILES = (*UNITS, *(job["unit"] for job in HOUSEKEEPING))
+UNIT_FILES = (*UNITS, *(job["unit"] for job in HOUSEKEEPING), SECRETS_REFRESH_UNIT)
 JOURNALD_DROPIN = "/etc/systemd/journald.conf.d/airflow-ami.conf"
 API_SERVER_UNIT = "airflow-api-server.service"
 SCHEDULER_UNIT = "airflow-scheduler.service"

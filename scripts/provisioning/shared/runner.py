@@ -55,6 +55,13 @@ class Context(object):
         self.env = dict(os.environ)
         self.timings = []
 
+    def another(self):
+        """A context for another program's steps (state of their own), sharing the settings,
+        the OS, dry-run and the secrets to redact."""
+        ctx = Context(self.settings, self.bundle, self.dry_run, self.os, facts=self.facts)
+        ctx.secrets = self.secrets
+        return ctx
+
     # -- logging ---------------------------------------------------------
     def redact(self, text):
         text = str(text)

@@ -54,6 +54,20 @@ def test_local_images_lists_base_and_captured_images(tmp_path: Path) -> None:
         cloud.image_rootfs(cache, "ami-unknown")
 
 
+def test_a_launched_image_is_the_last_the_cache_prunes(tmp_path: Path) -> None:
+    cache = fake_cache(tmp_path)
+    for n, ami_id in enumerate(("ami-0000000000000000a", "ami-0000000000000000b")):
+        (cache / "amis" / ami_id / "rootfs").mkdir(parents=True)
+        (cache / "amis" / ami_id / "meta.json").write_text(
+            json.dumps({"ami_id": ami_id, "name": ami_id, "built": 1.0, "source_ami": "s"})
+        )
+        os.utime(cache / "amis" / ami_id, (1.5e9 + n, 1.5e9 + n))
+    os.utime(cache / "amis" / "ami-0aaaabbbbccccdddd", (1e9, 1e9))
+    cloud.image_rootfs(cache, "ami-0aaaabbbbccccdddd")  # launched: the oldest is used now
+    pruned = cloud.prune_images(cache / "amis", 2)
+    assert [p.name for p in pruned] == ["ami-0000000000000000a"]
+
+
 @pytest.fixture
 def moto_server(tmp_path: Path) -> Iterator[dict[str, int]]:
     cache = fake_cache(tmp_path)

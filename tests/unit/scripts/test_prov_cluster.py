@@ -1,4 +1,4 @@
-"""A cluster's first boot: the role decides what is made, shared, written and run."""
+"""A cluster's first boot: the role decides what runs and with what (its secrets: test_prov_deployment)."""
 
 import json
 
@@ -22,12 +22,6 @@ WORKER = parse_user_data(
         }
     )
 )
-SHARED = {
-    "fernet_key": "F" * 44,
-    "jwt_secret": "J" * 64,
-    "api_secret_key": "A" * 64,
-    "broker_password": "B" * 32,
-}
 
 
 class FakeImds:
@@ -35,67 +29,11 @@ class FakeImds:
         return {"access_key": "AK", "secret_key": "SK", "token": "TOKEN"}
 
 
-@pytest.fixture
-def store(monkeypatch):
-    """The cluster's secret store, in memory: name -> document."""
-    documents = {}
-
-    def read(store_kind, name, region, creds, endpoint=None):
-        text = documents.get(cluster.secret_name(store_kind, name))
-        return json.loads(text) if text else None
-
-    def write(store_kind, name, secrets, region, creds, *, endpoint=None):
-        documents[cluster.secret_name(store_kind, name)] = json.dumps(
-            {k: secrets[k] for k in cluster.SHARED_SECRETS}
-        )
-
-    monkeypatch.setattr(firstboot, "read_shared", read)
-    monkeypatch.setattr(firstboot, "store_shared", write)
-    monkeypatch.setattr(firstboot, "SHARED_SECRETS_PATIENCE", 0)
-    return documents
-
-
 def booted(role, existing=None):
-    ctx = RecordingContext({"cluster_secret_store": "ssm"}, state=firstboot.FirstbootState())
+    ctx = RecordingContext({"secret_store": "ssm"}, state=firstboot.FirstbootState())
     ctx.state.role, ctx.state.imds, ctx.state.mode = role, FakeImds(), "complete"
     ctx.state.existing = dict(existing or {})
     return ctx
-
-
-def test_the_controller_makes_and_stores_what_its_workers_need(store):
-    ctx = booted(CONTROLLER)
-    firstboot.fetch_cluster_secrets(ctx)
-    firstboot.generate_secrets(ctx)
-    firstboot.publish_cluster_secrets(ctx)
-    stored = json.loads(store["/airflow-ami/analytics/shared-secrets"])
-    assert stored == {name: ctx.state.generated[name] for name in cluster.SHARED_SECRETS}
-    assert set(ctx.state.generated) == set(cluster.ROLE_SECRETS["controller"])
-    assert "TOKEN" in ctx.secrets and "SK" in ctx.secrets
-
-
-def test_a_worker_holds_its_controllers_secrets_and_no_database_or_admin(store):
-    store["/airflow-ami/analytics/shared-secrets"] = json.dumps(SHARED)
-    ctx = booted(WORKER)
-    firstboot.fetch_cluster_secrets(ctx)
-    firstboot.generate_secrets(ctx)
-    assert ctx.state.generated == SHARED
-    firstboot.write_secrets_env(ctx)
-    env = ctx.written[layout.SECRETS_ENV]
-    env = env.decode() if isinstance(env, bytes) else env
-    assert "SQL_ALCHEMY_CONN" not in env
-    assert f"AIRFLOW__CELERY__BROKER_URL='redis://:{SHARED['broker_password']}@10.0.1.5:6379/0'" in env
-    assert firstboot.on_the_database_node(firstboot.update_airflow_database)(ctx) == "skipped"
-
-
-def test_a_worker_without_its_controllers_secrets_fails_saying_so(store):
-    with pytest.raises(firstboot.StepFailed, match="no shared secrets for cluster analytics"):
-        firstboot.fetch_cluster_secrets(booted(WORKER))
-
-
-def test_a_worker_that_cannot_reach_the_store_keeps_the_secrets_it_has(store):
-    ctx = booted(WORKER, existing=SHARED)
-    assert firstboot.fetch_cluster_secrets(ctx) is None
-    assert ctx.state.existing == SHARED
 
 
 def test_role_env_of_a_worker_points_it_at_the_controller():

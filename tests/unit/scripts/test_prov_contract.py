@@ -19,11 +19,11 @@ def test_no_document_of_ours_means_standalone(text):
 def test_a_controller_and_a_worker():
     controller = {"role": "controller", "cluster": "analytics", "dags_s3_uri": DAGS}
     assert parse_user_data(json.dumps(controller)) == Role(
-        "controller", "analytics", None, DAGS, None, ("default",)
+        "controller", "analytics", None, DAGS, None, ("default",), "analytics", None, None, None
     )
     doc = {**WORKER, "worker_concurrency": 8, "worker_queues": ["default", "heavy"]}
     assert parse_user_data(json.dumps(doc)) == Role(
-        "worker", "analytics", "10.0.1.5", DAGS, 8, ("default", "heavy")
+        "worker", "analytics", "10.0.1.5", DAGS, 8, ("default", "heavy"), "analytics", None, None, None
     )
     assert parse_user_data(json.dumps({**WORKER, "controller": "ip-10-0-1-5.ec2.internal"})).controller
 
@@ -56,6 +56,17 @@ BAD = [
         "only for a worker",
     ),
     (json.dumps({"role": "standalone", "cluster": "c"}), "only for a controller or a worker"),
+    # What outlives instances: a deployment, its backups, a restore.
+    (json.dumps({"role": "standalone", "deployment": "Prod"}), "user data deployment"),
+    (
+        json.dumps({"role": "controller", "cluster": "c", "dags_s3_uri": DAGS, "deployment": "d"}),
+        "a cluster is",
+    ),
+    (json.dumps({"role": "standalone", "restore": "latest"}), "latest only with a deployment"),
+    (json.dumps({"role": "standalone", "restore": "s3://b/dump.sql"}), "user data restore"),
+    (json.dumps({"role": "standalone", "backup_interval_minutes": 1}), "backup_interval_minutes"),
+    (json.dumps({"role": "standalone", "backup_s3_uri": "/var/backups"}), "backup_s3_uri"),
+    (json.dumps({**WORKER, "restore": "latest"}), "only for the instance holding the database"),
 ]
 
 
@@ -68,11 +79,25 @@ def test_bad_user_data_is_one_line_naming_what_is_wrong(text, named):
 
 
 def test_the_document_both_clouds_write_is_the_one_first_boot_reads():
-    assert contract.user_data("standalone", "", "") == ""
-    controller = contract.user_data("controller", "analytics", DAGS)
-    assert parse_user_data(controller) == Role("controller", "analytics", None, DAGS, None, ("default",))
-    worker = contract.user_data("worker", "analytics", DAGS, "10.0.1.5", 4)
-    assert parse_user_data(worker) == Role("worker", "analytics", "10.0.1.5", DAGS, 4, ("default",))
+    assert contract.user_data("standalone") == ""
+    controller = contract.user_data(
+        "controller", cluster="analytics", dags_s3_uri=DAGS, backup_interval_minutes=30
+    )
+    assert parse_user_data(controller) == Role(
+        "controller", "analytics", None, DAGS, None, ("default",), "analytics", None, 30, None
+    )
+    worker = contract.user_data(
+        "worker", cluster="analytics", dags_s3_uri=DAGS, controller="10.0.1.5", worker_concurrency=4
+    )
+    assert parse_user_data(worker) == Role(
+        "worker", "analytics", "10.0.1.5", DAGS, 4, ("default",), "analytics", None, None, None
+    )
+    named = contract.user_data(
+        "standalone", deployment="prod", restore="latest", backup_s3_uri="s3://backups/p"
+    )
+    assert parse_user_data(named) == STANDALONE._replace(
+        deployment="prod", backup_s3_uri="s3://backups/p", restore="latest"
+    )
 
 
 def test_settings_json_lacking_a_key_is_refused_naming_every_missing_one(tmp_path):

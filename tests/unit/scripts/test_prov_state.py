@@ -47,6 +47,8 @@ def test_firstboot_state_defaults():
         "mode": None,
         "parallelism": None,
         "mem_mib": None,
+        "stored": set(),
+        "first_of_deployment": False,
         "generated": {},
     }
 

@@ -28,9 +28,14 @@ def test_airflow_units_come_from_layout_alone():
         *layout.SERVICE_UNITS,
         layout.AIRFLOW_TARGET,
         *(job["timer"] for job in layout.HOUSEKEEPING),
+        layout.SECRETS_REFRESH_TIMER,
     }
     assert set(layout.SERVICE_UNITS) == {s["unit"] for s in layout.AIRFLOW_SERVICES}
-    assert set(layout.UNIT_FILES) == {*layout.UNITS, *(job["unit"] for job in layout.HOUSEKEEPING)}
+    assert set(layout.UNIT_FILES) == {
+        *layout.UNITS,
+        *(job["unit"] for job in layout.HOUSEKEEPING),
+        layout.SECRETS_REFRESH_UNIT,
+    }
     assert {dest for _, dest, _ in layout.RENDERED_FILES} >= {
         layout.SYSTEMD_DIR + "/" + unit for unit in layout.UNIT_FILES
     }

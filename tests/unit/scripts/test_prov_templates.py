@@ -12,8 +12,7 @@ import time
 import jinja2
 import pytest
 from provisioning.bake.imagecheck import airflow_cfg_secret_options
-from provisioning.boot.cluster import secret_name
-from provisioning.shared import layout
+from provisioning.shared import contract, layout
 from provisioning.shared.envfile import parse_env_text
 
 from airflow_ami.image.render import SYSTEMD_DIRECTIVES, TEMPLATES_DIR, environment, instance_files
@@ -245,10 +244,7 @@ def test_amazon_linux_2_units_get_only_what_systemd_219_knows():
     } <= modern
     assert "ProtectSystem=full" not in modern
     first = render_all(settings("debian"))["airflow-firstboot.service"].splitlines()
-    assert (
-        "Restart=on-failure" in first
-        and "ReadWritePaths=/etc/airflow /var/lib/airflow-ami /opt/airflow" in first
-    )
+    assert "Restart=on-failure" in first and f"ReadWritePaths={' '.join(layout.FIRSTBOOT_WRITES)}" in first
     assert "Restart=on-failure" not in files["airflow-firstboot.service"].splitlines()  # a oneshot on 219
 
 
@@ -347,6 +343,6 @@ def test_each_role_starts_only_its_units_and_bad_user_data_is_not_retried(os_nam
 
 
 def test_two_clusters_keep_their_secrets_apart():
-    assert secret_name("ssm", "a") != secret_name("ssm", "b")
-    assert secret_name("ssm", "a") == "/airflow-ami/a/shared-secrets"
-    assert secret_name("secretsmanager", "a") == "airflow-ami/a/shared-secrets"
+    assert contract.deployment_secret_name("ssm", "a") != contract.deployment_secret_name("ssm", "b")
+    assert contract.deployment_secret_name("ssm", "a") == "/airflow-ami/a/secrets"
+    assert contract.deployment_secret_name("secretsmanager", "a") == "airflow-ami/a/secrets"
