@@ -115,9 +115,10 @@ def teardown(c: Context, settings: Target) -> None:
 
 
 @cli.settings_task(BakeSettings, LaunchSettings, cloud="local")
-def rehearse(c: Context, settings: BakeSettings, launching: LaunchSettings) -> None:
-    """The main job: build-ami, launch, verify, teardown in the local cloud; prints phase durations."""
-    cli.rehearse(settings, launching, shlex.split(c.remainder))
+def rehearse(c: Context, settings: BakeSettings, launching: LaunchSettings, ami: str = "") -> None:
+    """The main job: build-ami, launch, verify, teardown in the local cloud; prints phase durations
+    (--ami ID: rehearse that AMI, no bake)."""
+    cli.rehearse(settings, launching, shlex.split(c.remainder), ami)
 
 
 @cli.settings_task(BakeSettings, LaunchSettings, flags=cli.names_of(BakeSettings), cloud="local")

@@ -309,9 +309,9 @@ def share_ami(settings: BakeSettings, accounts: str, ami: str) -> None:
         )
 
 
-def rehearse(settings: BakeSettings, launching: LaunchSettings, pytest_args: list[str]) -> None:
+def rehearse(settings: BakeSettings, launching: LaunchSettings, pytest_args: list[str], ami: str) -> None:
     with exit_codes():
-        code = lifecycle.rehearse(settings, launching, pytest_args)
+        code = lifecycle.rehearse(settings, launching, pytest_args, ami_id=ami)
     if code != 0:
         raise Exit("rehearse: the launched instance failed verification (see above)", code=EXIT_FAILED)
 

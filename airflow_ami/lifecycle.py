@@ -19,10 +19,11 @@ from airflow_ami.builddir import BuildDir, MissingRecord
 from airflow_ami.clouds import Cloud, InstanceRecord
 from airflow_ami.clouds.aws import AwsCloud, port_forward_command
 from airflow_ami.clouds.local import LocalCloud
-from airflow_ami.image import build
+from airflow_ami.image import amis, build
 from airflow_ami.image.record import Baked
 from airflow_ami.seam import layout
 from airflow_ami.settings import BakeSettings, LaunchSettings, Target
+from airflow_ami.settings.fields import SettingsError
 
 CLOUDS: dict[str, Callable[[], Cloud]] = {"aws": AwsCloud, "local": LocalCloud}
 
@@ -257,21 +258,30 @@ def rehearse(
     launching: LaunchSettings,
     pytest_args: Sequence[str] = (),
     out: TextIO = sys.stdout,
+    ami_id: str = "",
 ) -> int:
     """build-ami -> launch -> verify -> teardown; teardown runs whatever happens.
 
-    With --workers N: the last build's AMI if it is still there (else a build), a
-    controller and N workers of --cluster (default "rehearsal"), the cluster verified.
+    With `ami_id` (--ami): that AMI, no bake (this week's image verified again). With
+    --workers N: the last build's AMI if it is still there (else a build), a controller
+    and N workers of --cluster (default "rehearsal"), the cluster verified.
     """
+    if ami_id and not amis.AMI_ID_RE.match(ami_id):
+        raise SettingsError(
+            "ami", "an AMI id: ami- and 8 to 17 hex digits, as `./bake build-ami` prints", ami_id
+        )
     timings: dict[str, float] = {}
     details: dict[str, float] = {}
     status = "failed"
     code = 1
     try:
-        ami_id = reusable_ami(settings) if launching.workers else ""
         if ami_id:
-            out.write(f"rehearse: reusing {ami_id} (build/{settings.build_name}/ami.json)\n")
-        else:
+            out.write(f"rehearse: rehearsing {ami_id} (--ami: no bake)\n")
+        elif launching.workers:
+            ami_id = reusable_ami(settings)
+            if ami_id:
+                out.write(f"rehearse: reusing {ami_id} (build/{settings.build_name}/ami.json)\n")
+        if not ami_id:
             with phase("build-ami", timings, out):
                 record = build_image(settings)
             details, ami_id = record["timings"], record["ami_id"]

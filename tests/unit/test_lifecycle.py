@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from airflow_ami import lifecycle
 from airflow_ami.clouds import InstanceRecord
 from airflow_ami.image.record import Baked
 from airflow_ami.settings import RECORD, BakeSettings, LaunchSettings, load
+from airflow_ami.settings.fields import SettingsError
 
 
 def record_a_bake(ami_id: str, **bake: str) -> None:
@@ -77,3 +79,23 @@ def test_launch_waits_for_airflow_only_when_asked(
     record_a_bake("ami-1")
     (head,) = lifecycle.launch(load(LaunchSettings, cli={"cloud": "local"}), "ami-1", wait=wait)
     assert head.instance_id == "i-1" and waited == (["i-1"] if wait else [])
+
+
+def test_rehearse_with_an_ami_bakes_nothing_and_tears_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def no_bake(settings: object) -> dict[str, object]:
+        raise AssertionError("rehearse --ami baked")
+
+    monkeypatch.setattr(lifecycle, "build_image", no_bake)
+    monkeypatch.setattr(lifecycle, "launch", lambda settings, ami, out: calls.append(f"launch {ami}"))
+    monkeypatch.setattr(lifecycle, "verify_instance", lambda *a, **kw: calls.append("verify") or 0)
+    monkeypatch.setattr(lifecycle, "teardown", lambda settings: calls.append("teardown") or [])
+    bake, launching = load(BakeSettings, cli={"cloud": "local"}), load(LaunchSettings, cli={"cloud": "local"})
+    out = io.StringIO()
+    assert lifecycle.rehearse(bake, launching, out=out, ami_id="ami-0123456789abcdef0") == 0
+    assert calls == ["launch ami-0123456789abcdef0", "verify", "teardown"]
+    assert "rehearse: passed" in out.getvalue() and "--- build-ami" not in out.getvalue()
+    with pytest.raises(SettingsError, match="setting ami: must be an AMI id"):
+        lifecycle.rehearse(bake, launching, out=out, ami_id="ami-nope")
+    assert calls[3:] == [], "a bad --ami reaches no cloud"
