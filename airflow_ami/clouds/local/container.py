@@ -77,13 +77,18 @@ def copy_image(image: Path, dest: Path) -> None:
 
 def prepare_rootfs(rootfs: Path, slot: Slot, nameservers: list[str], dnat_to: str | None) -> None:
     hostname = hostname_for(slot.guest_ip)
-    (rootfs / "etc/hostname").write_text(hostname + "\n")
     hosts = f"127.0.0.1 localhost\n::1 localhost\n{slot.guest_ip} {hostname}\n"
-    (rootfs / "etc/hosts").write_text(hosts)
     resolv = rootfs / "etc/resolv.conf"
     if resolv.is_symlink() or resolv.exists():
         resolv.unlink()
-    resolv.write_text(instance_resolv_conf(slot, nameservers, dnat_to))
+    for path, text in (
+        (rootfs / "etc/hostname", hostname + "\n"),
+        (rootfs / "etc/hosts", hosts),
+        (resolv, instance_resolv_conf(slot, nameservers, dnat_to)),
+    ):
+        path.write_text(text)
+        # Whatever our umask: apt resolves names as its _apt user, which a 600 file shuts out.
+        path.chmod(0o644)
 
 
 def imds_document(record: dict[str, Any], region: str, public_key: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ checked current. Anything failing after the swap swaps the old tables back.
 At first boot (user data `restore`) the same runs before any Airflow service.
 """
 
+import contextlib
 import glob
 import gzip
 import hashlib
@@ -220,13 +221,25 @@ def upload_to_s3(ctx):
     return None
 
 
+@contextlib.contextmanager
+def private_files():
+    """New files for root only while it lasts (a dump holds every row of the metadata
+    database), then the caller's umask back: first boot goes on after a restore, and a
+    process-wide 077 left behind makes every later file and directory private."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def main(ctx, when_due=False):
-    os.umask(0o077)  # a dump holds every row of the metadata database
     ctx.state = BackupState()
     if when_due and not due(ctx):
         return 0
     steps = [dump_database, write_manifest, prune_old_backups, upload_to_s3]
-    return run_steps(ctx, steps, "backup")
+    with private_files():
+        return run_steps(ctx, steps, "backup")
 
 
 # ---- restore ----
@@ -482,11 +495,11 @@ def restore(ctx, source=None, manage_services=True):
     """Replace the metadata database by a dump (see the module's docstring); 0 when done."""
     if os.geteuid() != 0:
         raise StepFailed("restore must run as root (sudo airflow-ami-backup restore)")
-    os.umask(0o077)
     ctx.state = RestoreState(source, manage_services)
-    status = run_steps(ctx, RESTORE_STEPS, "restore")
-    if status != 0 and ctx.state.swapped:
-        swap_back(ctx)
+    with private_files():
+        status = run_steps(ctx, RESTORE_STEPS, "restore")
+        if status != 0 and ctx.state.swapped:
+            swap_back(ctx)
     if status != 0 and ctx.state.was_running:
         systemd.systemctl(ctx, "start", L.AIRFLOW_TARGET)
     return status

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
-from airflow_ami.clouds.local import network
+from airflow_ami.clouds.local import container, network
 from airflow_ami.clouds.local.network import Slot
 from airflow_ami.clouds.local.system import LocalCloudError
 
@@ -74,3 +76,19 @@ def test_every_instance_reaches_moto_at_one_address_that_no_slot_has() -> None:
     slots = (Slot(i) for i in range(network.MAX_SLOTS))
     assert all(network.AWS_API_ADDRESS not in (s.host_ip, s.guest_ip) for s in slots)
     assert f"http://{network.AWS_API_ADDRESS}" == network.AWS_API_URL
+
+
+def test_an_instance_s_name_files_are_world_readable_whatever_the_umask(tmp_path: Path) -> None:
+    """apt resolves names as its _apt user: a resolv.conf of mode 600 left it no index."""
+    (tmp_path / "etc").mkdir()
+    previous = os.umask(0o077)
+    try:
+        container.prepare_rootfs(tmp_path, Slot(3), ["192.0.2.53"], None)
+    finally:
+        os.umask(previous)
+    modes = {
+        name: stat.S_IMODE((tmp_path / "etc" / name).stat().st_mode)
+        for name in ("hostname", "hosts", "resolv.conf")
+    }
+    assert modes == dict.fromkeys(modes, 0o644)
+    assert "nameserver 192.0.2.53" in (tmp_path / "etc/resolv.conf").read_text()

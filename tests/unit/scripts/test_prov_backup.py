@@ -73,11 +73,7 @@ def test_a_dump_is_consistent_gzipped_private_needs_no_password_and_has_its_mani
     fake_bin(backups, monkeypatch, "mysqldump", 'echo "-- args: $*"\n')
     (backups / "deployment.json").write_text(json.dumps({"deployment": "prod", "backup_s3_uri": ""}))
     ctx = Database({"backup_retention_days": 7})
-    umask = os.umask(0o022)  # backup.main sets its own; give the rest of the session its own back
-    try:
-        assert backup.main(ctx) == 0
-    finally:
-        os.umask(umask)
+    assert backup.main(ctx) == 0
     (dump,) = backup.dumps()
     with gzip.open(dump, "rt") as fh:
         args = fh.read().split()
@@ -126,11 +122,7 @@ def test_a_tick_dumps_only_once_the_interval_has_passed(backups):
     newest = os.path.join(layout.BACKUP_DIR, "airflow-20261125T000000Z.sql.gz")
     open(newest, "w").close()
     assert not backup.due(ctx), "made just now"
-    umask = os.umask(0o022)
-    try:
-        assert backup.main(RecordingContext(), when_due=True) == 0 and backup.dumps() == [newest]
-    finally:
-        os.umask(umask)
+    assert backup.main(RecordingContext(), when_due=True) == 0 and backup.dumps() == [newest]
     old = time.time() - 58 * 60  # within half a tick of the hour: due
     os.utime(newest, (old, old))
     assert backup.due(ctx)
@@ -290,3 +282,15 @@ def test_restore_latest_fetches_the_deployment_s_newest_dump_from_s3(backups, mo
     assert backup.fetch_dump(ctx) is None
     assert ctx.state.manifest == {"sha256": "s"}
     assert ctx.written[ctx.state.dump] == b"dump"
+
+
+def test_a_backup_or_a_restore_gives_the_caller_its_umask_back(backups, monkeypatch):
+    fake_bin(backups, monkeypatch, "mysqldump", "echo '-- dump'\n")
+    (backups / "deployment.json").write_text(json.dumps({"deployment": "", "backup_s3_uri": ""}))
+    before = os.umask(0o022)
+    try:
+        assert backup.main(Database({"backup_retention_days": 7})) == 0
+        assert backup.restore(RecordingContext(), "/nonexistent.sql.gz") != 0
+        assert os.umask(0o022) == 0o022, "first boot, after a restore, would make every file private"
+    finally:
+        os.umask(before)
