@@ -58,15 +58,20 @@ class Store:
         return json.loads(self.documents[contract.deployment_secret_name("ssm", name)])
 
 
-@pytest.fixture
-def store(monkeypatch):
+def store_in_place_of_ssm(monkeypatch):
+    """A Store that the deployment module reads and writes instead of SSM, with no backoff."""
     fake = Store()
     monkeypatch.setattr(deployment, "get_ssm_parameter", fake.get)
     monkeypatch.setattr(deployment, "create_ssm_parameter", fake.create)
     monkeypatch.setattr(deployment, "put_ssm_parameter", fake.put)
-    monkeypatch.setattr(firstboot, "SHARED_SECRETS_PATIENCE", 0)
     monkeypatch.setattr(deployment, "FIRST_DELAY", 0)
     return fake
+
+
+@pytest.fixture
+def store(monkeypatch):
+    monkeypatch.setattr(firstboot, "SHARED_SECRETS_PATIENCE", 0)
+    return store_in_place_of_ssm(monkeypatch)
 
 
 def booted(role, existing=None, mode="complete"):

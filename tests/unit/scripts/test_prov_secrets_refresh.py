@@ -11,7 +11,7 @@ from provisioning.running import secrets
 from provisioning.shared import contract, layout
 from provisioning.shared.envfile import read_env_file
 from provisioning.shared.runner import Context
-from test_prov_deployment import STORED, Store
+from test_prov_deployment import STORED, store_in_place_of_ssm
 
 DAGS = "s3://airflow-dags/analytics"
 
@@ -60,11 +60,7 @@ def tree(tmp_path, monkeypatch):
 
 @pytest.fixture
 def store(monkeypatch):
-    fake = Store()
-    monkeypatch.setattr(deployment, "get_ssm_parameter", fake.get)
-    monkeypatch.setattr(deployment, "create_ssm_parameter", fake.create)
-    monkeypatch.setattr(deployment, "put_ssm_parameter", fake.put)
-    monkeypatch.setattr(deployment, "FIRST_DELAY", 0)
+    fake = store_in_place_of_ssm(monkeypatch)
     fake.documents[contract.deployment_secret_name("ssm", "prod")] = json.dumps(STORED)
     fake.documents[contract.deployment_secret_name("ssm", "analytics")] = json.dumps(STORED)
     return fake
