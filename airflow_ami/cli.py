@@ -18,7 +18,7 @@ from invoke import Context, Exit, task
 
 from airflow_ami import bench, codecheck, deployments, health, lifecycle
 from airflow_ami.builddir import BUILD_ROOT, MissingRecord
-from airflow_ami.clouds import local
+from airflow_ami.clouds import autoscaling, local
 from airflow_ami.clouds.aws import LaunchError
 from airflow_ami.clouds.local import LocalCloudError
 from airflow_ami.driver.instance import InstanceError
@@ -83,6 +83,7 @@ def exit_codes() -> Iterator[None]:
         LocalCloudError,
         amis.AmiError,
         LaunchError,
+        autoscaling.ScalingError,
         health.Unhealthy,
         UpgradeFailed,
         deployments.DeploymentError,

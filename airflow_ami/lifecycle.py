@@ -19,6 +19,7 @@ from airflow_ami.builddir import BuildDir, MissingRecord
 from airflow_ami.clouds import Cloud, InstanceRecord
 from airflow_ami.clouds.aws import AwsCloud, port_forward_command
 from airflow_ami.clouds.local import LocalCloud
+from airflow_ami.driver import instance as driver
 from airflow_ami.image import amis, build
 from airflow_ami.image.record import Baked
 from airflow_ami.seam import layout
@@ -159,8 +160,18 @@ def status(settings: Target) -> dict[str, Any]:
         "api_url": base,
         "health": health.components(body) if base else None,
         "healthy": healthy,
+        "tasks": task_figures(bdir, head) if healthy else None,
         "ok": all(r["running"] for r in rows) and healthy is not False,
     }
+
+
+def task_figures(bdir: BuildDir, head: InstanceRecord) -> dict[str, int] | None:
+    """The database node's task figures over SSH; None when SSH does not reach it (an
+    instance without an inbound rule, reached through SSM only)."""
+    try:
+        return driver.Instance.of(head, bdir.root / f"ssh_config-{head.instance_id}").task_figures()
+    except (driver.InstanceError, OSError, RuntimeError):  # testinfra: RuntimeError when ssh fails
+        return None
 
 
 def status_text(report: dict[str, Any]) -> str:
@@ -176,6 +187,8 @@ def status_text(report: dict[str, Any]) -> str:
         lines.append(
             f"airflow: {'healthy' if report['healthy'] else 'UNHEALTHY'} at {report['api_url']} ({parts})"
         )
+    if report["tasks"] is not None:
+        lines.append("tasks: " + ", ".join(f"{count} {what}" for what, count in report["tasks"].items()))
     return "\n".join(lines) + "\n"
 
 

@@ -202,6 +202,8 @@ class CloudOperations:
             restore=backup.uri,
             backup_s3_uri=backup.plan["backup_s3_uri"],
             backup_interval_minutes=backup.plan["backup_interval_minutes"],
+            # An instance of an older image recorded none: the upgrade's flag, else the image's.
+            task_logs_s3_uri=backup.plan.get("task_logs_s3_uri") or self.settings.task_logs_s3_uri,
         )
         return self.cloud.launch_replacement(settings, self.image)
 

@@ -9,6 +9,11 @@
   provision.py refresh-secrets                           a named deployment's secrets as its store holds them
   provision.py rotate-fernet-key begin|finish            a new fernet key first; then re-encrypt, drop the old
   provision.py publish-controller                        this controller is its cluster's (again)
+  provision.py metrics                                   Airflow's StatsD metrics and the instance's to
+                                                         CloudWatch, until stopped (airflow-metrics)
+  provision.py leave-when-told                           a worker of an Auto Scaling group: when told it
+                                                         is leaving, drain, upload task logs, complete
+                                                         the lifecycle action (airflow-worker-leave)
   provision.py restore        [--from DUMP]              replace the database by a dump: a path, an
                                                          s3:// URI, or latest; default: the newest here
 
@@ -26,7 +31,7 @@ from provisioning.bake import imagecheck, install
 from provisioning.bake.osdetect import UnsupportedOS
 from provisioning.bake.oskit import ADAPTERS, adapter_named, load_adapter
 from provisioning.boot import firstboot
-from provisioning.running import backup, secrets
+from provisioning.running import backup, leave, metrics, secrets
 from provisioning.shared import layout
 from provisioning.shared.contract import OsFacts, SettingsMissing, read_settings
 from provisioning.shared.runner import Context, StepFailed, log, run_steps
@@ -87,6 +92,8 @@ def main(argv=None):
             "refresh-secrets",
             "rotate-fernet-key",
             "publish-controller",
+            "metrics",
+            "leave-when-told",
         ],
     )
     parser.add_argument("phase", nargs="?", choices=["begin", "finish"], help="rotate-fernet-key: which half")
@@ -131,6 +138,10 @@ def main(argv=None):
         return secrets.refresh(ctx)
     if args.command == "publish-controller":
         return secrets.publish_controller(ctx)
+    if args.command == "metrics":
+        return metrics.main(ctx)
+    if args.command == "leave-when-told":
+        return leave.main(ctx)
     if args.command == "rotate-fernet-key":
         if not args.phase:
             parser.error("rotate-fernet-key takes begin or finish")

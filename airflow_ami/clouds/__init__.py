@@ -28,9 +28,26 @@ def cluster_ports(image: Baked) -> list[int]:
     return [layout.REDIS_PORT, image.api_port, layout.WORKER_LOG_PORT]
 
 
-def launch_user_data(settings: LaunchSettings, role: str, dags_s3_uri: str, controller: str = "") -> str:
+# Where a cluster's task logs go when its launch names no place: its DAG bundle's bucket.
+CLUSTER_TASK_LOGS_PREFIX = "task-logs"
+
+
+def task_logs_location(settings: LaunchSettings, dags_s3_uri: str) -> str:
+    """--task-logs-s3-uri, else for a cluster (whose workers come and go) a prefix of its
+    DAG bucket; "" leaves it to the image's setting."""
+    if settings.task_logs_s3_uri or not dags_s3_uri:
+        return settings.task_logs_s3_uri
+    bucket = dags_s3_uri[len("s3://") :].split("/", 1)[0]
+    return f"s3://{bucket}/{CLUSTER_TASK_LOGS_PREFIX}/{settings.cluster}"
+
+
+def launch_user_data(
+    settings: LaunchSettings, role: str, dags_s3_uri: str, controller: str = "", autoscaling_group: str = ""
+) -> str:
     """The user data of one instance of a launch, the same on both clouds ("" when it asks
-    nothing): its role and cluster, its deployment, and (the database node's) backups and restore."""
+    nothing): its role and cluster, its deployment, where its task logs go, (the database
+    node's) backups and restore, and a worker's Auto Scaling group and the hook it completes
+    when it leaves (README 'Scaling in')."""
     database_node = role != "worker"
     return contract.user_data(
         role,
@@ -42,6 +59,9 @@ def launch_user_data(settings: LaunchSettings, role: str, dags_s3_uri: str, cont
         backup_s3_uri=settings.backup_s3_uri if database_node else "",
         backup_interval_minutes=settings.backup_interval_minutes if database_node else None,
         restore=settings.restore if database_node else "",
+        task_logs_s3_uri=task_logs_location(settings, dags_s3_uri),
+        autoscaling_group=autoscaling_group,
+        lifecycle_hook=contract.LIFECYCLE_HOOK if autoscaling_group else "",
     )
 
 

@@ -10,7 +10,9 @@ What a launch makes, in order: a key pair (unless --ssh-keypair-name names
 one), a security group of its own, the instance (a cluster's controller), for a
 named deployment an Elastic IP (the deployment's address, which an upgrade
 moves to the new instance), and for --workers N a launch template plus an Auto
-Scaling group of N workers.
+Scaling group of N workers with its termination lifecycle hook and a target-tracking
+policy on the broker's queue depth per worker (clouds/autoscaling.py, shared with the
+local cloud). A scale-in lets every leaving worker drain and complete the hook's action.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +33,10 @@ from typing import Any, TextIO
 import botocore.exceptions
 
 from airflow_ami.builddir import BuildDir
-from airflow_ami.clouds import BuildHost, InstanceRecord, cluster_ports, launch_user_data
+from airflow_ami.clouds import BuildHost, InstanceRecord, autoscaling, cluster_ports, launch_user_data
 from airflow_ami.clouds.ec2 import client, image_tags
 from airflow_ami.image.record import Baked
+from airflow_ami.seam import contract
 from airflow_ami.settings import BakeSettings, LaunchSettings, Target
 
 LAUNCH_TAG = "airflow-ami:launched-from"
@@ -42,7 +45,16 @@ LAUNCH_ID_TAG = "airflow-ami:launch-id"
 POLL = 5.0
 STATUS_TIMEOUT = 900.0
 # Teardown deletes in this order: what holds a resource goes before it.
-KINDS = ("auto_scaling_group", "instance", "address", "launch_template", "security_group", "key_pair")
+KINDS = (
+    "scaling_policy",
+    "lifecycle_hook",
+    "auto_scaling_group",
+    "instance",
+    "address",
+    "launch_template",
+    "security_group",
+    "key_pair",
+)
 # Errors that mean "already gone": teardown is idempotent.
 GONE = {
     "InvalidAllocationID.NotFound",
@@ -244,7 +256,8 @@ def make_workers(
     subnet: str,
     tags: list[dict[str, str]],
 ) -> str:
-    """A launch template of the worker and an Auto Scaling group of --workers of it."""
+    """A launch template of the worker and the cluster's Auto Scaling group of --workers of it
+    (between --min-workers and --max-workers), made with its lifecycle hook, and its policy."""
     ec2 = client(settings, settings.region)
     template = ec2.create_launch_template(
         LaunchTemplateName=record.name,
@@ -257,17 +270,28 @@ def make_workers(
         TagSpecifications=[_spec("launch-template", tags)],
     )["LaunchTemplate"]["LaunchTemplateId"]
     record.add("launch_template", template)
-    autoscaling = client(settings, settings.region, service="autoscaling")
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName=record.name,
-        LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
-        MinSize=settings.workers,
-        MaxSize=settings.workers,
-        DesiredCapacity=settings.workers,
-        VPCZoneIdentifier=subnet,
-        Tags=[{"Key": t["Key"], "Value": t["Value"], "PropagateAtLaunch": False} for t in tags],
-    )
-    record.add("auto_scaling_group", record.name)
+    asg = client(settings, settings.region, service="autoscaling")
+    name = autoscaling.worker_group_name(settings.cluster)
+    try:
+        autoscaling.create_worker_group(
+            asg,
+            name,
+            launch_template=template,
+            sizes=(settings.min_workers, settings.workers, settings.max_workers),
+            placement={"VPCZoneIdentifier": subnet},
+            tags=[{"Key": t["Key"], "Value": t["Value"], "PropagateAtLaunch": False} for t in tags],
+        )
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "AlreadyExists":
+            raise
+        raise LaunchError(
+            f"cluster {settings.cluster} already has its worker group {name} in {settings.region}:"
+            " tear that launch down first, or name another --cluster"
+        ) from None
+    record.add("auto_scaling_group", name)
+    record.add("lifecycle_hook", contract.LIFECYCLE_HOOK, group=name)
+    policy = autoscaling.put_queue_depth_policy(asg, name, settings.cluster, settings.worker_concurrency)
+    record.add("scaling_policy", policy, group=name)
     return str(template)
 
 
@@ -352,9 +376,10 @@ def launch(
         associate(ec2, record, described["InstanceId"])
     if settings.workers:
         controller = described["PrivateIpAddress"]
+        group = autoscaling.worker_group_name(settings.cluster)
         worker_data = {
             **data,
-            "UserData": launch_user_data(settings, "worker", settings.dags_s3_uri, controller),
+            "UserData": launch_user_data(settings, "worker", settings.dags_s3_uri, controller, group),
         }
         worker_tags = _tags(settings, record, ami_id, f"{record.name}-worker")
         make_workers(settings, record, worker_data, subnet, worker_tags)
@@ -423,8 +448,13 @@ def workers(settings: Target, record: LaunchRecord, key_file: str) -> list[Insta
     ]
 
 
-def scale(settings: Target, count: int) -> str:
-    """Set the launch's Auto Scaling group to `count` workers; returns its name."""
+def scale(
+    settings: Target, count: int, out: TextIO = sys.stdout, sleep: Callable[[float], None] = time.sleep
+) -> str:
+    """Set the launch's Auto Scaling group to `count` workers (its MinSize/MaxSize widened only
+    when `count` lies outside them), then wait until it has them: each leaving worker drains
+    and completes its lifecycle action, and is reported with how long it took. Returns the
+    group's name."""
     record = LaunchRecord.load(settings)
     groups = record.of("auto_scaling_group") if record else []
     if not groups:
@@ -432,11 +462,16 @@ def scale(settings: Target, count: int) -> str:
             f"no Auto Scaling group recorded in {launch_record_path(settings)}:"
             " launch a cluster first (`./bake launch --cloud aws --workers N ...`)"
         )
-    autoscaling = client(settings, settings.region, service="autoscaling")
-    autoscaling.update_auto_scaling_group(
-        AutoScalingGroupName=groups[0]["id"], MinSize=count, MaxSize=count, DesiredCapacity=count
+    name = groups[0]["id"]
+    asg = client(settings, settings.region, service="autoscaling")
+    group = autoscaling.described(asg, name)
+    before = [i["InstanceId"] for i in group["Instances"]]
+    asg.update_auto_scaling_group(
+        AutoScalingGroupName=name, DesiredCapacity=count, **autoscaling.widened(group, count)
     )
-    return groups[0]["id"]
+    out.write(f"scale: {name} from {group['DesiredCapacity']} to {count} workers\n")
+    autoscaling.wait_until_scaled(asg, name, count, before, out=out, poll=POLL, sleep=sleep)
+    return name
 
 
 @contextmanager
@@ -459,6 +494,16 @@ def teardown(settings: Target, out: TextIO = sys.stdout) -> list[str]:
     ec2 = client(settings, record.data["region"])
     removed: list[str] = []
     instances = [r["id"] for r in record.of("instance")]
+    asg = client(settings, record.data["region"], service="autoscaling")
+    # The policy (and its alarms) and the hook go explicitly, before their group.
+    for policy in record.of("scaling_policy"):
+        with _unless_gone():
+            autoscaling.delete_policy(asg, policy["group"], policy["id"])
+        removed.append(policy["id"])
+    for hook in record.of("lifecycle_hook"):
+        with _unless_gone():
+            autoscaling.delete_hook(asg, hook["group"], hook["id"])
+        removed.append(hook["id"])
     for group in record.of("auto_scaling_group"):
         instances += _delete_auto_scaling_group(settings, record, group["id"])
         removed.append(group["id"])

@@ -201,6 +201,8 @@ def listener_allow_list(
         # A metadata service that serves the instance from its own network namespace
         # (the local cloud's) shows here; link-local, owned by no process of the instance.
         ListenerRule("instance metadata service", "tcp", 80, (), False, "169.254.169.254"),
+        # Airflow's StatsD, to the metrics shipper (CloudWatch)
+        ListenerRule("metrics StatsD listener", "udp", layout.STATSD_PORT, (layout.METRICS_UNIT,)),
         # DHCP clients bind the wildcard address by necessity
         ListenerRule("DHCPv4 client", "udp", 68, (), False),
         ListenerRule("DHCPv6 client", "udp", 546, (), False),
@@ -456,6 +458,21 @@ class Instance:
                 )
             )
         return [line.split("\t") for line in res.stdout.splitlines() if line != ""]
+
+    def task_figures(self) -> dict[str, int]:
+        """Task instances queued and running now, failed and succeeded in the last hour
+        (one query of the metadata database: no API token needed)."""
+        rows = self.mysql(
+            "SELECT state, COUNT(*) FROM airflow.task_instance WHERE state IN ('queued', 'running')"
+            " OR (state IN ('failed', 'success') AND end_date > NOW() - INTERVAL 1 HOUR) GROUP BY state"
+        )
+        counted = {state: int(count) for state, count in rows}
+        return {
+            "queued": counted.get("queued", 0),
+            "running": counted.get("running", 0),
+            "failed in the last hour": counted.get("failed", 0),
+            "succeeded in the last hour": counted.get("success", 0),
+        }
 
     # --- API ------------------------------------------------------------------
     def api(

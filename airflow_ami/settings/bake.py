@@ -356,6 +356,22 @@ class BakeSettings(Target):
         "how often the database is dumped (the recovery point: at most this much is lost with an"
         " instance); a launch may choose another",
     )
+    cloudwatch_metrics: bool = setting(
+        True,
+        _as_bool,
+        _always,
+        "true or false",
+        "ship Airflow's StatsD metrics and each instance's CPU and memory to CloudWatch"
+        " (README 'Metrics'; the instance role needs cloudwatch:PutMetricData)",
+    )
+    task_logs_s3_uri: str = setting(
+        "",
+        _as_str,
+        _matches(contract.S3_URI_PATTERN, empty_ok=True),
+        "s3://BUCKET[/PREFIX] (a valid bucket name), or empty for logs on the instance only",
+        "where every task's log goes (Airflow's S3 task handler, with the instance role), read back"
+        " by the UI and API after its instance is gone; a launch may name another",
+    )
     uv_version: str = setting(
         LOCKED_UV,
         _as_str,

@@ -54,6 +54,20 @@ def check_restore(value: str, s: Mapping[str, Any]) -> None:
     _check(value == "" or s["role"] != "worker")
 
 
+# A cluster's workers: its launch's --workers, and the bounds its Auto Scaling group and
+# scaling policy keep them within.
+MAX_WORKERS = 8
+
+
+def check_min_workers(value: int, s: Mapping[str, Any]) -> None:
+    # At least one: the scaling policy divides the queue by the workers in service.
+    _check(1 <= value <= MAX_WORKERS and (s["workers"] == 0 or value <= s["workers"]))
+
+
+def check_max_workers(value: int, s: Mapping[str, Any]) -> None:
+    _check(s["min_workers"] <= value <= MAX_WORKERS and s["workers"] <= value)
+
+
 def check_backup_interval(value: int, _: Mapping[str, Any]) -> None:
     _check(
         value == 0 or contract.MIN_BACKUP_INTERVAL_MINUTES <= value <= contract.MAX_BACKUP_INTERVAL_MINUTES
@@ -104,10 +118,25 @@ class LaunchSettings(Target):
     workers: int = setting(
         0,
         _as_int,
-        _between(0, 8),
-        "a whole number 0-8",
+        _between(0, MAX_WORKERS),
+        f"a whole number 0-{MAX_WORKERS}",
         "a controller and this many workers instead of one standalone instance"
-        " (on AWS the workers are an Auto Scaling group); scale: the new number of workers",
+        " (their Auto Scaling group's DesiredCapacity); scale: the new number of workers",
+    )
+    min_workers: int = setting(
+        1,
+        _as_int,
+        check_min_workers,
+        f"a whole number 1-{MAX_WORKERS}, at most --workers",
+        "the fewest workers the cluster's Auto Scaling group keeps (MinSize): its scaling policy"
+        " moves the count between --min-workers and --max-workers",
+    )
+    max_workers: int = setting(
+        MAX_WORKERS,
+        _as_int,
+        check_max_workers,
+        f"a whole number up to {MAX_WORKERS}, at least --workers and --min-workers",
+        "the most workers the cluster's Auto Scaling group runs (MaxSize)",
     )
     worker_concurrency: int = setting(
         0,
@@ -159,6 +188,14 @@ class LaunchSettings(Target):
         check_backup_interval,
         f"0 (the image's) or {contract.MIN_BACKUP_INTERVAL_MINUTES}-{contract.MAX_BACKUP_INTERVAL_MINUTES}",
         "how often this launch's instance dumps its database",
+    )
+    task_logs_s3_uri: str = setting(
+        "",
+        _as_str,
+        _matches(contract.S3_URI_PATTERN, empty_ok=True),
+        "s3://BUCKET[/PREFIX] (a valid bucket name), or empty for the image's"
+        " (a cluster's: its DAG bucket's task-logs/)",
+        "where this launch's task logs go (README 'Task logs')",
     )
 
     @staticmethod

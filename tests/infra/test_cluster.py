@@ -292,3 +292,46 @@ def test_after_a_controller_reboot_the_workers_reconnect(
         f"{instance.run_summary(run)}; hosts {sorted(h or '?' for h in hosts)}",
         journal(WORKER_UNIT),
     )
+
+
+QUEUE_DEPTH = f"""
+import sys
+sys.path.insert(0, {layout.CODE_DIR!r})
+from provisioning.running.metrics import broker_of, broker_url, queue_depth
+print(queue_depth(**broker_of(broker_url())))
+"""
+
+
+def broker_queue_depth(controller: Instance) -> int:
+    """How many messages wait in the broker's default queue (read on the controller, as root)."""
+    return int(controller.check(f"python3 -c {shlex.quote(QUEUE_DEPTH)}").strip())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_broker_restart_keeps_every_queued_task(
+    instance: Instance, workers: list[Instance], bundle_fanout: None
+) -> None:
+    """Redis keeps its queue in an append-only file: tasks waiting in it while Redis restarts
+    each run once and succeed (a run's first task, queued while no worker is up)."""
+    n, redis_unit = 3, instance.settings["os_facts"]["redis_unit"]
+    for node in workers:
+        node.check(f"systemctl stop {WORKER_UNIT}")
+    try:
+        run_ids = [instance.trigger(FANOUT_DAG, {"n": 1, "seconds": 1}) for _ in range(n)]
+        deadline = time.monotonic() + 300
+        while (depth := broker_queue_depth(instance)) < n and time.monotonic() < deadline:
+            time.sleep(2)
+        assert depth >= n, expect(f"{n} tasks waiting in the broker with no worker up", depth, "")
+        instance.check(f"systemctl restart {redis_unit}")
+        kept = broker_queue_depth(instance)
+    finally:
+        for node in workers:
+            node.check(f"systemctl start {WORKER_UNIT}")
+    runs = [instance.wait_run(FANOUT_DAG, run_id) for run_id in run_ids]
+    tries = {(t["state"], t.get("try_number")) for run in runs for t in run.get("task_instances") or []}
+    assert kept >= n and {r["state"] for r in runs} == {"success"} and tries == {("success", 1)}, expect(
+        f"the {n} queued tasks still in the broker after its restart, each run once and succeeded",
+        f"{kept} queued after the restart; " + "; ".join(instance.run_summary(r) for r in runs),
+        f"{layout.REDIS_CONF} (appendonly); {journal(redis_unit)}",
+    )

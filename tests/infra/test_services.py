@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 from typing import Any
 
@@ -176,4 +177,27 @@ def test_db_clean_runs(instance: Instance) -> None:
         f"{unit} to run `airflow db clean` successfully",
         f"start exit {res.rc}, Result={result}",
         journal(unit),
+    )
+
+
+def test_the_metrics_shipper_runs_where_airflow_sends_its_statsd(
+    instance: Instance, settings: dict[str, Any]
+) -> None:
+    unit = layout.METRICS_UNIT
+    props = instance.unit_props(unit, "ActiveState", "SubState")
+    state = (props.get("ActiveState"), props.get("SubState"))
+    if not settings["cloudwatch_metrics"]:
+        assert state != ("active", "running"), expect(f"{unit} idle (cloudwatch_metrics false)", state, unit)
+        return
+    # From the file the services read: the CLI wrapper turns StatsD off for its own runs.
+    config = configparser.ConfigParser(interpolation=None)
+    config.read_string(instance.read_text(layout.AIRFLOW_CFG))
+    sent_to = {key: config.get("metrics", key, fallback="") for key in ("statsd_on", "statsd_port")}
+    assert state == ("active", "running") and sent_to == {
+        "statsd_on": "True",
+        "statsd_port": str(layout.STATSD_PORT),
+    }, expect(
+        f"{unit} active (running), Airflow's StatsD aimed at its port {layout.STATSD_PORT}",
+        f"{unit}: {state}; [metrics] {sent_to}",
+        f"systemctl status {unit}; {journal(unit)}; [metrics] in {layout.AIRFLOW_CFG}",
     )

@@ -1,4 +1,8 @@
-"""Launch, scale and teardown on EC2, against moto (never real AWS)."""
+"""Launch, scale and teardown on EC2, against moto (never real AWS).
+
+moto's Auto Scaling is the local cloud's (local/moto_lifecycle.py): with termination
+lifecycle hooks as AWS has them, so a scale-in here waits for its workers as on AWS.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +19,13 @@ import botocore.client
 import botocore.exceptions
 import pytest
 
+import airflow_ami.clouds.local.moto_lifecycle  # noqa: F401  (it patches moto as it loads)
 from airflow_ami import lifecycle
 from airflow_ami.builddir import BuildDir
+from airflow_ami.clouds import autoscaling, ec2
 from airflow_ami.clouds import aws as aws_cloud
-from airflow_ami.clouds import ec2
 from airflow_ami.image.record import Baked
-from airflow_ami.seam import layout
+from airflow_ami.seam import contract, layout
 from airflow_ami.settings import RECORD, BakeSettings, LaunchSettings, load
 
 # Moto plays EC2 and Auto Scaling for every test: out of the fast loop (-m "not slow").
@@ -66,7 +71,7 @@ def cluster(**cli: str) -> LaunchSettings:
 
 
 def ours(launch_id: str) -> dict[str, list[str]]:
-    """What exists in the region with this launch's id (tags, or its name for the ASG)."""
+    """What exists in the region with this launch's id (its tags)."""
     ec2 = boto3.client("ec2", region_name=REGION)
     tagged = [{"Name": f"tag:{aws_cloud.LAUNCH_ID_TAG}", "Values": [launch_id]}]
     running = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
@@ -90,7 +95,9 @@ def ours(launch_id: str) -> dict[str, list[str]]:
             if t["LaunchTemplateName"] == name
         ],
         "auto_scaling_groups": [
-            g["AutoScalingGroupName"] for g in groups if g["AutoScalingGroupName"] == name
+            g["AutoScalingGroupName"]
+            for g in groups
+            if {t["Key"]: t["Value"] for t in g["Tags"]}.get(aws_cloud.LAUNCH_ID_TAG) == launch_id
         ],
         "addresses": [a["AllocationId"] for a in ec2.describe_addresses(Filters=tagged)["Addresses"]],
     }
@@ -163,23 +170,136 @@ def test_a_cluster_is_a_controller_and_an_auto_scaling_group_of_workers(aws: Cal
         "controller": described["Reservations"][0]["Instances"][0]["PrivateIpAddress"],
         "dags_s3_uri": "s3://dags-bucket/dags",
         "worker_concurrency": 4,
+        "task_logs_s3_uri": "s3://dags-bucket/task-logs/analytics",
+        "autoscaling_group": "airflow-ami-analytics-workers",
+        "lifecycle_hook": contract.LIFECYCLE_HOOK,
     }
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     controller = next(
         params for _, op, params in aws if op == "RunInstances" and params["ImageId"] == image.ami_id
     )
     assert json.loads(base64.b64decode(controller["UserData"]))["role"] == "controller"
-    assert found["auto_scaling_groups"] == [f"airflow-ami-{launch_id(s)}"]
+    assert found["auto_scaling_groups"] == ["airflow-ami-analytics-workers"]
 
 
-def test_scale_sets_the_auto_scaling_group(aws: Calls, build_root: Path) -> None:
+def test_the_worker_group_is_made_with_its_hook_and_its_queue_depth_policy(
+    aws: Calls, build_root: Path
+) -> None:
+    s = cluster(workers="2", min_workers="1", max_workers="5", worker_concurrency="4")
+    aws_cloud.launch(s, ami(), io.StringIO())
+    name = "airflow-ami-analytics-workers"
+    (create,) = [p for _, op, p in aws if op == "CreateAutoScalingGroup"]
+    assert (create["MinSize"], create["DesiredCapacity"], create["MaxSize"]) == (1, 2, 5)
+    assert create["LifecycleHookSpecificationList"] == [
+        {
+            "LifecycleHookName": contract.LIFECYCLE_HOOK,
+            "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+            "HeartbeatTimeout": layout.WORKER_SERVICE["stop_timeout"] + contract.LEAVE_MARGIN_SECONDS,
+            "DefaultResult": "CONTINUE",
+        }
+    ], "the hook comes with the group: no worker exists without it"
+    asg = boto3.client("autoscaling", region_name=REGION)
+    (hook,) = asg.describe_lifecycle_hooks(AutoScalingGroupName=name)["LifecycleHooks"]
+    assert (hook["LifecycleHookName"], hook["DefaultResult"]) == (contract.LIFECYCLE_HOOK, "CONTINUE")
+    (policy,) = asg.describe_policies(AutoScalingGroupName=name)["ScalingPolicies"]
+    tracking = policy["TargetTrackingConfiguration"]
+    assert (policy["PolicyType"], tracking["TargetValue"]) == ("TargetTrackingScaling", 4.0)
+    m1, m2, e1 = tracking["CustomizedMetricSpecification"]["Metrics"]
+    assert m1["MetricStat"]["Metric"] == {
+        "Namespace": contract.METRICS_NAMESPACE,
+        "MetricName": contract.QUEUE_DEPTH_METRIC,
+        "Dimensions": [{"Name": contract.CLUSTER_DIMENSION, "Value": "analytics"}],
+    }
+    assert m2["MetricStat"]["Metric"]["MetricName"] == "GroupInServiceInstances"
+    assert m2["MetricStat"]["Metric"]["Dimensions"] == [{"Name": "AutoScalingGroupName", "Value": name}]
+    assert (e1["Expression"], e1["ReturnData"], m1["ReturnData"]) == ("m1 / m2", True, False)
+    (group,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+    assert {m["Metric"] for m in group["EnabledMetrics"]} == {"GroupInServiceInstances"}
+    record = aws_cloud.LaunchRecord.load(s)
+    assert record is not None
+    assert [r["id"] for r in record.of("lifecycle_hook")] == [contract.LIFECYCLE_HOOK]
+    assert [r["id"] for r in record.of("scaling_policy")] == [policy["PolicyName"]]
+
+
+def test_without_a_concurrency_the_policy_targets_airflow_s_default(aws: Calls, build_root: Path) -> None:
+    aws_cloud.launch(cluster(workers="1"), ami(), io.StringIO())
+    (policy,) = boto3.client("autoscaling", region_name=REGION).describe_policies()["ScalingPolicies"]
+    assert policy["TargetTrackingConfiguration"]["TargetValue"] == 16.0
+
+
+def complete_the_leaving_workers_actions(seconds: float) -> None:
+    """What each leaving worker does (scripts/provisioning/running/leave.py), as `sleep`."""
+    asg = boto3.client("autoscaling", region_name=REGION)
+    for instance in asg.describe_auto_scaling_instances()["AutoScalingInstances"]:
+        if instance["LifecycleState"] == "Terminating:Wait":
+            asg.complete_lifecycle_action(
+                AutoScalingGroupName=instance["AutoScalingGroupName"],
+                LifecycleHookName=contract.LIFECYCLE_HOOK,
+                InstanceId=instance["InstanceId"],
+                LifecycleActionResult="CONTINUE",
+            )
+
+
+def test_scale_out_then_in_waits_for_each_leaving_worker_to_complete_its_action(
+    aws: Calls, build_root: Path
+) -> None:
     s = cluster(workers="1")
     aws_cloud.launch(s, ami(), io.StringIO())
-    aws_cloud.scale(s, 3)
-    (group,) = boto3.client("autoscaling", region_name=REGION).describe_auto_scaling_groups()[
-        "AutoScalingGroups"
-    ]
-    assert (group["MinSize"], group["DesiredCapacity"], group["MaxSize"]) == (3, 3, 3)
+    asg = boto3.client("autoscaling", region_name=REGION)
+    aws_cloud.scale(s, 3, io.StringIO())
+    (group,) = asg.describe_auto_scaling_groups()["AutoScalingGroups"]
+    assert (group["MinSize"], group["DesiredCapacity"], group["MaxSize"]) == (1, 3, 8), "Min/Max kept"
+    assert len(group["Instances"]) == 3
+    out = io.StringIO()
+    aws_cloud.scale(s, 1, out, sleep=complete_the_leaving_workers_actions)
+    (group,) = asg.describe_auto_scaling_groups()["AutoScalingGroups"]
+    assert [i["LifecycleState"] for i in group["Instances"]] == ["InService"]
+    left = [line for line in out.getvalue().splitlines() if " left after " in line]
+    assert len(left) == 2 and all("completed its lifecycle action" in line for line in left), out.getvalue()
+    assert "Terminating:Wait" in out.getvalue(), "the wait was reported while the workers drained"
+    gone = [line.split()[1] for line in left]
+    states = boto3.client("ec2", region_name=REGION).describe_instances(InstanceIds=gone)["Reservations"]
+    assert {i["State"]["Name"] for r in states for i in r["Instances"]} == {"terminated"}
+
+
+def test_scale_widens_min_or_max_only_when_the_count_lies_outside(aws: Calls, build_root: Path) -> None:
+    s = cluster(workers="2", min_workers="2", max_workers="2")
+    aws_cloud.launch(s, ami(), io.StringIO())
+    asg = boto3.client("autoscaling", region_name=REGION)
+    aws_cloud.scale(s, 3, io.StringIO())
+    (group,) = asg.describe_auto_scaling_groups()["AutoScalingGroups"]
+    assert (group["MinSize"], group["DesiredCapacity"], group["MaxSize"]) == (2, 3, 3)
+    aws_cloud.scale(s, 0, io.StringIO(), sleep=complete_the_leaving_workers_actions)
+    (group,) = asg.describe_auto_scaling_groups()["AutoScalingGroups"]
+    assert (group["MinSize"], group["DesiredCapacity"], group["MaxSize"]) == (0, 0, 3)
+    assert group["Instances"] == []
+
+
+def test_a_scale_in_whose_worker_never_leaves_fails_after_the_hook_and_a_margin(
+    aws: Calls, build_root: Path
+) -> None:
+    aws_cloud.launch(cluster(workers="2"), ami(), io.StringIO())
+    asg = boto3.client("autoscaling", region_name=REGION)
+    name = "airflow-ami-analytics-workers"
+    (group,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+    asg.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=1)
+    now = [0.0]
+
+    def an_hour_passes(seconds: float) -> None:
+        now[0] += 3600
+
+    with pytest.raises(autoscaling.ScalingError, match=r"Terminating:Wait") as err:
+        autoscaling.wait_until_scaled(
+            asg,
+            name,
+            1,
+            [i["InstanceId"] for i in group["Instances"]],
+            out=io.StringIO(),
+            poll=0,
+            sleep=an_hour_passes,
+            clock=lambda: now[0],
+        )
+    assert "describe-scaling-activities" in str(err.value) and layout.LEAVE_UNIT in str(err.value)
 
 
 def test_scale_without_a_cluster_says_to_launch_one(aws: Calls, build_root: Path) -> None:
@@ -197,8 +317,15 @@ def test_teardown_removes_this_launch_only_and_is_idempotent(aws: Calls, build_r
     before = ours(their_id)
     removed = aws_cloud.teardown(mine, io.StringIO())
     assert ours(mine_id) == nothing(mine_id)
-    # key pair, instance, the cluster's address, launch template, security group, Auto Scaling group
-    assert len(removed) == 6 and not aws_cloud.launch_record_path(mine).exists()
+    # key pair, instance, the cluster's address, launch template, security group, Auto Scaling
+    # group, its lifecycle hook and its scaling policy
+    assert len(removed) == 8 and not aws_cloud.launch_record_path(mine).exists()
+    assert {contract.LIFECYCLE_HOOK, "airflow-ami-analytics-workers-queue-depth"} <= set(removed)
+    operations = [op for _, op, _ in aws]
+    deleted = [
+        operations.index(op) for op in ("DeletePolicy", "DeleteLifecycleHook", "DeleteAutoScalingGroup")
+    ]
+    assert deleted == sorted(deleted), "the policy and the hook go explicitly, before their group"
     assert ours(their_id) == before, "another launch in the region was touched"
     assert aws_cloud.teardown(mine, io.StringIO()) == []
 
@@ -221,6 +348,8 @@ FAILING_STEPS = (
     "AssociateAddress",
     "CreateLaunchTemplate",
     "CreateAutoScalingGroup",
+    "EnableMetricsCollection",
+    "PutScalingPolicy",
     "DescribeInstanceStatus",
 )
 

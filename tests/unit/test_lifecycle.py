@@ -81,6 +81,27 @@ def test_launch_waits_for_airflow_only_when_asked(
     assert head.instance_id == "i-1" and waited == (["i-1"] if wait else [])
 
 
+def test_status_prints_the_task_figures_when_the_database_node_answers() -> None:
+    report = {
+        "instances": [{"role": "controller", "instance_id": "i-1", "address": "10.0.0.1", "running": True}],
+        "healthy": True,
+        "health": {"scheduler": "healthy"},
+        "api_url": "http://10.0.0.1:8080",
+        "tasks": {"queued": 3, "running": 2, "failed in the last hour": 1, "succeeded in the last hour": 9},
+    }
+    text = lifecycle.status_text(report)
+    assert "tasks: 3 queued, 2 running, 1 failed in the last hour, 9 succeeded in the last hour" in text
+    assert "tasks:" not in lifecycle.status_text({**report, "tasks": None})
+
+
+def test_no_task_figures_when_ssh_does_not_reach_the_instance(build_root: Path) -> None:
+    bdir = lifecycle.BuildDir.of(load(LaunchSettings, cli={"cloud": "local"}))
+    unreachable = InstanceRecord(
+        "local", "i-1", "ami-1", "us-east-1", "127.0.0.1", "admin", "/nonexistent/key"
+    )
+    assert lifecycle.task_figures(bdir, unreachable) is None
+
+
 def test_rehearse_with_an_ami_bakes_nothing_and_tears_down(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
 

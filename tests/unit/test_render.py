@@ -75,7 +75,14 @@ def test_one_unit_file_per_service_of_the_layout_from_one_template(build_root: P
     )
     housekeeping = [job["unit"] for job in layout.HOUSEKEEPING]
     assert files == sorted(
-        [*layout.SERVICE_UNITS, layout.FIRSTBOOT_UNIT, *housekeeping, layout.SECRETS_REFRESH_UNIT]
+        [
+            *layout.SERVICE_UNITS,
+            layout.FIRSTBOOT_UNIT,
+            *housekeeping,
+            layout.SECRETS_REFRESH_UNIT,
+            layout.METRICS_UNIT,
+            layout.LEAVE_UNIT,
+        ]
     )
     target = (build_root / "amazon-linux-2-x86_64/bundle/files/airflow.target").read_text()
     assert f"Wants={' '.join(layout.SERVICE_UNITS)}\n" in target

@@ -206,6 +206,11 @@ BAD_VALUES = [
     ("cluster", "", {"cloud": "local", "role": "worker", "cluster": "analytics"}),
     ("cluster", "Bad Name", {"cloud": "local", "workers": "2"}),
     ("workers", "9", {"cloud": "local", "workers": "2", "cluster": "analytics"}),
+    ("min_workers", "3", {"cloud": "local", "workers": "2", "cluster": "analytics"}),
+    ("min_workers", "0", {}),
+    ("max_workers", "1", {"cloud": "local", "workers": "2", "cluster": "analytics"}),
+    ("max_workers", "9", {}),
+    ("max_workers", "2", {"min_workers": "3"}),
     ("role", "worker", {"cloud": "aws", "cluster": "analytics"}),
     ("dags_s3_uri", "", {**AWS_CLUSTER}),
     ("iam_instance_profile", "", {**AWS_CLUSTER}),
@@ -227,6 +232,8 @@ BAD_VALUES = [
     ("restore", "s3://backups/dump.txt", {"deployment": "prod"}),
     ("backup_s3_uri", "https://bucket/x", {}),
     ("backup_s3_uri", "s3://UPPER/x", {}),
+    ("task_logs_s3_uri", "/var/log/airflow", {}),
+    ("cloudwatch_metrics", "sometimes", {}),
     ("db_retention_days", "forever", {}),
     ("uv_wheel_sha256", "D7F459FE", {}),
     ("mysql_signing_key_fingerprint", "a8d3785c", {}),
@@ -377,6 +384,7 @@ def test_bake_and_launch_are_separate_declarations_sharing_only_the_target() -> 
         # The bake's default, a launch's own choice.
         "backup_s3_uri",
         "backup_interval_minutes",
+        "task_logs_s3_uri",
     }
     assert not {"api_port", "api_tls", "admin_username", "airflow_version"} & names(LaunchSettings)
     assert not {"workers", "cluster", "role", "allow_cidr"} & names(BakeSettings)

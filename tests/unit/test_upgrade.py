@@ -3,12 +3,14 @@ leaves the old instance serving as it did (the new one removed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
 
 from airflow_ami import upgrade
 from airflow_ami.clouds import InstanceRecord
+from airflow_ami.settings import LaunchSettings, load
 
 OLD = InstanceRecord("local", "i-old", "ami-3-2", "us-east-1", "10.213.0.2", "admin", "k", deployment="prod")
 NEW = InstanceRecord("local", "i-new", "ami-3-3", "us-east-1", "10.213.0.6", "admin", "k", deployment="prod")
@@ -97,3 +99,33 @@ def test_ctrl_c_in_the_middle_resumes_the_old_instance_too() -> None:
     with pytest.raises(upgrade.UpgradeFailed, match="healthy failed: KeyboardInterrupt"):
         upgrade.upgrade(ops, OLD, io.StringIO())
     assert ops.calls[-2:] == ["remove i-new", "resume i-old ['etl']"]
+
+
+class Replacing:
+    """A cloud that records the settings of the replacement it launches."""
+
+    def __init__(self) -> None:
+        self.launched: list[LaunchSettings] = []
+
+    def launch_replacement(self, settings: LaunchSettings, image: object) -> InstanceRecord:
+        self.launched.append(settings)
+        return NEW
+
+
+@pytest.mark.parametrize(
+    ("recorded", "flag", "expected"),
+    [("s3://logs/prod", "", "s3://logs/prod"), (None, "s3://flag/logs", "s3://flag/logs")],
+)
+def test_the_new_instance_restores_the_dump_and_keeps_the_old_one_s_choices(
+    recorded: str | None, flag: str, expected: str
+) -> None:
+    plan = {"deployment": "prod", "backup_s3_uri": "s3://b", "backup_interval_minutes": 15}
+    if recorded is not None:
+        plan["task_logs_s3_uri"] = recorded
+    cloud = Replacing()
+    settings = load(LaunchSettings, cli={"cloud": "local", "task_logs_s3_uri": flag})
+    ops = upgrade.CloudOperations(cloud, settings, OLD, object(), io.StringIO())  # type: ignore[arg-type]
+    assert ops.launch(dataclasses.replace(BACKUP, plan=plan)) == NEW
+    (launched,) = cloud.launched
+    assert (launched.deployment, launched.restore, launched.backup_s3_uri) == ("prod", BACKUP.uri, "s3://b")
+    assert (launched.backup_interval_minutes, launched.task_logs_s3_uri) == (15, expected)

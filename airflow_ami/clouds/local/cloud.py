@@ -5,6 +5,13 @@ teardown); its port is in the state file. moto holds AMIs in memory only, so
 images are kept on disk by AMI id (base images under a deterministic id) and
 handed to every moto we start (MOTO_AMIS_PATH): an AMI id stays valid across
 teardown and later launches.
+
+A cluster's workers are members of its Auto Scaling group in moto, made by the same
+code as on AWS (clouds/autoscaling.py: its lifecycle hook and scaling policy). moto never
+starts or stops an instance of it: the group's capacity is only the workers attached as
+they boot. A scale-in is EC2's: the leaving worker is terminated in its group, its IMDS
+says Terminated, it drains and completes its lifecycle action (or the hook times out),
+and only then does its container go.
 """
 
 from __future__ import annotations
@@ -16,22 +23,22 @@ import json
 import os
 import secrets
 import signal
-import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from airflow_ami.clouds import BuildHost, InstanceRecord, cluster_ports, launch_user_data
+from airflow_ami.clouds import BuildHost, InstanceRecord, autoscaling, cluster_ports, launch_user_data
 from airflow_ami.clouds.local.baseimage import base_ami_name, base_dir, ensure_base_image, prune_images
 from airflow_ami.clouds.local.container import (
     INSTANCE_TYPE,
     boot_instance,
     destroy_instance,
+    set_lifecycle_state,
     set_metadata_service,
     shutdown_instance,
-    ssh_command,
     wait_for_ssh,
 )
 from airflow_ami.clouds.local.moto import (
@@ -65,11 +72,13 @@ from airflow_ami.clouds.local.system import (
     stop_process,
 )
 from airflow_ami.image.record import Baked
-from airflow_ami.seam import contract, layout
+from airflow_ami.seam import contract
 from airflow_ami.settings import BakeSettings, LaunchSettings, Target
 from airflow_ami.settings.fields import TAG_PREFIX
 
 KEEP_AMIS = 3
+# Seconds between looks at a scale-in's group (moto answers at once; the workers take their time).
+SCALE_POLL = 2.0
 
 
 @contextlib.contextmanager
@@ -183,6 +192,7 @@ def ensure_moto(cache: Path, region: str, ami_id: str | None = None) -> tuple[in
                 )
             stop_process(moto["pid"])
         state["moto"] = start_moto(cache / "moto.log", write_moto_amis(cache))
+        state["worker_groups"] = {}
         return int(state["moto"]["port"]), True
 
 
@@ -252,18 +262,21 @@ def dags_bucket(cluster: str) -> str:
 
 
 def membership(cache: Path, settings: LaunchSettings, image: Baked, moto_port: int) -> dict[str, Any]:
-    """How an instance joins its deployment and cluster: its security group and its user data.
+    """How an instance joins its deployment and cluster: its security group, its user data
+    and a worker's Auto Scaling group.
 
     A controller's cluster gets its DAG bundle bucket in moto; a worker finds its
-    controller among the running instances; a launch's backup bucket is made in moto
-    as a user makes theirs on AWS.
+    controller among the running instances, and its cluster's group (made with the first
+    worker); a launch's backup bucket is made in moto as a user makes theirs on AWS.
     """
     if settings.backup_s3_uri:
         s3 = moto_client("s3", moto_port, settings.region)
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=contract.backup_location(settings.backup_s3_uri, "-")[0])
     dags = f"s3://{dags_bucket(settings.cluster)}/{DAGS_PREFIX}" if settings.role != "standalone" else ""
-    user_data = launch_user_data(settings, settings.role, dags, controller_of(cache, settings, moto_port))
+    controller = controller_of(cache, settings, moto_port)
+    group = worker_group(cache, moto_port, settings, image.ami_id) if settings.role == "worker" else ""
+    user_data = launch_user_data(settings, settings.role, dags, controller, group)
     if settings.role == "standalone":
         return {"user_data": user_data, "deployment": settings.deployment} if user_data else {}
     return {
@@ -272,7 +285,74 @@ def membership(cache: Path, settings: LaunchSettings, image: Baked, moto_port: i
         "sg_ports": cluster_ports(image),
         "role": settings.role,
         "user_data": user_data,
+        "autoscaling_group": group,
     }
+
+
+def worker_group(cache: Path, moto_port: int, settings: LaunchSettings, ami_id: str) -> str:
+    """The cluster's Auto Scaling group in moto, made as on AWS when its first worker launches:
+    capacity 0 (moto starts no instance of it), a launch template of the AMI, the hook and
+    the scaling policy."""
+    name = autoscaling.worker_group_name(settings.cluster)
+    asg = moto_client("autoscaling", moto_port, settings.region)
+    if not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]:
+        template = ec2_client(moto_port, settings.region).create_launch_template(
+            LaunchTemplateName=name, LaunchTemplateData={"ImageId": ami_id, "InstanceType": INSTANCE_TYPE}
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        autoscaling.create_worker_group(
+            asg,
+            name,
+            launch_template=template,
+            sizes=(0, 0, settings.max_workers),
+            placement={"AvailabilityZones": [f"{settings.region}a"]},
+            tags=[],
+        )
+        autoscaling.put_queue_depth_policy(asg, name, settings.cluster, settings.worker_concurrency)
+    with locked_state(cache) as state:
+        state["worker_groups"][name] = settings.region
+    return name
+
+
+def join_group(asg: Any, group: str, instance_id: str) -> None:
+    """A booted worker joins its group in service, as its launch by the group would have it
+    (the group's MaxSize grows if it is full: a worker launched by hand is let in)."""
+    described = autoscaling.described(asg, group)
+    bounds = autoscaling.widened(described, described["DesiredCapacity"] + 1)
+    if bounds:
+        asg.update_auto_scaling_group(AutoScalingGroupName=group, **bounds)
+    asg.attach_instances(AutoScalingGroupName=group, InstanceIds=[instance_id])
+
+
+def scale_in(
+    asg: Any,
+    group: str,
+    leaving: list[dict[str, Any]],
+    *,
+    on_left: Callable[[dict[str, Any]], None],
+    out: Any = sys.stdout,
+    poll: float = SCALE_POLL,
+) -> list[autoscaling.Departure]:
+    """The `leaving` workers (state records) let go as an EC2 scale-in does: each terminated in
+    its group (the capacity decremented, the worker held in Terminating:Wait by the hook) and
+    told by its IMDS; then waited for until the group lets each go, which `on_left` gets."""
+    described = autoscaling.described(asg, group)
+    before = [i["InstanceId"] for i in described["Instances"]]
+    serving = [i for i in described["Instances"] if i["LifecycleState"] == autoscaling.IN_SERVICE]
+    by_id = {r["instance_id"]: r for r in leaving}
+    for record in leaving:
+        asg.terminate_instance_in_auto_scaling_group(
+            InstanceId=record["instance_id"], ShouldDecrementDesiredCapacity=True
+        )
+        set_lifecycle_state(record, "Terminated")
+        out.write(f"scale: {record['instance_id']} is leaving: its IMDS says Terminated\n")
+
+    def gone(departure: autoscaling.Departure) -> None:
+        if departure.instance_id in by_id:
+            on_left(by_id[departure.instance_id])
+
+    return autoscaling.wait_until_scaled(
+        asg, group, len(serving) - len(leaving), before, out=out, poll=poll, on_left=gone
+    )
 
 
 def controller_of(cache: Path, settings: LaunchSettings, moto_port: int) -> str:
@@ -373,7 +453,8 @@ class LocalCloud:
             port, _ = ensure_moto(cache, settings.region, ami_id)
             joins = membership(cache, settings, image, port)
             if user_data is not None:
-                joins["user_data"] = user_data
+                # A document of one's own names no group: the instance stays outside it.
+                joins.update(user_data=user_data, autoscaling_group="")
             ec2 = ec2_client(port, settings.region)
             key = new_key_pair(cache, ec2, "launch")
             reservation = ec2.run_instances(
@@ -400,6 +481,12 @@ class LocalCloud:
                     **joins,
                 )
                 wait_for_ssh(record, timeout=300)
+                if record["autoscaling_group"]:
+                    join_group(
+                        moto_client("autoscaling", port, settings.region),
+                        record["autoscaling_group"],
+                        instance_id,
+                    )
             except BaseException:
                 if record:
                     destroy_instance(cache, record)
@@ -426,8 +513,10 @@ class LocalCloud:
         return image.api_url(instance.address)
 
     def scale(self, settings: LaunchSettings, count: int) -> str:
-        """--cluster's workers to `count`: new ones launched from the controller's AMI;
-        extra ones stopped as a worker is scaled in (warm shutdown), then terminated."""
+        """--cluster's workers (its group's) to `count`, as EC2 Auto Scaling does it: new ones
+        launched from the controller's AMI join the group; leaving ones (the newest first)
+        drain and complete their lifecycle action (scale_in), and only then go. Returns the
+        group's name."""
         require_root()
         cache = cache_dir()
         with locked_state(cache) as state:
@@ -438,21 +527,28 @@ class LocalCloud:
                 f"no controller of cluster {settings.cluster} is running: launch the cluster first"
                 f" (`./bake launch --cloud local --workers N --cluster {settings.cluster}`)"
             )
-        workers = sorted((r for r in members if r.get("role") == "worker"), key=lambda r: r["instance_id"])
-        worker = dataclasses.replace(settings, role="worker")
+        # The group's workers: one launched with user data of its own is outside it, as on AWS.
+        workers = sorted(
+            (r for r in members if r.get("role") == "worker" and r.get("autoscaling_group")),
+            key=lambda r: r["started"],
+        )
         if count > len(workers):
             image = Baked.of(settings, controllers[0]["ami_id"], lambda ami: self.image_tags(settings, ami))
+            worker = dataclasses.replace(settings, role="worker")
             for _ in range(count - len(workers)):
                 self.launch(worker, image)
-        port, _ = ensure_moto(cache, settings.region)
-        for record in workers[count:]:
+        group = autoscaling.worker_group_name(settings.cluster)
+        leaving = workers[count:][::-1]
+        if leaving:
+            port, _ = ensure_moto(cache, settings.region)
             with interrupts_as_exceptions():
-                worker_unit = layout.WORKER_SERVICE
-                stop = ssh_command(record, "sudo", "systemctl", "stop", worker_unit["unit"])
-                subprocess.run(stop, check=False, capture_output=True, timeout=worker_unit["stop_timeout"])
-                destroy_instance(cache, record)
-                ec2_client(port, settings.region).terminate_instances(InstanceIds=[record["instance_id"]])
-        return settings.cluster
+                scale_in(
+                    moto_client("autoscaling", port, settings.region),
+                    group,
+                    leaving,
+                    on_left=lambda record: destroy_instance(cache, record),
+                )
+        return group
 
     def move_address(self, target: Target, instance: InstanceRecord) -> InstanceRecord:
         """The deployment's address (one of DEPLOYMENT_ADDRESSES, allocated at its first launch)
@@ -630,12 +726,31 @@ def _ami_name(ec2: Any, ami_id: str) -> str:
     return ami_id
 
 
+def remove_worker_groups(cache: Path) -> list[str]:
+    """The clusters' groups in moto, each after its scaling policy and lifecycle hook, as
+    AWS's teardown removes them."""
+    with locked_state(cache) as state:
+        groups, moto = state["worker_groups"], state["moto"]
+        state["worker_groups"] = {}
+    removed: list[str] = []
+    for name, region in groups.items() if moto_is_running(moto) else ():
+        asg = moto_client("autoscaling", moto["port"], region)
+        if not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]:
+            continue
+        autoscaling.delete_policy(asg, name, autoscaling.policy_name(name))
+        autoscaling.delete_hook(asg, name, contract.LIFECYCLE_HOOK)
+        asg.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
+        removed += [autoscaling.policy_name(name), f"{name} {contract.LIFECYCLE_HOOK}", name]
+    return removed
+
+
 def teardown_local() -> list[str]:
     """Stop every instance, moto and anything else of ours; returns what was removed."""
     require_root()
     cache = cache_dir()
     with interrupts_as_exceptions():
-        removed = reap(cache, everything=True)
+        removed = remove_worker_groups(cache)
+        removed += reap(cache, everything=True)
         stop_moto(cache)
         safe_rmtree(keys_dir(cache))
         with locked_state(cache) as state:

@@ -91,6 +91,15 @@ def prepare_rootfs(rootfs: Path, slot: Slot, nameservers: list[str], dnat_to: st
         path.chmod(0o644)
 
 
+def lifecycle_state_path(record: dict[str, Any]) -> Path:
+    return Path(record["home"]) / imds_module.LIFECYCLE_STATE_FILE
+
+
+def set_lifecycle_state(record: dict[str, Any], state: str) -> None:
+    """What a member of an Auto Scaling group reads from IMDS as its target lifecycle state."""
+    imds_module.write_lifecycle_state(lifecycle_state_path(record), state)
+
+
 def imds_document(record: dict[str, Any], region: str, public_key: str) -> dict[str, Any]:
     return {
         "instance_id": record["instance_id"],
@@ -103,6 +112,8 @@ def imds_document(record: dict[str, Any], region: str, public_key: str) -> dict[
         "account_id": MOTO_ACCOUNT_ID,
         "public_key": public_key,
         "user_data": record.get("user_data", ""),
+        # "": not a member of an Auto Scaling group (no autoscaling/ path, as on EC2).
+        "lifecycle_state_file": str(lifecycle_state_path(record)) if record["autoscaling_group"] else "",
         "role": {
             "name": INSTANCE_ROLE,
             "profile_arn": f"arn:aws:iam::{MOTO_ACCOUNT_ID}:instance-profile/{INSTANCE_ROLE}",
@@ -215,6 +226,7 @@ def boot_instance(
     role: str = "standalone",
     user_data: str = "",
     deployment: str = "",
+    autoscaling_group: str = "",
 ) -> dict[str, Any]:
     """Boot a container from a copy of `image`; returns its state record.
 
@@ -226,6 +238,8 @@ def boot_instance(
     cluster, sg_ports: the cluster the instance belongs to (None: alone) and
     the TCP ports its security group opens to the other members (vpc.py).
     role, user_data: what it is launched as, and the user data IMDS serves it.
+    autoscaling_group: the group it is to join (cloud.py attaches it once it is up): IMDS
+    serves it its target lifecycle state, InService from the start.
     """
     instance_id = instance_id or new_instance_id()
     ports = security_group_ports(cluster, sg_ports)
@@ -248,6 +262,7 @@ def boot_instance(
             "role": role,
             "user_data": user_data,
             "deployment": deployment,
+            "autoscaling_group": autoscaling_group,
             "nspawn_pid": None,
             "init_pid": None,
             "imds_pid": None,
@@ -269,6 +284,8 @@ def boot_instance(
         create_network(slot, dnat_to, aws_api_port)
         config = home / "imds.json"
         config.write_text(json.dumps(imds_document(record, region, public_key), indent=2))
+        if autoscaling_group:
+            set_lifecycle_state(record, "InService")
         record["imds_pid"] = start_imds(slot, config, home / "imds.log", instance_id)
         _update_record(cache, record)
         record["nspawn_pid"] = start_nspawn(home / "rootfs", slot, instance_id, home / "console.log")

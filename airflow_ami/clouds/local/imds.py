@@ -6,26 +6,55 @@ only, so it runs as a plain script without the package on sys.path.
 
 Like EC2 with ``HttpTokens=required``: a token from ``PUT /latest/api/token``
 (TTL header mandatory) must accompany every GET, else 401.
+
+Every path is fixed at start but one: an Auto Scaling group's member reads
+``meta-data/autoscaling/target-lifecycle-state`` from a file the host writes
+(``write_lifecycle_state``): InService, then Terminated when the group lets it go.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 TOKEN_PATH = "/latest/api/token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 MAX_TTL = 21600
+# A group member's target lifecycle state, next to its IMDS document (the host writes it).
+LIFECYCLE_STATE_FILE = "target-lifecycle-state"
+
+
+def write_lifecycle_state(path: Path, state: str) -> None:
+    """What the instance reads from IMDS as its target lifecycle state, from its next GET on."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(state + "\n")
+    os.replace(tmp, path)
+
+
+def read_at_each_get(path: str) -> Callable[[], str | None]:
+    """A leaf whose text is the file's now (404 while there is none)."""
+
+    def read() -> str | None:
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return None
+
+    return read
 
 
 def metadata_tree(doc: dict[str, Any]) -> dict[str, Any]:
-    """The GET-able paths below /latest/, as a nested dict of leaves (str)."""
+    """The GET-able paths below /latest/, as a nested dict of leaves: text, or what
+    read_at_each_get returns."""
     meta: dict[str, Any] = {
         "ami-id": doc["ami_id"],
         "instance-id": doc["instance_id"],
@@ -41,6 +70,9 @@ def metadata_tree(doc: dict[str, Any]) -> dict[str, Any]:
             "info": json.dumps({"Code": "Success", "InstanceProfileArn": doc["role"]["profile_arn"]}),
             "security-credentials": {doc["role"]["name"]: json.dumps(doc["role"]["credentials"])},
         }
+    if doc.get("lifecycle_state_file"):
+        # As on EC2: only a member of an Auto Scaling group has the path.
+        meta["autoscaling"] = {"target-lifecycle-state": read_at_each_get(doc["lifecycle_state_file"])}
     if doc.get("public_key"):
         meta["public-keys"] = {"0": {"openssh-key": doc["public_key"].strip() + "\n"}}
     identity = {
@@ -71,6 +103,8 @@ def lookup(tree: dict[str, Any], path: str) -> str | None:
         if not isinstance(node, dict) or part not in node:
             return None
         node = node[part]
+    if callable(node):
+        return node()  # type: ignore[no-any-return]
     if isinstance(node, str):
         return node
     if path.rstrip("/").endswith("public-keys"):

@@ -1,4 +1,8 @@
-"""moto_server as the local cloud's EC2 API: start on a free loopback port, probe, stop."""
+"""moto_server as the local cloud's AWS APIs: start on a free loopback port, probe, stop.
+
+It is moto's own server with what the local cloud adds to moto loaded first (motoserver.py:
+Auto Scaling's lifecycle hooks, moto_lifecycle.py).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,10 @@ import botocore.exceptions
 from airflow_ami.clouds.local.system import LocalCloudError, log, marked_env, pid_alive, stop_process
 
 MOTO_ACCOUNT_ID = "123456789012"
+# moto_server with the local cloud's additions (named, not imported: the server's imports are
+# its own process's).
+MOTO_SERVER_MODULE = "airflow_ami.clouds.local.motoserver"
+PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 # Fake credentials: the local cloud must never reach real AWS, even if the
 # caller's environment holds real keys or a profile.
 FAKE_AWS_ENV = {
@@ -39,15 +47,6 @@ def aws_env(region: str, endpoint: str) -> dict[str, str]:
     env["AWS_REGION"] = region
     env["AWS_ENDPOINT_URL_EC2"] = endpoint
     return env
-
-
-def moto_server_path() -> Path:
-    path = Path(sys.executable).parent / "moto_server"
-    if not path.exists():
-        raise LocalCloudError(
-            f"{path} not found: install moto's server into the venv (`./bake` does: moto[server])"
-        )
-    return path
 
 
 def free_port() -> int:
@@ -77,17 +76,19 @@ def start_moto(log_file: Path, amis_file: Path | None = None, timeout: float = 3
     its stock AMIs (Amazon Linux 2 / 2023 with their real names and owner).
     """
     amis_env = {"MOTO_AMIS_PATH": str(amis_file)} if amis_file else {}
+    # The package on the server's import path, wherever this process runs from.
+    path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     port = free_port()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         # New session: a Ctrl-C in the terminal must not kill it behind our back;
         # our own cleanup decides when it stops.
         proc = subprocess.Popen(
-            [str(moto_server_path()), "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", MOTO_SERVER_MODULE, "-H", "127.0.0.1", "-p", str(port)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=marked_env({**FAKE_AWS_ENV, **amis_env}, tag="moto"),
+            env=marked_env({**FAKE_AWS_ENV, **amis_env, "PYTHONPATH": path}, tag="moto"),
             start_new_session=True,
         )
     deadline = time.monotonic() + timeout

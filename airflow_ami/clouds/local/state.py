@@ -2,7 +2,8 @@
 
 Layout (JSON): ``moto`` {pid, port}; ``instances`` {instance_id: record};
 ``ip_forward_before`` the sysctl value to restore; ``addresses`` {deployment:
-{address, instance_id}}, each deployment's address and the instance holding it.
+{address, instance_id}}, each deployment's address and the instance holding it;
+``worker_groups`` {group name: region}, the clusters' Auto Scaling groups in moto.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def state_path(root: Path | None = None) -> Path:
 
 
 def empty_state() -> dict[str, Any]:
-    return {"moto": None, "instances": {}, "ip_forward_before": None, "addresses": {}}
+    return {"moto": None, "instances": {}, "ip_forward_before": None, "addresses": {}, "worker_groups": {}}
 
 
 def load_state(root: Path | None = None) -> dict[str, Any]:

@@ -57,12 +57,27 @@ def dag_bundles(dags_s3_uri):
     ]
 
 
-def role_env(role, api_port):
-    """ROLE_ENV: the Airflow settings of the role (no secret in it)."""
+def remote_logging(task_logs_s3_uri):
+    """Airflow's S3 task handler: each task's log is put under the URI when the task ends,
+    with aws_default (the instance role, SSE-S3), and the UI and API read it from there,
+    whichever instance ran it and whether or not that instance still exists."""
+    if not task_logs_s3_uri:
+        return []
+    return [
+        ("AIRFLOW__LOGGING__REMOTE_LOGGING", "True"),
+        ("AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER", task_logs_s3_uri.rstrip("/")),
+        ("AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID", "aws_default"),
+        ("AIRFLOW__LOGGING__ENCRYPT_S3_LOGS", "True"),
+    ]
+
+
+def role_env(role, api_port, task_logs_s3_uri):
+    """ROLE_ENV: the Airflow settings of the role and where its task logs go (no secret in it)."""
     lines = ["# Written by airflow-firstboot.service: this instance is a %s.\n" % role.role]
+    values = remote_logging(task_logs_s3_uri)
     if role.role == "standalone":
-        return "".join(lines)
-    values = [
+        return "".join(lines + [env_file_line(name, value) for name, value in values])
+    values += [
         ("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor"),
         ("AIRFLOW__CORE__HOSTNAME_CALLABLE", HOSTNAME_CALLABLE),
         ("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(dag_bundles(role.dags_s3_uri))),
@@ -80,8 +95,11 @@ def role_env(role, api_port):
     return "".join(lines + [env_file_line(name, value) for name, value in values])
 
 
-def redis_conf(password, private_ip, redis_user):
-    """The broker's config: the private address and loopback only, a password, no disk."""
+def redis_conf(password, private_ip, redis_user, maxmemory_mib):
+    """The broker's config: the private address and loopback only, a password, and its queue
+    on the controller's disk: an append-only file fsynced every second (a restart, an upgrade
+    of the package or an OOM kill loses at most a second of messages), rewritten when it
+    doubles, so it stays near the size of what is queued, itself bounded by maxmemory."""
     return "".join(
         "%s\n" % line
         for line in (
@@ -93,9 +111,15 @@ def redis_conf(password, private_ip, redis_user):
             "supervised systemd",
             "daemonize no",
             'logfile ""',
+            # The package's data directory, mode 750, which only redis writes.
             "dir /var/lib/%s" % redis_user,
-            # Queued messages live as long as the controller: no dump to a world-readable dir.
             'save ""',
-            "appendonly no",
+            "appendonly yes",
+            "appendfsync everysec",
+            "auto-aof-rewrite-percentage 100",
+            "auto-aof-rewrite-min-size 64mb",
+            "maxmemory %dmb" % maxmemory_mib,
+            # A message the broker has taken is never evicted: when full, a new one is refused.
+            "maxmemory-policy noeviction",
         )
     )

@@ -50,7 +50,13 @@ from .deployment import (
     read_secrets,
     secrets_of,
 )
-from .sizing import api_workers_for, buffer_pool_mib_for, memory_limit_mib, resolve_parallelism
+from .sizing import (
+    api_workers_for,
+    broker_memory_mib_for,
+    buffer_pool_mib_for,
+    memory_limit_mib,
+    resolve_parallelism,
+)
 from .tlscert import openssl_argv, request_config, subject_alt_names
 
 # One Airflow process for all database work at first boot: importing Airflow costs
@@ -248,7 +254,13 @@ def write_role(ctx):
         if other != role:
             ctx.remove(os.path.join(L.ROLE_DIR, other))
     ctx.write_file(os.path.join(L.ROLE_DIR, role), role + "\n", 0o644, "root", "root")
-    ctx.write_file(L.ROLE_ENV, role_env(ctx.state.role, int(ctx.settings["api_port"])), 0o644, "root", "root")
+    env = role_env(ctx.state.role, int(ctx.settings["api_port"]), task_logs_location(ctx))
+    ctx.write_file(L.ROLE_ENV, env, 0o644, "root", "root")
+
+
+def task_logs_location(ctx):
+    """Where task logs go: the launch's user data, else the image's setting ("" on the instance only)."""
+    return ctx.state.role.task_logs_s3_uri or ctx.settings["task_logs_s3_uri"]
 
 
 def read_existing_secrets(ctx):
@@ -390,7 +402,8 @@ def store_access(ctx):
 
 def write_deployment_record(ctx):
     """What the backups follow (DEPLOYMENT_RECORD): the deployment, and where and how often
-    to dump: the user data's, else the bake's settings."""
+    to dump: the user data's, else the bake's settings; and where its task logs go, which
+    an upgrade's new instance keeps."""
     role = ctx.state.role
     if role.role == "worker":
         return "skipped"
@@ -398,6 +411,7 @@ def write_deployment_record(ctx):
         "deployment": role.deployment,
         "backup_s3_uri": role.backup_s3_uri or ctx.settings["backup_s3_uri"],
         "backup_interval_minutes": role.backup_interval_minutes or ctx.settings["backup_interval_minutes"],
+        "task_logs_s3_uri": task_logs_location(ctx),
     }
     ctx.write_file(
         L.DEPLOYMENT_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n", 0o644, "root", "root"
@@ -483,7 +497,12 @@ def write_redis_config(ctx):
         return "skipped"
     user = ctx.facts.redis_user
     ctx.ensure_dir(os.path.dirname(L.REDIS_CONF), 0o750, "root", user)
-    text = redis_conf(state.generated["broker_password"], state.private_ip or "127.0.0.1", user)
+    text = redis_conf(
+        state.generated["broker_password"],
+        state.private_ip or "127.0.0.1",
+        user,
+        broker_memory_mib_for(state.mem_mib),
+    )
     if ctx.write_file(L.REDIS_CONF, text, 0o640, "root", user, secret=True):
         ctx.act(
             "restart %s" % ctx.facts.redis_unit, systemd.systemctl, ctx, "try-restart", ctx.facts.redis_unit

@@ -18,6 +18,8 @@ MAX_API_WORKERS = 4
 MIN_BUFFER_POOL_MIB = 128
 MAX_BUFFER_POOL_MIB = 2048
 BUFFER_POOL_CHUNK_MIB = 128
+# The broker's memory floor (broker_memory_mib_for).
+MIN_BROKER_MIB = 64
 
 
 def parallelism_for(cpus, mem_mib):
@@ -55,6 +57,12 @@ def buffer_pool_mib_for(mem_mib):
     """innodb_buffer_pool_size in MiB, a whole number of chunks (MySQL rounds to them)."""
     mib = int(mem_mib) // 16 // BUFFER_POOL_CHUNK_MIB * BUFFER_POOL_CHUNK_MIB
     return max(MIN_BUFFER_POOL_MIB, min(MAX_BUFFER_POOL_MIB, mib))
+
+
+def broker_memory_mib_for(mem_mib):
+    """Redis's maxmemory: an eighth of the instance, at least MIN_BROKER_MIB. A queue that
+    reaches it refuses new messages (noeviction) instead of dropping queued ones."""
+    return max(MIN_BROKER_MIB, int(mem_mib) // 8)
 
 
 def memory_limit_mib(meminfo_text, cgroup_limits):

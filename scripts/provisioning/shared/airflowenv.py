@@ -14,8 +14,9 @@ from .runner import sha256_file
 MIN_AUTO_PYTHON = (3, 11)
 
 AIRFLOW_PROVIDERS = ["apache-airflow-providers-fab", "mysqlclient"]
-# celery: a cluster's controller and workers (CeleryExecutor, Redis); amazon: S3 and friends.
-AIRFLOW_EXTRAS = "mysql,amazon,celery"
+# celery: a cluster's controller and workers (CeleryExecutor, Redis); amazon: S3 and friends;
+# statsd: the metrics client Airflow sends to airflow-metrics.service with.
+AIRFLOW_EXTRAS = "mysql,amazon,celery,statsd"
 
 # request: what uv is asked for (a path or a version); system: it is /usr/bin/python3
 PythonChoice = collections.namedtuple("PythonChoice", "request minor system")

@@ -284,9 +284,11 @@ def put_secretsmanager_secret(name, value, region, creds, endpoint=None):
     )
 
 
-def s3_request(method, bucket, key, region, creds, *, endpoint=None, data=b"", query=None, timeout=300):
+def s3_request(
+    method, bucket, key, region, creds, *, endpoint=None, data=b"", query=None, timeout=300, headers=None
+):
     """One S3 request (path-style addressing, which every endpoint, moto's too, accepts):
-    the response body, or None for HTTP 404."""
+    the response body, or None for HTTP 404. ``headers``: S3's own (x-amz-*), signed too."""
     endpoint = (endpoint or "https://s3.%s.amazonaws.com" % region).rstrip("/")
     host = endpoint.split("://", 1)[1]
     path = (
@@ -297,6 +299,7 @@ def s3_request(method, bucket, key, region, creds, *, endpoint=None, data=b"", q
     extra = {"x-amz-content-sha256": hashlib.sha256(data).hexdigest()}
     if method == "PUT":
         extra["content-type"] = "application/octet-stream"
+    extra.update(headers or {})
     headers = sigv4_headers(
         method, host, path, data, region=region, service="s3", creds=creds, extra=extra, query=canonical
     )
@@ -312,8 +315,11 @@ def s3_request(method, bucket, key, region, creds, *, endpoint=None, data=b"", q
         raise OSError("s3 %s s3://%s/%s: HTTP %d %s" % (method, bucket, key, exc.code, detail)) from exc
 
 
-def put_s3_object(bucket, key, data, region, creds, *, endpoint=None, timeout=300):
-    if s3_request("PUT", bucket, key, region, creds, endpoint=endpoint, data=data, timeout=timeout) is None:
+def put_s3_object(bucket, key, data, region, creds, *, endpoint=None, timeout=300, headers=None):
+    done = s3_request(
+        "PUT", bucket, key, region, creds, endpoint=endpoint, data=data, timeout=timeout, headers=headers
+    )
+    if done is None:
         raise OSError("s3 PUT s3://%s/%s: HTTP 404 (no such bucket)" % (bucket, key))
 
 

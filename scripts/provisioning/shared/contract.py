@@ -69,6 +69,8 @@ SETTINGS = (
     "backup_retention_days",
     "backup_s3_uri",
     "backup_interval_minutes",
+    "task_logs_s3_uri",
+    "cloudwatch_metrics",
 )
 # The facts of an OS profile (its settings layer's os_facts), not choices.
 OS_FACTS = (
@@ -166,6 +168,7 @@ MAX_WORKER_CONCURRENCY = 256
 DEFAULT_QUEUES = ("default",)
 S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?$"
 S3_URI_RE = re.compile(S3_URI_PATTERN)
+AWS_NAME_RE = re.compile(r"^[A-Za-z0-9_./-]{1,255}$")
 
 # How often a database node dumps its database (user data backup_interval_minutes, else the
 # bake's setting): every hour by default, so a lost instance loses at most an hour and the
@@ -175,13 +178,31 @@ MIN_BACKUP_INTERVAL_MINUTES, MAX_BACKUP_INTERVAL_MINUTES = 5, 1440
 RESTORE_LATEST = "latest"
 DUMP_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*'()/-]+\.sql\.gz$")
 
+# ---- a cluster's workers, their Auto Scaling group and what it scales on ----
+
+# Airflow's metrics and the instance's own, in CloudWatch (running/metrics.py): one namespace;
+# each datum names its InstanceId and Role, and the broker's queue depth also its Cluster
+# (the series a cluster's scaling policy tracks, whichever instance is the controller now).
+METRICS_NAMESPACE = "Airflow"
+QUEUE_DEPTH_METRIC = "BrokerQueueDepth"
+CLUSTER_DIMENSION = "Cluster"
+# The termination lifecycle hook of a cluster's worker group: a leaving worker stops taking
+# tasks, lets its running ones finish (the worker unit's warm shutdown, at most
+# layout.WORKER_SERVICE stop_timeout), uploads their logs and completes the action; the hook
+# waits that long and LEAVE_MARGIN_SECONDS more, then terminates it anyway.
+LIFECYCLE_HOOK = "airflow-ami-drain"
+LEAVE_MARGIN_SECONDS = 120
+
 Role = collections.namedtuple(
     "Role",
     "role cluster controller dags_s3_uri worker_concurrency worker_queues"
-    " deployment backup_s3_uri backup_interval_minutes restore",
+    " deployment backup_s3_uri backup_interval_minutes restore"
+    " task_logs_s3_uri autoscaling_group lifecycle_hook",
 )
 
-STANDALONE = Role("standalone", None, None, None, None, DEFAULT_QUEUES, None, None, None, None)
+STANDALONE = Role(
+    "standalone", None, None, None, None, DEFAULT_QUEUES, None, None, None, None, None, None, None
+)
 # Keys only the node holding the database takes (a standalone instance or a controller).
 DATABASE_NODE_KEYS = ("backup_s3_uri", "backup_interval_minutes", "restore")
 
@@ -220,6 +241,9 @@ def user_data(
     backup_s3_uri="",
     backup_interval_minutes=None,
     restore="",
+    task_logs_s3_uri="",
+    autoscaling_group="",
+    lifecycle_hook="",
 ):
     """The document that launches an instance of ``role`` ("" when it asks nothing of it).
 
@@ -237,6 +261,9 @@ def user_data(
         "backup_s3_uri": backup_s3_uri,
         "backup_interval_minutes": backup_interval_minutes,
         "restore": restore,
+        "task_logs_s3_uri": task_logs_s3_uri,
+        "autoscaling_group": autoscaling_group,
+        "lifecycle_hook": lifecycle_hook,
     }
     doc.update({key: value for key, value in optional.items() if value})
     return "" if doc == {"role": "standalone"} else json.dumps(doc, sort_keys=True)
@@ -261,8 +288,13 @@ def parse_user_data(text):
     if role not in ROLES:
         _fail("role", "one of %s" % ", ".join(ROLES), role)
     backups = _database_node_keys(doc, role)
+    logs = doc.get("task_logs_s3_uri")
+    if logs is not None and (not isinstance(logs, str) or not S3_URI_RE.match(logs)):
+        _fail("task_logs_s3_uri", "s3://BUCKET[/PREFIX], where task logs go", logs)
     if role == "standalone":
-        extra = sorted(k for k in doc if k not in ("role", "deployment", *DATABASE_NODE_KEYS))
+        extra = sorted(
+            k for k in doc if k not in ("role", "deployment", "task_logs_s3_uri", *DATABASE_NODE_KEYS)
+        )
         if extra:
             _fail(extra[0], "only for a controller or a worker", doc[extra[0]])
         deployment = doc.get("deployment")
@@ -274,7 +306,9 @@ def parse_user_data(text):
             )
         if backups[2] == RESTORE_LATEST and deployment is None:
             _fail("restore", "latest only with a deployment (whose backups it names)", backups[2])
-        return STANDALONE._replace(deployment=deployment, **dict(zip(DATABASE_NODE_KEYS, backups)))
+        return STANDALONE._replace(
+            deployment=deployment, task_logs_s3_uri=logs, **dict(zip(DATABASE_NODE_KEYS, backups))
+        )
     cluster = doc.get("cluster")
     if not isinstance(cluster, str) or not CLUSTER_RE.match(cluster):
         _fail("cluster", "1-40 lower-case letters, digits and -, starting with a letter or digit", cluster)
@@ -300,7 +334,29 @@ def parse_user_data(text):
         _fail("worker_queues", "a non-empty list of queue names (letters, digits, _ . -)", queues)
     if role == "controller" and ("worker_concurrency" in doc or "worker_queues" in doc):
         _fail("worker_concurrency/worker_queues", "only for a worker", doc.get("worker_concurrency"))
-    return Role(role, cluster, controller, dags, concurrency, tuple(queues), cluster, *backups)
+    group, hook = _scaling_keys(doc, role)
+    return Role(
+        role, cluster, controller, dags, concurrency, tuple(queues), cluster, *backups, logs, group, hook
+    )
+
+
+def _scaling_keys(doc, role):
+    """(autoscaling_group, lifecycle_hook): a worker of a group learns it is leaving and
+    completes the group's termination hook; both or neither."""
+    given = [key for key in ("autoscaling_group", "lifecycle_hook") if key in doc]
+    if given and role != "worker":
+        _fail(given[0], "only for a worker (an Auto Scaling group's member)", doc[given[0]])
+    if len(given) == 1:
+        _fail(
+            given[0],
+            "together with %s" % ({"autoscaling_group", "lifecycle_hook"} - set(given)).pop(),
+            doc[given[0]],
+        )
+    values = [doc.get(key) for key in ("autoscaling_group", "lifecycle_hook")]
+    for key, value in zip(("autoscaling_group", "lifecycle_hook"), values):
+        if value is not None and (not isinstance(value, str) or not AWS_NAME_RE.match(value)):
+            _fail(key, "1-255 letters, digits and _ . / -", value)
+    return values[0], values[1]
 
 
 def _database_node_keys(doc, role):

@@ -176,8 +176,18 @@ SECRETS_REFRESH_UNIT = "airflow-secrets-refresh.service"
 SECRETS_REFRESH_TIMER = "airflow-secrets-refresh.timer"
 SECRETS_REFRESH_MINUTES = 2
 TIMERS = (*(job["timer"] for job in HOUSEKEEPING), SECRETS_REFRESH_TIMER)
+# Airflow's StatsD metrics and the instance's own figures, to CloudWatch (running/metrics.py),
+# on every role: Airflow sends its datagrams to STATSD_PORT on loopback.
+METRICS_UNIT = "airflow-metrics.service"
+STATSD_PORT = 8125
+# A worker of an Auto Scaling group watches IMDS for its termination and leaves without
+# killing a task (running/leave.py): it stops taking tasks, lets the running ones finish
+# (WORKER_SERVICE's warm shutdown), puts their logs in S3 and completes the group's
+# lifecycle action. LEAVE_POLL_SECONDS: how often it asks IMDS.
+LEAVE_UNIT = "airflow-worker-leave.service"
+LEAVE_POLL_SECONDS = 5
 # Enabled at bake time; UNIT_FILES are all the unit files the image installs.
-UNITS = (FIRSTBOOT_UNIT, *SERVICE_UNITS, AIRFLOW_TARGET, *TIMERS)
+UNITS = (FIRSTBOOT_UNIT, *SERVICE_UNITS, AIRFLOW_TARGET, *TIMERS, METRICS_UNIT, LEAVE_UNIT)
 UNIT_FILES = (*UNITS, *(job["unit"] for job in HOUSEKEEPING), SECRETS_REFRESH_UNIT)
 JOURNALD_DROPIN = "/etc/systemd/journald.conf.d/airflow-ami.conf"
 API_SERVER_UNIT = "airflow-api-server.service"
@@ -194,6 +204,7 @@ REDIS_UNIT_DROPIN = "redis-unit-dropin"
 RENDERED_FILES = [
     ("airflow.cfg", AIRFLOW_CFG, 0o644),
     ("webserver_config.py", AIRFLOW_HOME + "/webserver_config.py", 0o644),
+    ("airflow_ami_statsd.py", AIRFLOW_HOME + "/config/airflow_ami_statsd.py", 0o644),
     ("airflow.env", AIRFLOW_ENV, 0o644),
     ("airflow-cli.sh", AIRFLOW_CLI, 0o755),
     ("sudoers-airflow-ami", "/etc/sudoers.d/airflow-ami", 0o440),

@@ -6,6 +6,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,16 @@ def test_listing_marks_directories(base_url: str) -> None:
     assert status == 200
     assert "instance-id" in body.splitlines()
     assert "placement/" in body.splitlines()
+
+
+def test_a_group_member_reads_its_target_lifecycle_state_as_the_host_writes_it(tmp_path: Path) -> None:
+    state = tmp_path / imds.LIFECYCLE_STATE_FILE
+    member = imds.metadata_tree({**DOC, "lifecycle_state_file": str(state)})
+    path = "meta-data/autoscaling/target-lifecycle-state"
+    assert imds.lookup(imds.metadata_tree(DOC), path) is None, "not a member: no such path, as on EC2"
+    assert imds.lookup(member, path) is None, "nothing written yet"
+    imds.write_lifecycle_state(state, "InService")
+    assert imds.lookup(member, path) == "InService"
+    assert imds.lookup(member, "meta-data/autoscaling/") == "target-lifecycle-state"
+    imds.write_lifecycle_state(state, "Terminated")
+    assert imds.lookup(member, path) == "Terminated", "read at each GET, not at start"

@@ -7,10 +7,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import botocore.exceptions
 import pytest
 
+from airflow_ami.clouds import autoscaling
 from airflow_ami.clouds.local import cloud, moto, reaper, system
+from airflow_ami.clouds.local.state import locked_state
 from airflow_ami.clouds.local.system import LocalCloudError
+from airflow_ami.seam import contract
+from airflow_ami.settings import LaunchSettings, load
 
 
 def test_not_root_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,3 +118,34 @@ def test_reaper_recognises_our_processes_by_marker() -> None:
     finally:
         system.stop_process(proc.pid)
     assert proc.pid not in reaper.our_processes()
+
+
+@pytest.mark.slow  # a moto_server
+def test_moto_serves_lifecycle_actions_and_teardown_removes_policy_hook_and_group(
+    tmp_path: Path, moto_server: dict[str, int]
+) -> None:
+    settings = load(LaunchSettings, cli={"cloud": "local", "workers": "2"})
+    with locked_state(tmp_path) as state:
+        state["moto"] = moto_server
+    group = cloud.worker_group(tmp_path, moto_server["port"], settings, cloud.base_ami_id("abc123"))
+    asg = moto.moto_client("autoscaling", moto_server["port"], settings.region)
+    assert asg.describe_lifecycle_hooks(AutoScalingGroupName=group)["LifecycleHooks"]
+    assert asg.describe_policies(AutoScalingGroupName=group)["ScalingPolicies"]
+    # moto_server runs with moto_lifecycle.py (motoserver.py): the call is AWS's, not "not implemented".
+    with pytest.raises(botocore.exceptions.ClientError, match="No active Lifecycle Action found"):
+        asg.complete_lifecycle_action(
+            AutoScalingGroupName=group,
+            LifecycleHookName=contract.LIFECYCLE_HOOK,
+            InstanceId="i-0123456789abcdef0",
+            LifecycleActionResult="CONTINUE",
+        )
+    assert cloud.remove_worker_groups(tmp_path) == [
+        autoscaling.policy_name(group),
+        f"{group} {contract.LIFECYCLE_HOOK}",
+        group,
+    ]
+    assert asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"] == []
+    assert asg.describe_policies(AutoScalingGroupName=group)["ScalingPolicies"] == []
+    assert asg.describe_lifecycle_hooks(AutoScalingGroupName=group)["LifecycleHooks"] == []
+    with locked_state(tmp_path) as state:
+        assert state["worker_groups"] == {}

@@ -1,7 +1,9 @@
 """Test doubles for the instance-side steps: settings.json as the host writes it, a recording Context."""
 
 import functools
+import socket
 
+import boto3
 from provisioning.shared import contract, layout
 from provisioning.shared.runner import Context
 
@@ -72,3 +74,21 @@ def make_bundle(root):
     for name, _, _ in layout.RENDERED_FILES:
         (files / name).write_text(f"# {name}\n")
     return root
+
+
+def free_port():
+    """A loopback TCP port nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def aws_client(service, endpoint, region="eu-west-1", access_key="AKIDTESTTESTTEST", secret_key="secret"):
+    """boto3 on the `endpoint` fixture's moto server."""
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+    )

@@ -1,11 +1,8 @@
 """The stdlib SSM / Secrets Manager calls, against moto's server (signature format, JSON
 protocol, create-then-update), read back with boto3."""
 
-import socket
-
-import boto3
-import moto.server as moto_server
 import pytest
+from provfakes import aws_client
 from provisioning.shared.awsapi import (
     get_s3_object,
     list_s3_keys,
@@ -18,31 +15,10 @@ from provisioning.shared.awsapi import (
 CREDS = {"access_key": "AKIDTESTTESTTEST", "secret_key": "secret", "token": None}
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-def client(service, endpoint):
-    return boto3.client(
-        service,
-        region_name="eu-west-1",
-        endpoint_url=endpoint,
-        aws_access_key_id="AKIDTESTTESTTEST",
-        aws_secret_access_key="secret",
-    )
-
-
 def test_ssm_secure_string_is_written_and_overwritten(endpoint):
     put_ssm_parameter("/airflow/admin-password", "First1Password", "eu-west-1", CREDS, endpoint)
     put_ssm_parameter("/airflow/admin-password", "Second2Password", "eu-west-1", CREDS, endpoint)
-    got = client("ssm", endpoint).get_parameter(Name="/airflow/admin-password", WithDecryption=True)[
+    got = aws_client("ssm", endpoint).get_parameter(Name="/airflow/admin-password", WithDecryption=True)[
         "Parameter"
     ]
     assert got["Type"] == "SecureString"
@@ -52,12 +28,12 @@ def test_ssm_secure_string_is_written_and_overwritten(endpoint):
 def test_secretsmanager_creates_then_updates(endpoint):
     put_secretsmanager_secret("airflow/admin", "First1Password", "eu-west-1", CREDS, endpoint)
     put_secretsmanager_secret("airflow/admin", "Second2Password", "eu-west-1", CREDS, endpoint)
-    got = client("secretsmanager", endpoint).get_secret_value(SecretId="airflow/admin")
+    got = aws_client("secretsmanager", endpoint).get_secret_value(SecretId="airflow/admin")
     assert got["SecretString"] == "Second2Password"
 
 
 def test_an_s3_object_is_put_and_read_back(endpoint):
-    s3 = client("s3", endpoint)
+    s3 = aws_client("s3", endpoint)
     s3.create_bucket(Bucket="airflow-backups", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     put_s3_object(
         "airflow-backups",
@@ -98,7 +74,7 @@ def test_a_query_protocol_call_is_signed_and_answered(endpoint):
         endpoint=endpoint,
     )
     assert root.tag.endswith("PutMetricDataResponse")
-    metrics = client("cloudwatch", endpoint).list_metrics(Namespace="Probe")["Metrics"]
+    metrics = aws_client("cloudwatch", endpoint).list_metrics(Namespace="Probe")["Metrics"]
     assert [m["MetricName"] for m in metrics] == ["up"]
     with pytest.raises(OSError, match="monitoring NoSuchAction: HTTP "):
         query_call(

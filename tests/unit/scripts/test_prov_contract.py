@@ -19,11 +19,42 @@ def test_no_document_of_ours_means_standalone(text):
 def test_a_controller_and_a_worker():
     controller = {"role": "controller", "cluster": "analytics", "dags_s3_uri": DAGS}
     assert parse_user_data(json.dumps(controller)) == Role(
-        "controller", "analytics", None, DAGS, None, ("default",), "analytics", None, None, None
+        "controller",
+        "analytics",
+        None,
+        DAGS,
+        None,
+        ("default",),
+        "analytics",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
     )
     doc = {**WORKER, "worker_concurrency": 8, "worker_queues": ["default", "heavy"]}
     assert parse_user_data(json.dumps(doc)) == Role(
-        "worker", "analytics", "10.0.1.5", DAGS, 8, ("default", "heavy"), "analytics", None, None, None
+        "worker",
+        "analytics",
+        "10.0.1.5",
+        DAGS,
+        8,
+        ("default", "heavy"),
+        "analytics",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    scaled = {**WORKER, "autoscaling_group": "airflow-ami-analytics", "lifecycle_hook": "airflow-ami-drain"}
+    role = parse_user_data(json.dumps({**scaled, "task_logs_s3_uri": "s3://logs/analytics"}))
+    assert (role.autoscaling_group, role.lifecycle_hook, role.task_logs_s3_uri) == (
+        "airflow-ami-analytics",
+        "airflow-ami-drain",
+        "s3://logs/analytics",
     )
     assert parse_user_data(json.dumps({**WORKER, "controller": "ip-10-0-1-5.ec2.internal"})).controller
 
@@ -40,6 +71,13 @@ BAD = [
     (json.dumps({"role": "worker", "cluster": "c"}), "user data controller"),
     (json.dumps({**WORKER, "controller": "10.0.1.5; rm -rf /"}), "user data controller"),
     (json.dumps({**WORKER, "worker_concurrency": 0}), "worker_concurrency"),
+    (json.dumps({**WORKER, "autoscaling_group": "g"}), "together with lifecycle_hook"),
+    (json.dumps({**WORKER, "autoscaling_group": "g h", "lifecycle_hook": "x"}), "autoscaling_group"),
+    (
+        json.dumps({"role": "controller", "cluster": "c", "dags_s3_uri": DAGS, "lifecycle_hook": "x"}),
+        "only for a worker",
+    ),
+    (json.dumps({"role": "standalone", "task_logs_s3_uri": "/var/log"}), "task_logs_s3_uri"),
     (json.dumps({**WORKER, "worker_concurrency": 1000}), "worker_concurrency"),
     (json.dumps({**WORKER, "worker_concurrency": True}), "worker_concurrency"),
     (json.dumps({**WORKER, "worker_concurrency": "8"}), "worker_concurrency"),
@@ -84,13 +122,44 @@ def test_the_document_both_clouds_write_is_the_one_first_boot_reads():
         "controller", cluster="analytics", dags_s3_uri=DAGS, backup_interval_minutes=30
     )
     assert parse_user_data(controller) == Role(
-        "controller", "analytics", None, DAGS, None, ("default",), "analytics", None, 30, None
+        "controller",
+        "analytics",
+        None,
+        DAGS,
+        None,
+        ("default",),
+        "analytics",
+        None,
+        30,
+        None,
+        None,
+        None,
+        None,
     )
     worker = contract.user_data(
-        "worker", cluster="analytics", dags_s3_uri=DAGS, controller="10.0.1.5", worker_concurrency=4
+        "worker",
+        cluster="analytics",
+        dags_s3_uri=DAGS,
+        controller="10.0.1.5",
+        worker_concurrency=4,
+        task_logs_s3_uri="s3://logs/a",
+        autoscaling_group="airflow-ami-analytics",
+        lifecycle_hook=contract.LIFECYCLE_HOOK,
     )
     assert parse_user_data(worker) == Role(
-        "worker", "analytics", "10.0.1.5", DAGS, 4, ("default",), "analytics", None, None, None
+        "worker",
+        "analytics",
+        "10.0.1.5",
+        DAGS,
+        4,
+        ("default",),
+        "analytics",
+        None,
+        None,
+        None,
+        "s3://logs/a",
+        "airflow-ami-analytics",
+        contract.LIFECYCLE_HOOK,
     )
     named = contract.user_data(
         "standalone", deployment="prod", restore="latest", backup_s3_uri="s3://backups/p"

@@ -219,12 +219,15 @@ def test_a_failed_restore_leaves_no_airflow_service_able_to_start(tmp_path, monk
 
 def test_the_launch_s_backup_choices_win_over_the_bake_s(tmp_path, monkeypatch):
     monkeypatch.setattr(layout, "DEPLOYMENT_RECORD", str(tmp_path / "deployment.json"))
-    ctx = booted(NAMED._replace(backup_s3_uri="s3://chosen/p", backup_interval_minutes=15))
+    ctx = booted(
+        NAMED._replace(backup_s3_uri="s3://chosen/p", backup_interval_minutes=15, task_logs_s3_uri="s3://l/t")
+    )
     firstboot.write_deployment_record(ctx)
     assert json.loads(ctx.written[layout.DEPLOYMENT_RECORD]) == {
         "deployment": "prod",
         "backup_s3_uri": "s3://chosen/p",
         "backup_interval_minutes": 15,
+        "task_logs_s3_uri": "s3://l/t",
     }
     ctx = booted(NAMED)
     firstboot.write_deployment_record(ctx)

@@ -3,9 +3,11 @@ from provisioning.boot.sizing import (
     MAX_API_WORKERS,
     MAX_AUTO_PARALLELISM,
     MAX_BUFFER_POOL_MIB,
+    MIN_BROKER_MIB,
     MIN_BUFFER_POOL_MIB,
     MIN_PARALLELISM,
     api_workers_for,
+    broker_memory_mib_for,
     buffer_pool_mib_for,
     mem_mib_from_meminfo,
     memory_limit_mib,
@@ -69,6 +71,11 @@ def test_api_workers_follow_cpus_and_memory_and_the_buffer_pool_memory(cpus, mem
     assert api_workers_for(cpus, mem) == workers
     assert buffer_pool_mib_for(mem) == pool
     assert pool % 128 == 0
+
+
+@pytest.mark.parametrize(("mem", "broker"), [(7852, 981), (512, MIN_BROKER_MIB), (31700, 3962)])
+def test_the_broker_s_memory_is_an_eighth_of_the_instance_s(mem, broker):
+    assert broker_memory_mib_for(mem) == broker
 
 
 def test_a_container_s_memory_is_its_cgroup_limit_not_the_host_s():

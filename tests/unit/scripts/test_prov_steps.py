@@ -29,6 +29,8 @@ def test_airflow_units_come_from_layout_alone():
         layout.AIRFLOW_TARGET,
         *(job["timer"] for job in layout.HOUSEKEEPING),
         layout.SECRETS_REFRESH_TIMER,
+        layout.METRICS_UNIT,
+        layout.LEAVE_UNIT,
     }
     assert set(layout.SERVICE_UNITS) == {s["unit"] for s in layout.AIRFLOW_SERVICES}
     assert set(layout.UNIT_FILES) == {
