@@ -69,8 +69,9 @@ EXIT_INTERRUPTED = 130
 
 
 @contextmanager
-def exit_codes() -> Iterator[None]:
-    """Bad input -> one line, status 2; a failed step -> status 1; Ctrl-C -> 130."""
+def exit_codes(interrupted: str = "what this run started was stopped and removed") -> Iterator[None]:
+    """Bad input -> one line, status 2; a failed step -> status 1; Ctrl-C -> 130 and
+    `interrupted`, what is left of the run."""
     try:
         yield
     except SettingsError as exc:
@@ -94,9 +95,7 @@ def exit_codes() -> Iterator[None]:
     ) as exc:
         raise Exit(f"bake: {exc}", code=EXIT_FAILED) from None
     except KeyboardInterrupt:
-        raise Exit(
-            "bake: interrupted; what this run started was stopped and removed", code=EXIT_INTERRUPTED
-        ) from None
+        raise Exit(f"bake: interrupted; {interrupted}", code=EXIT_INTERRUPTED) from None
 
 
 def config_defaults() -> dict[str, None]:
@@ -201,7 +200,9 @@ def build_ami(settings: BakeSettings) -> None:
 
 
 def launch(settings: LaunchSettings, ami: str) -> None:
-    with exit_codes():
+    # A launch is kept as far as it got (its record names all it made), not undone.
+    cloud = "" if settings.cloud == "aws" else f" --cloud {settings.cloud}"
+    with exit_codes(f"what the launch made so far is recorded: `./bake teardown{cloud}` removes it"):
         members = lifecycle.launch(settings, ami)
         for member in members:
             sys.stdout.write(

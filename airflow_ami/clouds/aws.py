@@ -1,10 +1,13 @@
 """Launch on EC2, and take down exactly what a launch made.
 
-A launch records every resource the moment AWS returns its id, before the next
-call (build/<name>/aws-launch.json). So a launch that fails or is interrupted
-halfway leaves a record, and `teardown` removes what it lists and nothing else.
-Teardown never searches the region by tag: another person's or CI job's launch
-in the same region survives it.
+A launch records every resource before the call that makes it
+(build/<name>/aws-launch.json): by its name where AWS keys it by name, else with
+what finds it (its security group's name, this launch's own id tag), and its id
+once AWS returns it. So a launch that fails, or is interrupted even between a
+create call's return and the next line, leaves a record naming everything, and
+`teardown` removes what it lists and nothing else. Teardown looks nothing up by
+anything but this launch's names and its own random launch id: another person's
+or CI job's launch in the same region survives it.
 
 What a launch makes, in order: a key pair (unless --ssh-keypair-name names
 one), a security group of its own, the instance (a cluster's controller), for a
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import ipaddress
 import json
 import os
 import secrets
@@ -122,6 +126,22 @@ class LaunchRecord:
         self.data["resources"].append({"kind": kind, "id": resource_id, **extra})
         self.save()
 
+    @contextmanager
+    def making(self, kind: str, resource_id: str = "", **find: str) -> Iterator[dict[str, str]]:
+        """Record a resource before the call that makes it (`resource_id` its name, or empty
+        with `find` saying how teardown finds it until the caller sets its id). An error from
+        AWS means nothing was made, so its entry goes again; an interruption keeps it."""
+        entry = {"kind": kind, "id": resource_id, **find}
+        self.data["resources"].append(entry)
+        self.save()
+        try:
+            yield entry
+        except botocore.exceptions.ClientError:
+            self.data["resources"].remove(entry)
+            self.save()
+            raise
+        self.save()
+
     def of(self, kind: str) -> list[dict[str, str]]:
         return [r for r in self.data["resources"] if r["kind"] == kind]
 
@@ -147,12 +167,12 @@ def _spec(resource: str, tags: list[dict[str, str]]) -> dict[str, Any]:
 
 def make_key_pair(ec2: Any, record: LaunchRecord, tags: list[dict[str, str]]) -> str:
     """The launch's own key pair; its private key only in build/<name>/ (0600)."""
-    key = ec2.create_key_pair(KeyName=record.name, TagSpecifications=[_spec("key-pair", tags)])
     key_file = record.path.parent / f"{record.name}.pem"
+    with record.making("key_pair", record.name, key_file=str(key_file)):
+        key = ec2.create_key_pair(KeyName=record.name, TagSpecifications=[_spec("key-pair", tags)])
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(key["KeyMaterial"])
-    record.add("key_pair", record.name, key_file=str(key_file))
     return str(key_file)
 
 
@@ -184,16 +204,16 @@ def make_security_group(
 ) -> str:
     """The launch's group: SSH and the image's API port from --allow-cidr only (none: no
     inbound rule); a cluster's broker, execution API and worker logs between its members."""
-    group = ec2.create_security_group(
-        GroupName=record.name,
-        Description=f"airflow-ami launch {record.launch_id}",
-        VpcId=vpc,
-        TagSpecifications=[_spec("security-group", tags)],
-    )["GroupId"]
-    record.add("security_group", group)
+    with record.making("security_group", name=record.name, vpc=vpc) as entry:
+        entry["id"] = group = ec2.create_security_group(
+            GroupName=record.name,
+            Description=f"airflow-ami launch {record.launch_id}",
+            VpcId=vpc,
+            TagSpecifications=[_spec("security-group", tags)],
+        )["GroupId"]
     rules = [
-        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": c}]}
-        for c in settings.allow_cidr
+        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, **ip_ranges(cidr)}
+        for cidr in settings.allow_cidr
         for port in (22, image.api_port)
     ]
     if settings.workers:
@@ -204,6 +224,13 @@ def make_security_group(
     if rules:
         ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=rules)
     return str(group)
+
+
+def ip_ranges(cidr: str) -> dict[str, list[dict[str, str]]]:
+    """An ingress rule's source: an IPv6 range goes where EC2 keeps IPv6 ranges."""
+    if ipaddress.ip_network(cidr, strict=False).version == 6:
+        return {"Ipv6Ranges": [{"CidrIpv6": cidr}]}
+    return {"IpRanges": [{"CidrIp": cidr}]}
 
 
 def instance_data(
@@ -244,8 +271,10 @@ def run_controller(
     params["TagSpecifications"] = [_spec("instance", tags), _spec("volume", tags)]
     if settings.subnet_id:
         params["SubnetId"] = settings.subnet_id
-    described = ec2.run_instances(**params)["Instances"][0]
-    record.add("instance", described["InstanceId"])
+    name = next(t["Value"] for t in tags if t["Key"] == "Name")
+    with record.making("instance", name=name) as entry:
+        described = ec2.run_instances(**params)["Instances"][0]
+        entry["id"] = described["InstanceId"]
     return dict(described)
 
 
@@ -259,28 +288,29 @@ def make_workers(
     """A launch template of the worker and the cluster's Auto Scaling group of --workers of it
     (between --min-workers and --max-workers), made with its lifecycle hook, and its policy."""
     ec2 = client(settings, settings.region)
-    template = ec2.create_launch_template(
-        LaunchTemplateName=record.name,
-        LaunchTemplateData={
-            **data,
-            # RunInstances encodes user data itself; a launch template takes it encoded.
-            "UserData": base64.b64encode(data["UserData"].encode()).decode(),
-            "TagSpecifications": [_spec("instance", tags), _spec("volume", tags)],
-        },
-        TagSpecifications=[_spec("launch-template", tags)],
-    )["LaunchTemplate"]["LaunchTemplateId"]
-    record.add("launch_template", template)
+    with record.making("launch_template", record.name):
+        template = ec2.create_launch_template(
+            LaunchTemplateName=record.name,
+            LaunchTemplateData={
+                **data,
+                # RunInstances encodes user data itself; a launch template takes it encoded.
+                "UserData": base64.b64encode(data["UserData"].encode()).decode(),
+                "TagSpecifications": [_spec("instance", tags), _spec("volume", tags)],
+            },
+            TagSpecifications=[_spec("launch-template", tags)],
+        )["LaunchTemplate"]["LaunchTemplateId"]
     asg = client(settings, settings.region, service="autoscaling")
     name = autoscaling.worker_group_name(settings.cluster)
     try:
-        autoscaling.create_worker_group(
-            asg,
-            name,
-            launch_template=template,
-            sizes=(settings.min_workers, settings.workers, settings.max_workers),
-            placement={"VPCZoneIdentifier": subnet},
-            tags=[{"Key": t["Key"], "Value": t["Value"], "PropagateAtLaunch": False} for t in tags],
-        )
+        with record.making("auto_scaling_group", name):
+            autoscaling.create_worker_group(
+                asg,
+                name,
+                launch_template=template,
+                sizes=(settings.min_workers, settings.workers, settings.max_workers),
+                placement={"VPCZoneIdentifier": subnet},
+                tags=[{"Key": t["Key"], "Value": t["Value"], "PropagateAtLaunch": False} for t in tags],
+            )
     except botocore.exceptions.ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "AlreadyExists":
             raise
@@ -288,10 +318,9 @@ def make_workers(
             f"cluster {settings.cluster} already has its worker group {name} in {settings.region}:"
             " tear that launch down first, or name another --cluster"
         ) from None
-    record.add("auto_scaling_group", name)
     record.add("lifecycle_hook", contract.LIFECYCLE_HOOK, group=name)
-    policy = autoscaling.put_queue_depth_policy(asg, name, settings.cluster, settings.worker_concurrency)
-    record.add("scaling_policy", policy, group=name)
+    with record.making("scaling_policy", autoscaling.policy_name(name), group=name):
+        autoscaling.put_queue_depth_policy(asg, name, settings.cluster, settings.worker_concurrency)
     return str(template)
 
 
@@ -342,8 +371,9 @@ def to_instance(record: LaunchRecord, described: dict[str, Any], key_file: str, 
 
 def allocate_deployment_address(ec2: Any, record: LaunchRecord, tags: list[dict[str, str]]) -> None:
     """The deployment's Elastic IP, recorded the moment AWS returns it."""
-    address = ec2.allocate_address(Domain="vpc", TagSpecifications=[_spec("elastic-ip", tags)])
-    record.add("address", address["AllocationId"], public_ip=address["PublicIp"])
+    with record.making("address") as entry:
+        address = ec2.allocate_address(Domain="vpc", TagSpecifications=[_spec("elastic-ip", tags)])
+        entry.update(id=address["AllocationId"], public_ip=address["PublicIp"])
 
 
 def associate(ec2: Any, record: LaunchRecord, instance_id: str) -> None:
@@ -492,6 +522,7 @@ def teardown(settings: Target, out: TextIO = sys.stdout) -> list[str]:
     if record is None:
         return []
     ec2 = client(settings, record.data["region"])
+    find_unanswered(ec2, record)
     removed: list[str] = []
     instances = [r["id"] for r in record.of("instance")]
     asg = client(settings, record.data["region"], service="autoscaling")
@@ -518,7 +549,7 @@ def teardown(settings: Target, out: TextIO = sys.stdout) -> list[str]:
         removed.append(address["id"])
     for template in record.of("launch_template"):
         with _unless_gone():
-            ec2.delete_launch_template(LaunchTemplateId=template["id"])
+            ec2.delete_launch_template(LaunchTemplateName=template["id"])
         removed.append(template["id"])
     for group in record.of("security_group"):
         with _unless_gone():
@@ -531,6 +562,41 @@ def teardown(settings: Target, out: TextIO = sys.stdout) -> list[str]:
         removed.append(key["id"])
     record.path.unlink()
     return removed
+
+
+def find_unanswered(ec2: Any, record: LaunchRecord) -> None:
+    """Give each resource whose create call never answered (an empty id) the ids of what
+    that call made, found by what the record kept for it; none found: nothing was made."""
+    launch = [{"Name": f"tag:{LAUNCH_ID_TAG}", "Values": [record.launch_id]}]
+    finders: dict[str, Callable[[dict[str, str]], list[str]]] = {
+        "security_group": lambda e: [
+            g["GroupId"]
+            for g in ec2.describe_security_groups(
+                Filters=[
+                    {"Name": "group-name", "Values": [e["name"]]},
+                    {"Name": "vpc-id", "Values": [e["vpc"]]},
+                ]
+            )["SecurityGroups"]
+        ],
+        "instance": lambda e: [
+            i["InstanceId"]
+            for r in ec2.describe_instances(Filters=[*launch, {"Name": "tag:Name", "Values": [e["name"]]}])[
+                "Reservations"
+            ]
+            for i in r["Instances"]
+            if i["State"]["Name"] != "terminated"
+        ],
+        "address": lambda e: [a["AllocationId"] for a in ec2.describe_addresses(Filters=launch)["Addresses"]],
+    }
+    resources: list[dict[str, str]] = []
+    for entry in record.data["resources"]:
+        if entry["id"]:
+            resources.append(entry)
+            continue
+        known = {r["id"] for r in record.data["resources"]}
+        resources += [{**entry, "id": found} for found in finders[entry["kind"]](entry) if found not in known]
+    record.data["resources"] = resources
+    record.save()
 
 
 def _delete_auto_scaling_group(settings: Target, record: LaunchRecord, name: str) -> list[str]:
@@ -581,7 +647,7 @@ def instances(settings: Target) -> list[InstanceRecord]:
     record = LaunchRecord.load(settings)
     if record is None:
         return []
-    ids = [r["id"] for r in record.of("instance")]
+    ids = [r["id"] for r in record.of("instance") if r["id"]]
     keys = record.of("key_pair")
     key_file = keys[0]["key_file"] if keys else record.data["ssh_private_key_file"]
     ec2 = client(settings, record.data["region"])

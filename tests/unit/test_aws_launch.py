@@ -17,10 +17,11 @@ from typing import Any
 import boto3
 import botocore.client
 import botocore.exceptions
+import invoke
 import pytest
 
 import airflow_ami.clouds.local.moto_lifecycle  # noqa: F401  (it patches moto as it loads)
-from airflow_ami import lifecycle
+from airflow_ami import cli, lifecycle
 from airflow_ami.builddir import BuildDir
 from airflow_ami.clouds import autoscaling, ec2
 from airflow_ami.clouds import aws as aws_cloud
@@ -378,6 +379,78 @@ def test_teardown_after_a_launch_failed_at_each_step_leaves_nothing(
     assert ours(made) == nothing(made)
     assert not aws_cloud.launch_record_path(s).exists()
     assert aws_cloud.teardown(s, io.StringIO()) == []
+
+
+CREATE_CALLS = (
+    "CreateKeyPair",
+    "CreateSecurityGroup",
+    "RunInstances",
+    "AllocateAddress",
+    "CreateLaunchTemplate",
+    "CreateAutoScalingGroup",
+    "PutScalingPolicy",
+)
+
+
+@pytest.mark.parametrize("step", CREATE_CALLS)
+def test_a_launch_interrupted_right_after_a_create_call_returns_leaves_nothing_after_teardown(
+    aws: Calls, build_root: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """Ctrl-C between AWS answering and the record hearing of it: teardown finds the resource."""
+    s = cluster(workers="2", allow_cidr="10.0.0.0/8")
+    image = ami()
+    spied = botocore.client.BaseClient._make_api_call
+
+    def interrupted(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        answer = spied(self, operation, params)
+        if operation == step:
+            raise KeyboardInterrupt
+        return answer
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        aws_cloud.launch(s, image, io.StringIO())
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", spied)
+    made = launch_id(s)
+    assert ours(made) != nothing(made) or step == "PutScalingPolicy"
+    aws_cloud.teardown(s, io.StringIO())
+    assert ours(made) == nothing(made)
+    policies = boto3.client("autoscaling", region_name=REGION).describe_policies()["ScalingPolicies"]
+    assert policies == []
+    assert aws_cloud.teardown(s, io.StringIO()) == []
+
+
+def test_ctrl_c_during_a_launch_says_what_is_left_and_what_removes_it(
+    build_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*_: Any, **__: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lifecycle, "launch", interrupted)
+    with pytest.raises(invoke.Exit) as err:
+        cli.launch(settings(), "")
+    assert err.value.code == cli.EXIT_INTERRUPTED
+    assert "`./bake teardown` removes it" in str(err.value.message)
+    assert "was stopped and removed" not in str(err.value.message)
+
+
+def test_an_ipv6_allow_cidr_is_an_ipv6_range(aws: Calls, build_root: Path) -> None:
+    s = settings(allow_cidr="2001:db8::/64,10.0.0.0/8")
+    (instance,) = aws_cloud.launch(s, ami(), io.StringIO())
+    group = boto3.client("ec2", region_name=REGION).describe_instances(InstanceIds=[instance.instance_id])[
+        "Reservations"
+    ][0]["Instances"][0]["SecurityGroups"][0]["GroupId"]
+    sources = {
+        (rule["FromPort"], r.get("CidrIp") or r.get("CidrIpv6"), "Ipv6" if "CidrIpv6" in r else "Ipv4")
+        for rule in ingress(group)
+        for r in rule.get("IpRanges", []) + rule.get("Ipv6Ranges", [])
+    }
+    assert sources == {
+        (22, "2001:db8::/64", "Ipv6"),
+        (8080, "2001:db8::/64", "Ipv6"),
+        (22, "10.0.0.0/8", "Ipv4"),
+        (8080, "10.0.0.0/8", "Ipv4"),
+    }
 
 
 def test_lifecycle_records_the_cluster_and_says_how_to_reach_it(aws: Calls, build_root: Path) -> None:
