@@ -85,9 +85,12 @@ def instances(c: Context, settings: Target) -> None:
 
 
 @cli.settings_task(BakeSettings, flags=("ami_name_prefix", "ami_regions"))
-def prune_amis(c: Context, settings: BakeSettings, keep: int = 3, yes: bool = False) -> None:
-    """Per region, list unused AMIs of this prefix/OS/arch past the newest --keep; --yes deregisters them."""
-    cli.prune_amis(settings, keep, yes)
+def prune_amis(
+    c: Context, settings: BakeSettings, keep: int = 3, yes: bool = False, include_shared: bool = False
+) -> None:
+    """Per region, list unused AMIs of this prefix/OS/arch past the newest --keep verified ones;
+    --yes deregisters them (--include-shared: those shared with other accounts too)."""
+    cli.prune_amis(settings, keep, yes, include_shared)
 
 
 @cli.settings_task(BakeSettings, flags=("kms_key_id",))

@@ -279,16 +279,17 @@ def teardown(settings: Target) -> None:
     sys.stdout.write(f"teardown: removed {', '.join(removed) or 'nothing (none running)'}\n")
 
 
-def prune_amis(settings: BakeSettings, keep: int, yes: bool) -> None:
+def prune_amis(settings: BakeSettings, keep: int, yes: bool, include_shared: bool) -> None:
     with exit_codes():
-        regions = amis.prune(settings, keep, apply=yes)
+        regions = amis.prune(settings, keep, apply=yes, shared=include_shared)
     verb = "deregistered with their snapshots" if yes else "would deregister (dry run; --yes to act)"
     for pruned in regions:
         where = f"prune-amis: {pruned.region}:"
         sys.stdout.write(f"{where} {verb}: {', '.join(pruned.removed) or 'nothing'}\n")
         for ami_id, users in pruned.in_use.items():
             sys.stdout.write(f"{where} kept {ami_id}, in use by {', '.join(users)}\n")
-        sys.stdout.write(f"{where} kept the newest {keep}: {', '.join(pruned.kept) or 'none found'}\n")
+        kept = ", ".join(pruned.kept) or "none found"
+        sys.stdout.write(f"{where} kept the newest {keep} verified and any newer: {kept}\n")
 
 
 def copy_ami(settings: BakeSettings, to_regions: str, ami: str) -> None:

@@ -7,6 +7,7 @@ separate `launch`, `verify` and `teardown` runs find it.
 
 from __future__ import annotations
 
+import datetime
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -209,21 +210,29 @@ def verify_instance(
     settings: Target, cluster: str = "", host: str = "", pytest_args: Sequence[str] = ()
 ) -> int:
     """Run the testinfra suite against --host, or else the instance `launch` recorded
-    (with a cluster: its controller, told where the workers are)."""
+    (with a cluster: its controller, told where the workers are). The whole suite passing
+    on a launched instance tags its AMI verified (prune-amis counts only those)."""
     if host:
         return verify.run_suite(host, pytest_args=pytest_args)
     out = BuildDir.of(settings)
     if cluster:
-        return verify_cluster(out, cluster, pytest_args)
-    instance = InstanceRecord.from_record(
-        out.read(out.instance_record, "run `./bake launch` first or pass --host")
-    )
-    config = verify.ssh_config(out.ssh_config, instance.ssh_key_file) if instance.ssh_key_file else None
-    return verify.run_suite(f"ssh://{instance.ssh_user}@{instance.address}", config, pytest_args)
+        code, ami_id = verify_cluster(out, cluster, pytest_args)
+    else:
+        instance = InstanceRecord.from_record(
+            out.read(out.instance_record, "run `./bake launch` first or pass --host")
+        )
+        config = verify.ssh_config(out.ssh_config, instance.ssh_key_file) if instance.ssh_key_file else None
+        code = verify.run_suite(f"ssh://{instance.ssh_user}@{instance.address}", config, pytest_args)
+        ami_id = instance.ami_id
+    if code == 0 and not pytest_args:
+        now = datetime.datetime.now(datetime.UTC)
+        amis.mark_verified(cloud_for(settings).client(settings, "ec2"), ami_id, now)
+    return code
 
 
-def verify_cluster(out: BuildDir, cluster: str, pytest_args: Sequence[str]) -> int:
-    """The suite on the controller, told where the workers are (tests/infra/test_cluster.py)."""
+def verify_cluster(out: BuildDir, cluster: str, pytest_args: Sequence[str]) -> tuple[int, str]:
+    """The suite on the controller, told where the workers are (tests/infra/test_cluster.py);
+    its exit status and the controller's AMI."""
     members = [InstanceRecord.from_record(m) for m in cluster_members(out, cluster)]
     controllers = [m for m in members if m.role == "controller"]
     if not controllers:
@@ -234,7 +243,7 @@ def verify_cluster(out: BuildDir, cluster: str, pytest_args: Sequence[str]) -> i
     config = verify.ssh_config(out.ssh_config, *(m.ssh_key_file for m in members))
     workers = [f"--airflow-ami-worker=ssh://{m.ssh_user}@{m.address}" for m in members if m.role == "worker"]
     host = f"ssh://{controllers[0].ssh_user}@{controllers[0].address}"
-    return verify.run_suite(host, config, [*workers, *pytest_args])
+    return verify.run_suite(host, config, [*workers, *pytest_args]), controllers[0].ami_id
 
 
 def teardown(settings: Target) -> list[str]:

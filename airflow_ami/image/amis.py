@@ -18,10 +18,13 @@ from typing import Any
 from airflow_ami.builddir import BuildDir, MissingRecord
 from airflow_ami.clouds import ec2
 from airflow_ami.settings import BakeSettings, SettingsError, all_fields, tag_key
-from airflow_ami.settings.fields import check_accounts, check_ami_regions
+from airflow_ami.settings.fields import TAG_PREFIX, check_accounts, check_ami_regions
 
 # The tags that say which AMIs are the same kind as this build's: only those take turns in --keep.
 IDENTITY = ("ami_name_prefix", "os", "arch")
+# What a full `./bake verify` that passed writes on the AMI it verified (UTC time): only
+# verified AMIs take turns in --keep.
+VERIFIED_TAG = TAG_PREFIX + "verified"
 # Every state of an instance but terminated keeps its AMI needed (a stopped one starts again).
 LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 AMI_ID_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
@@ -173,8 +176,8 @@ class Pruned:
     """One region's AMIs of this kind past the newest --keep."""
 
     region: str
-    kept: tuple[str, ...]  # the newest --keep
-    in_use: dict[str, tuple[str, ...]]  # older, but launched from: AMI -> instances, launch template versions
+    kept: tuple[str, ...]  # the newest --keep verified ones, and anything newer (unverified yet)
+    in_use: dict[str, tuple[str, ...]]  # older, but used: AMI -> instances, template versions, accounts
     removed: tuple[str, ...]  # deregistered with their snapshots (a dry run: would be)
 
 
@@ -186,17 +189,21 @@ def prune_regions(settings: BakeSettings) -> list[str]:
     return sorted({settings.region, *settings.ami_regions, *baked, *copied})
 
 
-def prune(settings: BakeSettings, keep: int, *, apply: bool) -> list[Pruned]:
-    """All but the newest `keep` AMIs of this prefix, OS and arch, per region; `apply` deregisters them."""
+def prune(settings: BakeSettings, keep: int, *, apply: bool, shared: bool = False) -> list[Pruned]:
+    """Per region, the AMIs of this prefix, OS and arch older than the newest `keep` verified ones,
+    unless in use (or, without `shared`, shared with other accounts); `apply` deregisters them."""
     if keep < 0:
         raise SettingsError("keep", "a whole number >= 0", keep)
     ours = settings.ami_tags()
     identity = {tag_key(name): ours[tag_key(name)] for name in IDENTITY}
-    return [_prune_region(settings, region, identity, keep, apply) for region in prune_regions(settings)]
+    return [
+        _prune_region(settings, region, identity, keep, apply=apply, shared=shared)
+        for region in prune_regions(settings)
+    ]
 
 
 def _prune_region(
-    settings: BakeSettings, region: str, identity: dict[str, str], keep: int, apply: bool
+    settings: BakeSettings, region: str, identity: dict[str, str], keep: int, *, apply: bool, shared: bool
 ) -> Pruned:
     client = ec2.client(settings, region)
     filters = [{"Name": f"tag:{key}", "Values": [value]} for key, value in identity.items()]
@@ -207,8 +214,20 @@ def _prune_region(
         if identity.items() <= _tags(image).items()
     ]
     images.sort(key=lambda image: image["CreationDate"], reverse=True)
-    older = {image["ImageId"]: image for image in images[keep:]}
+    # An AMI that failed verification does not count; one newer than the kept window may be
+    # under verification right now, so it stays until --keep verified ones are newer.
+    verified = [i for i, image in enumerate(images) if VERIFIED_TAG in _tags(image)]
+    if keep == 0:
+        window = 0
+    elif len(verified) < keep:
+        window = len(images)
+    else:
+        window = verified[keep - 1] + 1
+    older = {image["ImageId"]: image for image in images[window:]}
     users = _users(client, set(older))
+    if not shared:
+        for ami_id, accounts in _shared_with(client, set(older)).items():
+            users.setdefault(ami_id, []).extend(accounts)
     removed = [ami_id for ami_id in older if ami_id not in users]
     if apply:
         for ami_id in removed:
@@ -218,7 +237,7 @@ def _prune_region(
                 client.delete_snapshot(SnapshotId=snapshot)
     return Pruned(
         region=region,
-        kept=tuple(image["ImageId"] for image in images[:keep]),
+        kept=tuple(image["ImageId"] for image in images[:window]),
         in_use={ami_id: tuple(users[ami_id]) for ami_id in older if ami_id in users},
         removed=tuple(removed),
     )
@@ -248,6 +267,25 @@ def _users(client: Any, ami_ids: set[str]) -> dict[str, list[str]]:
             if image in ami_ids:
                 users.setdefault(image, []).append(f"{template_id} version {version['VersionNumber']}")
     return users
+
+
+def _shared_with(client: Any, ami_ids: set[str]) -> dict[str, list[str]]:
+    """AMI -> who else may launch it (accounts, organizations, everyone): deregistering it
+    would break their launches."""
+    shared: dict[str, list[str]] = {}
+    for ami_id in sorted(ami_ids):
+        permissions = client.describe_image_attribute(ImageId=ami_id, Attribute="launchPermission")
+        for grant in permissions.get("LaunchPermissions", []):
+            who = grant.get("UserId") or grant.get("OrganizationArn") or grant.get("OrganizationalUnitArn")
+            shared.setdefault(ami_id, []).append(f"shared with {who or grant.get('Group', 'all')}")
+    return shared
+
+
+def mark_verified(client: Any, ami_id: str, when: datetime.datetime) -> None:
+    """Tag the AMI a full verify passed on, so it counts toward prune-amis' --keep."""
+    client.create_tags(
+        Resources=[ami_id], Tags=[{"Key": VERIFIED_TAG, "Value": when.isoformat(timespec="seconds")}]
+    )
 
 
 # ---- copy ----

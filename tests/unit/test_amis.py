@@ -40,8 +40,10 @@ def bake(
     os_name: str = "amazon-linux-2",
     arch: str = "x86_64",
     key: str = "",
+    verified: bool = True,
 ) -> str:
-    """An AMI tagged as the bake tags it (Settings.ami_tags), made on 2026-01-<day>."""
+    """An AMI tagged as the bake tags it (Settings.ami_tags), made on 2026-01-<day>, and
+    (`verified`) as a passed `./bake verify` tags it."""
     settings = load(
         BakeSettings, cli={"ami_name_prefix": prefix, "os": os_name, "arch": arch, "tags": "Team=data"}
     )
@@ -49,6 +51,8 @@ def bake(
     name = f"{prefix}-3.3.2-{os_name}-{arch}-202601{day:02d}000000"
     ami = str(client.register_image(Name=name, RootDeviceName="/dev/xvda")["ImageId"])
     client.create_tags(Resources=[ami], Tags=[{"Key": k, "Value": v} for k, v in settings.ami_tags().items()])
+    if verified:
+        amis.mark_verified(client, ami, datetime.datetime(2026, 1, day, 1, tzinfo=datetime.UTC))
     # moto gaps: CreationDate is the registration time to the second (AMIs made in one second tie),
     # register_image ignores BlockDeviceMappings (each AMI gets one snapshot of its own), and that
     # snapshot is never encrypted. So the moto AMI's date and its snapshot's key are set directly.
@@ -148,6 +152,43 @@ def test_amis_still_in_use_are_kept(aws: Calls, build_root: Path) -> None:
     assert pruned.in_use[any_version] == (f"{template} version 2",)
     assert pruned.removed == (gone,)
     assert images() == {running, stopped, default_version, any_version, newest, newest_kept}
+
+
+def test_amis_that_failed_verification_do_not_count_toward_keep(aws: Calls, build_root: Path) -> None:
+    older_failed, old, verified, failed, in_flight = (
+        bake(HOME, 1, verified=False),
+        bake(HOME, 2),
+        bake(HOME, 3),
+        bake(HOME, 4, verified=False),
+        bake(HOME, 5, verified=False),
+    )
+    (pruned,) = amis.prune(load(BakeSettings), keep=1, apply=True)
+    # The newest verified one is kept; the unverified newer ones may be under verification now.
+    assert pruned.kept == (in_flight, failed, verified)
+    assert set(pruned.removed) == {old, older_failed}
+    assert images() == {verified, failed, in_flight}
+
+
+def test_fewer_verified_amis_than_keep_prunes_nothing(aws: Calls, build_root: Path) -> None:
+    made = {bake(HOME, 1, verified=False), bake(HOME, 2), bake(HOME, 3, verified=False)}
+    (pruned,) = amis.prune(load(BakeSettings), keep=2, apply=True)
+    assert pruned.removed == () and images() == made
+
+
+def test_amis_shared_with_other_accounts_are_kept_unless_asked(aws: Calls, build_root: Path) -> None:
+    shared, public, old, new = bake(HOME, 1), bake(HOME, 2), bake(HOME, 3), bake(HOME, 4)
+    client = boto3.client("ec2", region_name=HOME)
+    client.modify_image_attribute(
+        ImageId=shared, LaunchPermission={"Add": [{"UserId": "111122223333"}]}, Attribute="launchPermission"
+    )
+    client.modify_image_attribute(
+        ImageId=public, LaunchPermission={"Add": [{"Group": "all"}]}, Attribute="launchPermission"
+    )
+    (pruned,) = amis.prune(load(BakeSettings), keep=1, apply=True)
+    assert pruned.in_use == {shared: ("shared with 111122223333",), public: ("shared with all",)}
+    assert pruned.removed == (old,)
+    (pruned,) = amis.prune(load(BakeSettings), keep=1, apply=True, shared=True)
+    assert set(pruned.removed) == {shared, public} and images() == {new}
 
 
 @pytest.mark.parametrize("known_by", ["ami_regions", "ami.json", "copy-ami"])
@@ -323,11 +364,11 @@ def test_prune_amis_says_per_region_what_it_would_deregister_and_what_is_in_use(
     used, old, new = bake(HOME, 1), bake(HOME, 2), bake(HOME, 3)
     client = boto3.client("ec2", region_name=HOME)
     instance = client.run_instances(ImageId=used, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
-    cli.prune_amis(load(BakeSettings), keep=1, yes=False)
+    cli.prune_amis(load(BakeSettings), keep=1, yes=False, include_shared=False)
     assert capsys.readouterr().out.splitlines() == [
         f"prune-amis: {HOME}: would deregister (dry run; --yes to act): {old}",
         f"prune-amis: {HOME}: kept {used}, in use by {instance}",
-        f"prune-amis: {HOME}: kept the newest 1: {new}",
+        f"prune-amis: {HOME}: kept the newest 1 verified and any newer: {new}",
     ]
 
 

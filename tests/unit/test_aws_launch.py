@@ -25,6 +25,7 @@ from airflow_ami import cli, lifecycle
 from airflow_ami.builddir import BuildDir
 from airflow_ami.clouds import autoscaling, ec2
 from airflow_ami.clouds import aws as aws_cloud
+from airflow_ami.image import amis
 from airflow_ami.image.record import Baked
 from airflow_ami.seam import contract, layout
 from airflow_ami.settings import RECORD, BakeSettings, LaunchSettings, load
@@ -468,6 +469,26 @@ def test_lifecycle_records_the_cluster_and_says_how_to_reach_it(aws: Calls, buil
     lifecycle.teardown(s)
     with pytest.raises(lifecycle.MissingRecord, match="nothing launched"):
         lifecycle.status(s)
+
+
+VERIFY_OUTCOMES = {
+    "passed": (0, [], True),
+    "failed": (1, [], False),
+    "a part passed": (0, ["-k", "ports"], False),
+}
+
+
+@pytest.mark.parametrize("outcome", VERIFY_OUTCOMES)
+def test_only_a_whole_verify_that_passed_tags_the_ami_verified(
+    aws: Calls, build_root: Path, monkeypatch: pytest.MonkeyPatch, outcome: str
+) -> None:
+    code, pytest_args, tagged = VERIFY_OUTCOMES[outcome]
+    s = settings()
+    image = ami()
+    lifecycle.launch(s, image.ami_id, io.StringIO(), wait=False)
+    monkeypatch.setattr(lifecycle.verify, "run_suite", lambda *_, **__: code)
+    assert lifecycle.verify_instance(s, pytest_args=pytest_args) == code
+    assert (amis.VERIFIED_TAG in ec2.image_tags(s, image.ami_id)) is tagged
 
 
 @pytest.mark.parametrize("known_by", ["the build's ami.json", "the AMI's tags"])
