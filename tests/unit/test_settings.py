@@ -233,6 +233,9 @@ BAD_VALUES = [
     ("backup_s3_uri", "https://bucket/x", {}),
     ("backup_s3_uri", "s3://UPPER/x", {}),
     ("task_logs_s3_uri", "/var/log/airflow", {}),
+    # S3 takes a quote in a key; the instance's env files cannot carry one.
+    ("task_logs_s3_uri", "s3://logs/it's", {}),
+    ("dags_s3_uri", "s3://dags/it's", {}),
     ("cloudwatch_metrics", "sometimes", {}),
     ("db_retention_days", "forever", {}),
     ("uv_wheel_sha256", "D7F459FE", {}),

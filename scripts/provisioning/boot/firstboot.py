@@ -254,7 +254,11 @@ def write_role(ctx):
         if other != role:
             ctx.remove(os.path.join(L.ROLE_DIR, other))
     ctx.write_file(os.path.join(L.ROLE_DIR, role), role + "\n", 0o644, "root", "root")
-    env = role_env(ctx.state.role, int(ctx.settings["api_port"]), task_logs_location(ctx))
+    try:
+        env = role_env(ctx.state.role, int(ctx.settings["api_port"]), task_logs_location(ctx))
+    except ValueError as exc:
+        # The checks passed a value the env file cannot hold: stop, never restart on it.
+        raise StepFailed("user data cannot be rendered: %s" % exc, exit_status=L.BAD_USER_DATA_EXIT) from None
     ctx.write_file(L.ROLE_ENV, env, 0o644, "root", "root")
 
 

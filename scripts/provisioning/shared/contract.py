@@ -166,7 +166,8 @@ LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)%s(\.%s)*$" % (LABEL, LABEL))
 MAX_WORKER_CONCURRENCY = 256
 DEFAULT_QUEUES = ("default",)
-S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?$"
+# S3's "safe" key characters but the quote: these URIs are rendered into KEY='value' env files.
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*()/-]*)?$"
 S3_URI_RE = re.compile(S3_URI_PATTERN)
 AWS_NAME_RE = re.compile(r"^[A-Za-z0-9_./-]{1,255}$")
 
@@ -176,7 +177,7 @@ AWS_NAME_RE = re.compile(r"^[A-Za-z0-9_./-]{1,255}$")
 MIN_BACKUP_INTERVAL_MINUTES, MAX_BACKUP_INTERVAL_MINUTES = 5, 1440
 # restore: the newest dump of the deployment, or one dump named by its URI.
 RESTORE_LATEST = "latest"
-DUMP_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*'()/-]+\.sql\.gz$")
+DUMP_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*()/-]+\.sql\.gz$")
 
 # ---- a cluster's workers, their Auto Scaling group and what it scales on ----
 
