@@ -71,7 +71,11 @@ def validate_templates(out: TextIO = sys.stdout) -> None:
             settings = load(
                 BakeSettings, cli={"os": os_name, "arch": arch, "build_name": f"validate-{os_name}-{arch}"}
             )
-            check_template(BuildDir(render(settings, version)))
+            # A Packer before plugins needs the build host's CIDRs; the documentation range will do.
+            given = (
+                settings if packer.loads_plugins(version) else replace(settings, ssh_cidrs=("192.0.2.0/24",))
+            )
+            check_template(BuildDir(render(given, version)))
             modern = replace(settings, build_name=f"validate-{os_name}-{arch}-modern")
             packer.fmt_check(BuildDir(render(modern, max(version, packer.PLUGINS_SINCE))).template)
             out.write(f"validate: {os_name} {arch}: packer fmt + validate ok\n")

@@ -19,7 +19,7 @@ from airflow_ami.builddir import BuildDir
 from airflow_ami.image import packer
 from airflow_ami.seam import SCRIPTS_DIR, layout
 from airflow_ami.settings import MANIFEST, REPO_ROOT, BakeSettings
-from airflow_ami.settings.fields import CONSTRAINTS_IN_BUNDLE, EXTRA_CA_IN_BUNDLE
+from airflow_ami.settings.fields import CONSTRAINTS_IN_BUNDLE, EXTRA_CA_IN_BUNDLE, SettingsError
 
 PACKER_DIR = REPO_ROOT / "packer"
 TEMPLATE = "airflow.pkr.hcl.j2"
@@ -80,6 +80,14 @@ def environment(loader_dir: Path, **options: Any) -> jinja2.Environment:
 
 
 def render_template(settings: BakeSettings, packer_version: tuple[int, int, int]) -> str:
+    if not settings.ssh_cidrs and not packer.loads_plugins(packer_version):
+        raise SettingsError(
+            "ssh_cidrs",
+            f"given with Packer {'.'.join(map(str, packer_version))}: only the amazon plugin of Packer"
+            f" >= {'.'.join(map(str, packer.PLUGINS_SINCE))} finds this host's address itself, and"
+            " the build instance admits SSH from nowhere else",
+            settings.ssh_cidrs,
+        )
     return (
         environment(PACKER_DIR)
         .get_template(TEMPLATE)

@@ -46,8 +46,8 @@ from airflow_ami.settings.fields import (
     check_ami_regions,
     check_ami_users,
     check_api_port,
+    check_build_ssh_cidrs,
     check_ca_bundle,
-    check_cidrs,
     check_constraints,
     check_extra_packages,
     check_ip_address,
@@ -113,9 +113,10 @@ class BakeSettings(Target):
     ssh_cidrs: tuple[str, ...] = setting(
         (),
         _as_list,
-        check_cidrs,
-        "comma-separated CIDRs such as 203.0.113.0/24",
-        "CIDRs allowed to SSH to the build instance (empty: Packer's temporary security group default)",
+        check_build_ssh_cidrs,
+        "comma-separated CIDRs such as 203.0.113.0/24; needed with ssh_interface private_ip",
+        "CIDRs allowed to SSH to the build instance, such as CI runners' (empty: the public address"
+        " Packer sees this host at)",
     )
     ssh_username: str = setting(
         None,

@@ -269,6 +269,12 @@ def check_cidrs(value: tuple[str, ...], _: Mapping[str, Any]) -> None:
         ipaddress.ip_network(cidr, strict=True)
 
 
+def check_build_ssh_cidrs(value: tuple[str, ...], s: Mapping[str, Any]) -> None:
+    # A build host reaching a private address has no public one to stand for it.
+    check_cidrs(value, s)
+    _check(bool(value) or s["ssh_interface"] != "private_ip")
+
+
 def check_iam_instance_profile(value: str, s: Mapping[str, Any]) -> None:
     # A cluster's nodes share their secrets through SSM/Secrets Manager and read the
     # DAG bundle from S3, with their instance role.

@@ -82,6 +82,8 @@ def test_packer_build_against_moto_leaves_only_the_ami(
                 "region": REGION,
                 "ec2_endpoint": moto_endpoint,
                 "ssh_host": "127.0.0.1",
+                # Else Packer asks checkip.amazonaws.com for this host's address.
+                "ssh_cidrs": "127.0.0.1/32",
                 "ssh_port": str(ssh_target),
                 "ssh_username": getpass.getuser(),
                 "tags": "Team=data",

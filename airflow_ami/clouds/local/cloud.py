@@ -702,6 +702,8 @@ def _build_instance(
             # The image's own AWS calls (backups to S3, the admin password) go to moto too.
             aws_endpoint_url=settings.aws_endpoint_url or AWS_API_URL,
             ssh_host=record["ip"],
+            # Packer's temporary group admits this host only, as on AWS the build host's address.
+            ssh_cidrs=settings.ssh_cidrs or (f"{Slot(record['slot']).host_ip}/32",),
             ssh_port=22,
             ssh_keypair_name=key.name,
             ssh_private_key_file=str(key.file),
