@@ -16,6 +16,8 @@
                                                          the lifecycle action (airflow-worker-leave)
   provision.py restore        [--from DUMP]              replace the database by a dump: a path, an
                                                          s3:// URI, or latest; default: the newest here
+  provision.py run-workload                              one Airflow workload (JSON on stdin), as the task
+                                                         user, with no secret in reach (the services' sudo)
 
 --dry-run logs every step and what it would do, and changes nothing.
 """
@@ -31,7 +33,7 @@ from provisioning.bake import imagecheck, install
 from provisioning.bake.osdetect import UnsupportedOS
 from provisioning.bake.oskit import ADAPTERS, adapter_named, load_adapter
 from provisioning.boot import firstboot
-from provisioning.running import backup, leave, metrics, secrets
+from provisioning.running import backup, leave, metrics, secrets, taskrun
 from provisioning.shared import layout
 from provisioning.shared.contract import OsFacts, SettingsMissing, read_settings
 from provisioning.shared.runner import Context, StepFailed, log, run_steps
@@ -94,6 +96,7 @@ def main(argv=None):
             "publish-controller",
             "metrics",
             "leave-when-told",
+            "run-workload",
         ],
     )
     parser.add_argument("phase", nargs="?", choices=["begin", "finish"], help="rotate-fernet-key: which half")
@@ -117,6 +120,8 @@ def main(argv=None):
         help="install: fail if any step changed something (proves a repeated run is a no-op)",
     )
     args = parser.parse_args(argv)
+    if args.command == "run-workload":
+        return taskrun.main()
     if args.command in ("install", "cleanup", "validate-image") and not args.bundle:
         parser.error("--bundle is required for %s" % args.command)
     try:

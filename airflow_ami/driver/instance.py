@@ -79,7 +79,9 @@ OPERATORS_DAG = "airflow_ami_testinfra_operators"
 MEMORY_DAG = "airflow_ami_testinfra_memory"
 # An upgrade's last check on the new instance: one run, then the DAG and all of it removed.
 CANARY_DAG = "airflow_ami_testinfra_canary"
-TEST_DAGS = (FANOUT_DAG, XCOM_DAG, INFLIGHT_DAG, OPERATORS_DAG, MEMORY_DAG, CANARY_DAG)
+# A task that tries every way to the instance's secrets and returns what it read.
+UNTRUSTED_DAG = "airflow_ami_testinfra_untrusted"
+TEST_DAGS = (FANOUT_DAG, XCOM_DAG, INFLIGHT_DAG, OPERATORS_DAG, MEMORY_DAG, CANARY_DAG, UNTRUSTED_DAG)
 
 # On a cluster's controller: put (path given) or delete an object of the S3 DAG bundle.
 S3_PUT = """

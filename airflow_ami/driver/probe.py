@@ -601,8 +601,15 @@ def cmd_memory(args):
     emit(best)
 
 
+def cmd_scan(args):
+    """Which of the instance's secrets the file args[0] holds (names only, never values)."""
+    with open(args[0], "rb") as fh:
+        emit({"keys": sorted(scan_stream(fh, needles(read_secrets())))})
+
+
 COMMANDS = {
     "api": cmd_api,
+    "scan": cmd_scan,
     "tls-check": cmd_tls_check,
     "token-check": cmd_token_check,
     "wait-health": cmd_wait_health,

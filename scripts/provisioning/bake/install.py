@@ -1,6 +1,7 @@
 """`provision.py install`: MySQL + Airflow baked into the image, no secrets."""
 
 import glob
+import grp
 import json
 import os
 import pwd
@@ -279,13 +280,16 @@ def create_backup_account(ctx):
     )
 
 
+def nologin():
+    return "/usr/sbin/nologin" if os.path.exists("/usr/sbin/nologin") else "/sbin/nologin"
+
+
 def create_airflow_user(ctx):
     try:
         pwd.getpwnam(L.AIRFLOW_USER)
         return
     except KeyError:
         pass
-    nologin = "/usr/sbin/nologin" if os.path.exists("/usr/sbin/nologin") else "/sbin/nologin"
     ctx.act(
         "create system user %s (home %s, no login)" % (L.AIRFLOW_USER, L.AIRFLOW_HOME),
         ctx.run,
@@ -297,16 +301,52 @@ def create_airflow_user(ctx):
             L.AIRFLOW_HOME,
             "--no-create-home",
             "--shell",
-            nologin,
+            nologin(),
             L.AIRFLOW_USER,
         ],
     )
 
 
+def create_task_user(ctx):
+    """The user DAG authors' code runs as (layout.TASK_USER): its own group, which the
+    services' user joins so both write and prune the task logs, and a home of its own."""
+    try:
+        pwd.getpwnam(L.TASK_USER)
+    except KeyError:
+        ctx.act(
+            "create system user %s (home %s, no login)" % (L.TASK_USER, L.TASK_HOME),
+            ctx.run,
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--home-dir",
+                L.TASK_HOME,
+                "--no-create-home",
+                "--shell",
+                nologin(),
+                L.TASK_USER,
+            ],
+        )
+    try:
+        members = grp.getgrnam(L.TASK_USER).gr_mem
+    except KeyError:  # a dry run did not make it
+        members = []
+    if L.AIRFLOW_USER not in members:
+        ctx.act(
+            "let %s write the task logs (group %s)" % (L.AIRFLOW_USER, L.TASK_USER),
+            ctx.run,
+            ["usermod", "--append", "--groups", L.TASK_USER, L.AIRFLOW_USER],
+        )
+    ctx.ensure_dir(L.TASK_HOME, 0o700, L.TASK_USER, L.TASK_USER)
+
+
 def create_airflow_directories(ctx):
     ctx.ensure_dir(L.AIRFLOW_HOME, 0o755, "root", L.AIRFLOW_USER)
-    for sub in ("dags", "logs", "plugins"):
+    for sub in ("dags", "plugins"):
         ctx.ensure_dir(os.path.join(L.AIRFLOW_HOME, sub), 0o755, L.AIRFLOW_USER, L.AIRFLOW_USER)
+    # Tasks' supervisors (the task user) write their logs; Airflow makes task log folders 775.
+    ctx.ensure_dir(L.AIRFLOW_LOGS, 0o2775, L.AIRFLOW_USER, L.TASK_USER)
     ctx.ensure_dir(L.ETC_AIRFLOW, 0o755, "root", "root")
     # Readable: the backup job (the airflow user) follows first boot's records in it; it holds
     # no secret (those are in ETC_AIRFLOW, mode 600).
@@ -655,6 +695,7 @@ STEPS = [
     check_mysql_port,
     secure_mysql,
     create_airflow_user,
+    create_task_user,
     create_airflow_database,
     create_backup_account,
     create_airflow_directories,

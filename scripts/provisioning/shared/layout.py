@@ -12,6 +12,12 @@ AIRFLOW_BIN = VENV + "/bin/airflow"
 AIRFLOW_CFG = AIRFLOW_HOME + "/airflow.cfg"
 AIRFLOW_LOGS = AIRFLOW_HOME + "/logs"
 AIRFLOW_USER = "airflow"
+# Every workload an executor or a Celery worker runs (tasks, callbacks: DAG authors' code) runs
+# as this user, through sudo and `provision.py run-workload`, in a fresh process whose
+# environment holds no secret: it cannot read the services' secrets, their /proc, the
+# secret files or the database's socket accounts (README "What a DAG author can reach").
+TASK_USER = "airflow-task"
+TASK_HOME = "/var/lib/airflow-task"
 ETC_AIRFLOW = "/etc/airflow"
 AIRFLOW_ENV = ETC_AIRFLOW + "/airflow.env"
 SECRETS_ENV = ETC_AIRFLOW + "/secrets.env"
@@ -22,6 +28,8 @@ API_TLS_KEY = ETC_AIRFLOW + "/tls/api.key"
 AIRFLOW_CLI = "/usr/local/bin/airflow"
 BAKED_SETTINGS = "/etc/airflow-ami/settings.json"
 CODE_DIR = "/usr/local/lib/airflow-ami"
+# What the services run as TASK_USER (the sudoers rule names exactly this), a workload's JSON on stdin.
+RUN_WORKLOAD = ("/usr/bin/python3", CODE_DIR + "/provision.py", "run-workload")
 STATE_DIR = "/var/lib/airflow-ami"
 FIRSTBOOT_MARKER = STATE_DIR + "/firstboot.json"
 # The instance's role in a cluster (user data, userdata.py): first boot writes ROLE_DIR/<role>
@@ -205,6 +213,7 @@ RENDERED_FILES = [
     ("airflow.cfg", AIRFLOW_CFG, 0o644),
     ("webserver_config.py", AIRFLOW_HOME + "/webserver_config.py", 0o644),
     ("airflow_ami_statsd.py", AIRFLOW_HOME + "/config/airflow_ami_statsd.py", 0o644),
+    ("airflow_local_settings.py", AIRFLOW_HOME + "/config/airflow_local_settings.py", 0o644),
     ("airflow.env", AIRFLOW_ENV, 0o644),
     ("airflow-cli.sh", AIRFLOW_CLI, 0o755),
     ("sudoers-airflow-ami", "/etc/sudoers.d/airflow-ami", 0o440),
