@@ -346,3 +346,44 @@ def test_two_clusters_keep_their_secrets_apart():
     assert contract.deployment_secret_name("ssm", "a") != contract.deployment_secret_name("ssm", "b")
     assert contract.deployment_secret_name("ssm", "a") == "/airflow-ami/a/secrets"
     assert contract.deployment_secret_name("secretsmanager", "a") == "airflow-ami/a/secrets"
+
+
+def test_the_services_may_run_only_the_workload_runner_and_only_as_the_task_user():
+    text = render_all(settings())["sudoers-airflow-ami"]
+    rules = [line for line in text.splitlines() if line and not line.startswith(("#", "Defaults"))]
+    assert rules == [
+        f"{layout.AIRFLOW_USER} ALL=({layout.TASK_USER}) NOPASSWD: {' '.join(layout.RUN_WORKLOAD)}"
+    ]
+
+
+def test_the_local_settings_hand_every_workload_to_the_task_user(tmp_path, monkeypatch):
+    """Loaded as the services' user, the module replaces the one call that runs a workload by
+    the sudo handover; loaded as any other user, it changes nothing."""
+    source = render_all(settings())["airflow_local_settings.py"]
+    calls = []
+
+    class BaseExecutor:
+        @staticmethod
+        def run_workload(workload, **_):
+            return "in process"
+
+    class Workload:
+        def model_dump_json(self):
+            return '{"ti": "x"}'
+
+    fake = type(os)("airflow.executors.base_executor")
+    fake.BaseExecutor = BaseExecutor
+    monkeypatch.setitem(__import__("sys").modules, "airflow.executors.base_executor", fake)
+    monkeypatch.setattr(
+        subprocess, "run", lambda argv, **kw: calls.append((argv, kw)) or subprocess.CompletedProcess(argv, 7)
+    )
+    as_other = {"__name__": "airflow_local_settings"}
+    monkeypatch.setattr("pwd.getpwuid", lambda uid: type("P", (), {"pw_name": layout.TASK_USER}))
+    exec(compile(source, "airflow_local_settings.py", "exec"), as_other)
+    assert BaseExecutor.run_workload(Workload()) == "in process"
+    monkeypatch.setattr("pwd.getpwuid", lambda uid: type("P", (), {"pw_name": layout.AIRFLOW_USER}))
+    exec(compile(source, "airflow_local_settings.py", "exec"), {"__name__": "airflow_local_settings"})
+    assert BaseExecutor.run_workload(Workload(), server="http://x") == 7
+    argv, kw = calls[0]
+    assert argv == ["sudo", "-n", "-u", layout.TASK_USER, *layout.RUN_WORKLOAD]
+    assert kw["input"] == b'{"ti": "x"}'
