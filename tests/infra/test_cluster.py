@@ -92,6 +92,31 @@ def test_the_controller_runs_airflow_and_a_broker_for_the_cluster_only(instance:
     )
 
 
+def test_the_broker_s_account_runs_celery_s_commands_and_none_that_reconfigure_it(instance: Instance) -> None:
+    as_celery = (
+        f"REDISCLI_AUTH=\"$(sed -n 's|^AIRFLOW__CELERY__BROKER_URL=.redis://[^:]*:\\([^@]*\\)@.*|\\1|p'"
+        f' {SECRETS_ENV})" redis-cli --user {layout.BROKER_USER} -p {layout.REDIS_PORT}'
+    )
+    answers = {
+        command: instance.sh(f"{as_celery} {command}").stdout.strip()
+        for command in (
+            "PING",
+            "CONFIG GET dir",
+            "DEBUG SLEEP 0",
+            "REPLICAOF NO ONE",
+            "MODULE LIST",
+            "FLUSHALL",
+        )
+    }
+    assert answers["PING"] == "PONG", expect("PONG as the broker's user", answers["PING"], layout.REDIS_CONF)
+    allowed = {c: a for c, a in answers.items() if c != "PING" and "NOPERM" not in a}
+    assert not allowed, expect(
+        f"{layout.BROKER_USER} refused every command that reconfigures, replicates or wipes Redis",
+        allowed,
+        f"the user line of {layout.REDIS_CONF}; redis-cli ACL GETUSER {layout.BROKER_USER}",
+    )
+
+
 def test_workers_run_a_celery_worker_and_nothing_of_the_controller(workers: list[Instance]) -> None:
     assert workers, "no --airflow-ami-worker given"
     for node in workers:

@@ -5,6 +5,7 @@ A cluster is a named deployment: the secrets every node shares live in its store
 role. Nothing shared travels in user data.
 """
 
+import hashlib
 import json
 
 from ..shared import layout as L
@@ -32,7 +33,7 @@ HOSTNAME_CALLABLE = "airflow.utils.net.get_host_ip_address"
 
 
 def redis_url(password, host, db):
-    return "redis://:%s@%s:%d/%d" % (password, host, L.REDIS_PORT, db)
+    return "redis://%s:%s@%s:%d/%d" % (L.BROKER_USER, password, host, L.REDIS_PORT, db)
 
 
 def celery_secret_lines(role, password):
@@ -96,10 +97,12 @@ def role_env(role, api_port, task_logs_s3_uri):
 
 
 def redis_conf(password, private_ip, redis_user, maxmemory_mib):
-    """The broker's config: the private address and loopback only, a password, and its queue
-    on the controller's disk: an append-only file fsynced every second (a restart, an upgrade
-    of the package or an OOM kill loses at most a second of messages), rewritten when it
-    doubles, so it stays near the size of what is queued, itself bounded by maxmemory."""
+    """The broker's config: the private address and loopback only; one account, Celery's
+    (the password by its SHA-256 only), without the commands that reconfigure or replicate
+    the server (@dangerous: CONFIG, MODULE, REPLICAOF, DEBUG, ...) and the default user off;
+    its queue on the controller's disk: an append-only file fsynced every second (a restart,
+    an upgrade of the package or an OOM kill loses at most a second of messages), rewritten
+    when it doubles, so it stays near the size of what is queued, bounded by maxmemory."""
     return "".join(
         "%s\n" % line
         for line in (
@@ -107,7 +110,9 @@ def redis_conf(password, private_ip, redis_user, maxmemory_mib):
             "bind 127.0.0.1 %s" % private_ip,
             "port %d" % L.REDIS_PORT,
             "protected-mode yes",
-            "requirepass %s" % password,
+            "user default off",
+            "user %s on #%s ~* &* +@all -@dangerous"
+            % (L.BROKER_USER, hashlib.sha256(password.encode("utf-8")).hexdigest()),
             "supervised systemd",
             "daemonize no",
             'logfile ""',

@@ -290,7 +290,7 @@ def _resp_reply(stream):
     return line[:1].decode("ascii", "replace"), line[1:-2].decode("utf-8", "replace")
 
 
-def queue_depth(host, port, password, queue=CELERY_QUEUE, *, timeout=2, db=0):
+def queue_depth(host, port, password, queue=CELERY_QUEUE, *, timeout=2, db=0, user=None):
     """How many messages wait in the Celery broker's ``queue`` (Redis LLEN); None when
     Redis cannot be reached or refuses. Never raises."""
     try:
@@ -298,7 +298,7 @@ def queue_depth(host, port, password, queue=CELERY_QUEUE, *, timeout=2, db=0):
             stream = sock.makefile("rb")
             commands = []
             if password:
-                commands.append(("+", _resp_command("AUTH", password)))
+                commands.append(("+", _resp_command("AUTH", *([user] if user else []), password)))
             if db:
                 commands.append(("+", _resp_command("SELECT", db)))
             commands.append((":", _resp_command("LLEN", queue)))
@@ -313,7 +313,7 @@ def queue_depth(host, port, password, queue=CELERY_QUEUE, *, timeout=2, db=0):
 
 
 def broker_of(url, queue=CELERY_QUEUE):
-    """queue_depth's arguments for a Celery broker URL (redis://:password@host:port/db), or None."""
+    """queue_depth's arguments for a Celery broker URL (redis://[user]:password@host:port/db), or None."""
     try:
         parts = urlsplit(url or "")
         port = parts.port or L.REDIS_PORT
@@ -323,7 +323,15 @@ def broker_of(url, queue=CELERY_QUEUE):
     if parts.scheme != "redis" or not parts.hostname:
         return None
     password = unquote(parts.password) if parts.password else None
-    return {"host": parts.hostname, "port": port, "password": password, "queue": queue, "db": db}
+    user = unquote(parts.username) if parts.username else None
+    return {
+        "host": parts.hostname,
+        "port": port,
+        "password": password,
+        "queue": queue,
+        "db": db,
+        "user": user,
+    }
 
 
 # ---- CloudWatch ----

@@ -44,6 +44,8 @@ BAD_USER_DATA_EXIT = 3
 # controller: Redis, the Celery broker, with first boot's config (password, private address).
 REDIS_CONF = ETC_AIRFLOW + "/redis/redis.conf"
 REDIS_PORT = 6379
+# The broker's one account (Redis ACL), with Celery's commands only: the default user is off.
+BROKER_USER = "airflow-celery"
 # Where a worker serves its task logs to the controller's api-server.
 WORKER_LOG_PORT = 8793
 BUILD_DIR = STATE_DIR + "/build"  # uv, its cache, constraints: removed by cleanup

@@ -1,5 +1,6 @@
 """A cluster's first boot: the role decides what runs and with what (its secrets: test_prov_deployment)."""
 
+import hashlib
 import json
 
 import pytest
@@ -68,10 +69,17 @@ def test_the_launch_s_task_logs_win_over_the_image_s():
     assert firstboot.task_logs_location(booted(WORKER)) == ""
 
 
-def test_the_broker_listens_on_the_private_address_with_a_password():
+def test_the_broker_listens_on_the_private_address_with_one_account_of_celery_s_commands():
     conf = cluster.redis_conf("B" * 32, "10.0.1.5", "redis", 256)
-    assert "bind 127.0.0.1 10.0.1.5\n" in conf and "requirepass " + "B" * 32 in conf
-    assert "protected-mode yes\n" in conf
+    assert "bind 127.0.0.1 10.0.1.5\n" in conf and "protected-mode yes\n" in conf
+    digest = hashlib.sha256(b"B" * 32).hexdigest()
+    users = [line for line in conf.splitlines() if line.startswith("user ")]
+    assert users == ["user default off", f"user {layout.BROKER_USER} on #{digest} ~* &* +@all -@dangerous"]
+    assert "B" * 32 not in conf and "requirepass" not in conf
+    assert (
+        cluster.redis_url("B" * 32, "10.0.1.5", 0)
+        == f"redis://{layout.BROKER_USER}:{'B' * 32}@10.0.1.5:6379/0"
+    )
 
 
 def test_the_broker_keeps_its_queue_on_disk_bounded():

@@ -272,7 +272,7 @@ class FakeRedis:
 
     def reply(self, args):
         if args[0] == "AUTH":
-            return b"+OK\r\n" if args[1] == self.password else b"-WRONGPASS invalid password\r\n"
+            return b"+OK\r\n" if args[-1] == self.password else b"-WRONGPASS invalid password\r\n"
         if args[0] == "SELECT":
             return b"+OK\r\n"
         if args[0] == "LLEN":
@@ -293,6 +293,11 @@ def redis():
 def test_queue_depth_is_llen_after_auth(redis):
     assert metrics.queue_depth("127.0.0.1", redis.port, "s3cret") == 7
     assert redis.commands == [["AUTH", "s3cret"], ["LLEN", "default"]]
+
+
+def test_queue_depth_authenticates_as_the_broker_s_acl_user(redis):
+    assert metrics.queue_depth("127.0.0.1", redis.port, "s3cret", user="airflow-celery") == 7
+    assert redis.commands == [["AUTH", "airflow-celery", "s3cret"], ["LLEN", "default"]]
 
 
 def test_queue_depth_selects_another_database_and_queue(redis):
@@ -317,7 +322,9 @@ def test_the_broker_is_read_from_celerys_url():
         "password": "pa/ss",
         "queue": "default",
         "db": 0,
+        "user": None,
     }
+    assert metrics.broker_of("redis://airflow-celery:pw@127.0.0.1:6379/0")["user"] == "airflow-celery"
     assert metrics.broker_of("redis://10.0.0.5/3")["db"] == 3
     assert metrics.broker_of("redis://10.0.0.5")["port"] == 6379
     assert metrics.broker_of("") is None
