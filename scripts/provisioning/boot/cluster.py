@@ -13,7 +13,11 @@ from ..shared.secretgen import env_file_line
 
 # What every node of a cluster must hold alike.
 SHARED_SECRETS = ("fernet_key", "jwt_secret", "api_secret_key", "broker_password")
-# Secrets each role keeps on disk (the database and the admin live on the controller).
+# Secrets each role keeps on disk (the database and the admin live on the controller). A
+# worker runs Celery (the broker's password) and its log server, which checks the
+# controller's api-server by the API secret key; its tasks reach the execution API with
+# their own tokens, signed by the scheduler, and get Connections decrypted from it: no
+# fernet key, no JWT secret (the cluster suite passes without them).
 ROLE_SECRETS = {
     "standalone": ("db_password", "fernet_key", "jwt_secret", "api_secret_key", "admin_password"),
     "controller": (
@@ -24,7 +28,7 @@ ROLE_SECRETS = {
         "admin_password",
         "broker_password",
     ),
-    "worker": SHARED_SECRETS,
+    "worker": ("api_secret_key", "broker_password"),
 }
 BROKER_DB, RESULTS_DB = 0, 1
 S3_BUNDLE = "airflow.providers.amazon.aws.bundles.s3.S3DagBundle"

@@ -451,8 +451,10 @@ def fetch_deployment_secrets(ctx):
     for value in [*secrets.values(), *keys]:
         ctx.add_secret(value)
     state.existing.update(secrets)
-    state.existing["fernet_key"], state.old_fernet_keys = keys[0], keys[1:]
-    state.stored = set(secrets) | {"fernet_key"}
+    state.stored = set(secrets)
+    if "fernet_key" in ROLE_SECRETS[role.role]:
+        state.existing["fernet_key"], state.old_fernet_keys = keys[0], keys[1:]
+        state.stored.add("fernet_key")
     ctx.info("deployment %s: %s from its store" % (role.deployment, ", ".join(sorted(state.stored))))
     return None
 
@@ -540,8 +542,9 @@ def generate_secrets(ctx):
     state = ctx.state
     keep = {n: v for n, v in state.existing.items() if n in state.stored or state.mode != "rotate"}
     if state.role.role == "worker":
-        # A worker makes nothing: it holds what its controller stored.
-        state.generated = dict(state.existing)
+        # A worker makes nothing: it holds what its controller stored, of what it needs.
+        state.generated = {n: v for n, v in state.existing.items() if n in ROLE_SECRETS["worker"]}
+        state.old_fernet_keys = []
         return
     made = [name for name in ROLE_SECRETS[state.role.role] if name not in keep]
     state.generated = dict(keep)
@@ -575,6 +578,9 @@ def rekey_mysql_user(ctx):
 def write_secrets_env(ctx):
     """Write /etc/airflow/secrets.env (0600 root) for the units and the CLI wrapper."""
     generated, role = ctx.state.generated, ctx.state.role
+    values = dict(generated)
+    if "fernet_key" in generated:
+        values["fernet_key"] = ",".join([generated["fernet_key"], *ctx.state.old_fernet_keys])
     database = []
     if role.role != "worker":
         url = sqlalchemy_mysql_url(
@@ -589,12 +595,11 @@ def write_secrets_env(ctx):
             "# Generated at first boot by airflow-firstboot.service; root only.\n",
             *database,
             *broker,
-            env_file_line(
-                SECRET_VARIABLES["fernet_key"],
-                ",".join([ctx.state.generated["fernet_key"], *ctx.state.old_fernet_keys]),
+            *(
+                env_file_line(variable, values[name])
+                for name, variable in SECRET_VARIABLES.items()
+                if name in ROLE_SECRETS[role.role]
             ),
-            env_file_line(SECRET_VARIABLES["jwt_secret"], ctx.state.generated["jwt_secret"]),
-            env_file_line(SECRET_VARIABLES["api_secret_key"], ctx.state.generated["api_secret_key"]),
         ]
     )
     ctx.write_file(L.SECRETS_ENV, content, 0o600, "root", "root", secret=True)

@@ -153,15 +153,14 @@ def test_an_image_of_a_used_worker_takes_its_cluster_s_secrets_and_makes_none(st
     }
     ctx = booted(WORKER, existing=stale, mode="rotate")
     generated = first_boot_secrets(ctx)
-    assert generated == {
-        **{k: STORED[k] for k in ("jwt_secret", "api_secret_key", "broker_password")},
-        "fernet_key": "F" * 44,
-    }
+    # Only what a worker needs: no fernet key, no JWT secret, even those its image kept.
+    assert generated == {k: STORED[k] for k in ("api_secret_key", "broker_password")}
     assert store.secrets("analytics") == STORED
     firstboot.write_secrets_env(ctx)
     env = ctx.written[layout.SECRETS_ENV]
     env = env.decode() if isinstance(env, bytes) else env
-    assert "SQL_ALCHEMY_CONN" not in env and f"AIRFLOW__CORE__FERNET_KEY='{'F' * 44},{'O' * 44}'" in env
+    assert "SQL_ALCHEMY_CONN" not in env and "FERNET_KEY" not in env and "JWT_SECRET" not in env
+    assert f"AIRFLOW__API__SECRET_KEY='{STORED['api_secret_key']}'" in env and "BROKER_URL" in env
 
 
 def test_a_worker_waits_for_its_controller_and_says_so(store):
