@@ -20,6 +20,7 @@ from airflow_ami.driver.instance import (
     FIRSTBOOT_MARKER,
     INFLIGHT_DAG,
     SECRETS_ENV,
+    UNTRUSTED_DAG,
     Instance,
     describe_listener,
     expect,
@@ -29,14 +30,17 @@ from airflow_ami.driver.instance import (
     parse_ts,
     unexpected_listeners,
 )
+from tests.infra.untrusted import assert_reaches_no_secret, untrusted_task_reached
 
 CONTROLLER_UNITS = tuple(s["unit"] for s in layout.AIRFLOW_SERVICES if "controller" in s["roles"])
 WORKER_UNIT = layout.WORKER_SERVICE["unit"]
-SHARED = (
+# What a worker holds of its controller's secrets: the API secret key (its log server checks the
+# api-server's requests by it); the broker's password is in its URL. And what it must not hold.
+SHARED = ("AIRFLOW__API__SECRET_KEY",)
+NOT_ON_A_WORKER = (
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
     "AIRFLOW__CORE__FERNET_KEY",
     "AIRFLOW__API_AUTH__JWT_SECRET",
-    "AIRFLOW__API__SECRET_KEY",
-    "AIRFLOW__CELERY__BROKER_URL",
 )
 # The S3 client of the controller's venv, with its instance role (IMDS) and region.
 # On a node: how many secrets.env values its user data holds, and the user data's length.
@@ -138,18 +142,20 @@ def test_workers_run_a_celery_worker_and_nothing_of_the_controller(workers: list
         )
 
 
-def test_workers_share_the_controllers_secrets_and_hold_no_database_password(
+def test_workers_hold_only_the_secrets_they_need_and_share_those_with_the_controller(
     instance: Instance, workers: list[Instance]
 ) -> None:
     controller = secret_digests(instance)
     for node in workers:
         theirs = secret_digests(node)
-        assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in theirs, "a worker holds no database URL"
-        differ = [
-            name
-            for name in SHARED
-            if name != "AIRFLOW__CELERY__BROKER_URL" and theirs.get(name) != controller.get(name)
-        ]
+        held = [name for name in NOT_ON_A_WORKER if name in theirs]
+        assert not held, expect(
+            "a worker without the database URL, fernet key or JWT secret", held, SECRETS_ENV
+        )
+        assert "AIRFLOW__CELERY__BROKER_URL" in theirs, expect(
+            "the broker's URL on the worker", theirs, SECRETS_ENV
+        )
+        differ = [name for name in SHARED if theirs.get(name) != controller.get(name)]
         assert not differ, expect("the worker's shared secrets equal the controller's", differ, SECRETS_ENV)
         leaked = node.check(f"python3 -c {shlex.quote(USER_DATA_LEAKS)}").split()
         assert int(leaked[1]) > 0 and leaked[0] == "0", expect(
@@ -163,6 +169,15 @@ def test_workers_share_the_controllers_secrets_and_hold_no_database_password(
             exposed or found["secret_keys"],
             SECRETS_ENV,
         )
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_s_task_of_an_untrusted_author_reaches_no_secret_of_the_cluster(
+    instance: Instance, workers: list[Instance]
+) -> None:
+    with instance.in_the_bundle(UNTRUSTED_DAG):
+        reached = untrusted_task_reached(instance, [instance, *workers])
+    assert_reaches_no_secret(reached)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 from typing import Any
 
@@ -19,7 +18,7 @@ from airflow_ami.driver.instance import (
     expect,
     journal,
 )
-from airflow_ami.seam import layout
+from tests.infra.untrusted import assert_reaches_no_secret, untrusted_task_reached
 
 
 @pytest.mark.parametrize("path", [SECRETS_ENV, ADMIN_PASSWORD])
@@ -138,50 +137,7 @@ def test_firstboot_used_imdsv2(instance: Instance) -> None:
     )
 
 
-def untrusted_task_reached(instance: Instance, dag_id: str = UNTRUSTED_DAG) -> dict[str, Any]:
-    """What the untrusted DAG's task could read ({"user", "environment", "processes",
-    "files", "attempts"}), and (under "leaked") the names of the secrets found in it."""
-    run_id = instance.trigger(dag_id)
-    run = instance.wait_run(dag_id, run_id)
-    assert run["state"] == "success", expect(
-        f"{dag_id} run success", instance.run_summary(run), journal("airflow-scheduler.service", 100)
-    )
-    status, body = instance.api(
-        "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/reach/xcomEntries/return_value"
-    )
-    value = (body or {}).get("value") if status == 200 else None
-    reached = ast.literal_eval(value) if isinstance(value, str) else value
-    assert isinstance(reached, dict), expect("the task's findings as its XCom", f"HTTP {status}: {body}", "")
-    where = "/run/airflow-ami-untrusted.json"
-    instance.write_file(where, json.dumps(reached).encode(), mode="0600")
-    try:
-        reached["leaked"] = instance.probe("scan", where)["keys"]
-    finally:
-        instance.sh(f"rm -f {where}")
-    return reached
-
-
-def assert_reaches_no_secret(reached: dict[str, Any]) -> None:
-    assert reached["user"] == layout.TASK_USER, expect(
-        f"the task running as {layout.TASK_USER}",
-        reached["user"],
-        f"{layout.AIRFLOW_HOME}/config/airflow_local_settings.py; the sudoers rule in /etc/sudoers.d",
-    )
-    assert reached["leaked"] == [], expect(
-        "no secret of the instance in anything the task could read",
-        f"{reached['leaked']} reached, through: environment {sorted(reached['environment'])[:40]},"
-        f" processes {sorted(reached['processes'])[:20]}, files {sorted(reached['files'])}",
-        "the task's environment and what it can read as its user",
-    )
-    succeeded = [name for name, attempt in reached["attempts"].items() if attempt["rc"] == 0]
-    assert succeeded == [], expect(
-        "every attempt refused: the backup and database accounts, sudo, the broker without password",
-        {name: reached["attempts"][name] for name in succeeded},
-        "MySQL's socket accounts; /etc/sudoers.d/airflow-ami; Redis's requirepass and ACL",
-    )
-
-
 @pytest.mark.timeout(600)
 def test_a_task_of_an_untrusted_author_reaches_no_secret(instance: Instance) -> None:
     instance.ensure_dags((UNTRUSTED_DAG,))
-    assert_reaches_no_secret(untrusted_task_reached(instance))
+    assert_reaches_no_secret(untrusted_task_reached(instance, [instance]))
