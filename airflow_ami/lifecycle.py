@@ -135,7 +135,7 @@ def ssh_argv(settings: Target, command: Sequence[str] = ()) -> list[str]:
             f"{instance.instance_id} has no address this machine can use: launch with"
             " --ssh-interface private_ip from inside its VPC, or reach it with `aws ssm start-session`"
         )
-    config = verify.ssh_config(bdir.ssh_config, instance.ssh_key_file)
+    config = verify.ssh_config(bdir.ssh_config, instance)
     return ["ssh", "-F", str(config), f"{instance.ssh_user}@{instance.address}", *command]
 
 
@@ -221,7 +221,7 @@ def verify_instance(
         instance = InstanceRecord.from_record(
             out.read(out.instance_record, "run `./bake launch` first or pass --host")
         )
-        config = verify.ssh_config(out.ssh_config, instance.ssh_key_file) if instance.ssh_key_file else None
+        config = verify.ssh_config(out.ssh_config, instance)
         code = verify.run_suite(f"ssh://{instance.ssh_user}@{instance.address}", config, pytest_args)
         ami_id = instance.ami_id
     if code == 0 and not pytest_args:
@@ -240,7 +240,7 @@ def verify_cluster(out: BuildDir, cluster: str, pytest_args: Sequence[str]) -> t
             f"no controller of cluster {cluster} in {out.cluster_record}: launch one with"
             f" `./bake launch --role controller --cluster {cluster}`"
         )
-    config = verify.ssh_config(out.ssh_config, *(m.ssh_key_file for m in members))
+    config = verify.ssh_config(out.ssh_config, *members)
     workers = [f"--airflow-ami-worker=ssh://{m.ssh_user}@{m.address}" for m in members if m.role == "worker"]
     host = f"ssh://{controllers[0].ssh_user}@{controllers[0].address}"
     return verify.run_suite(host, config, [*workers, *pytest_args]), controllers[0].ami_id

@@ -7,20 +7,40 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from airflow_ami.clouds import InstanceRecord
 from airflow_ami.settings import REPO_ROOT
 
 SUITE = REPO_ROOT / "tests" / "infra"
 
 
-def ssh_config(path: Path, *identity_files: str) -> Path:
-    """An ssh_config for throwaway instances: their host keys are new on every launch."""
+class UnknownHostKeys(RuntimeError):
+    """An instance whose SSH host keys launch did not record: ssh would trust any."""
+
+
+def ssh_config(path: Path, *instances: InstanceRecord) -> Path:
+    """An ssh_config for launched instances: their keys, and their host keys as launch
+    recorded them (known_hosts beside it), the only ones ssh accepts."""
+    unknown = [i.instance_id for i in instances if not i.host_keys]
+    if unknown:
+        raise UnknownHostKeys(
+            f"no SSH host keys recorded for {', '.join(unknown)} (its console had not printed them"
+            " when it was launched, or it was launched before they were recorded): launch it again"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
+    known = path.with_name(path.name + ".known_hosts")
+    known.write_text(
+        "".join(
+            f"{','.join(a for a in (i.address, i.deployment_address) if a)} {key}\n"
+            for i in instances
+            for key in i.host_keys
+        )
+    )
     path.write_text(
         "Host *\n"
-        + "".join(f"  IdentityFile {identity}\n" for identity in identity_files)
+        + "".join(f"  IdentityFile {i.ssh_key_file}\n" for i in instances if i.ssh_key_file)
         + "  IdentitiesOnly yes\n"
-        "  StrictHostKeyChecking no\n"
-        "  UserKnownHostsFile /dev/null\n"
+        "  StrictHostKeyChecking yes\n"
+        f"  UserKnownHostsFile {known}\n"
         "  LogLevel ERROR\n"
         "  BatchMode yes\n"
         "  ConnectTimeout 10\n"

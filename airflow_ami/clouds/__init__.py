@@ -83,13 +83,18 @@ class InstanceRecord:
     # and the deployment's address while this instance holds it (an Elastic IP on AWS).
     deployment: str = ""
     deployment_address: str = ""
+    # Its SSH host keys ("TYPE BASE64"), as the cloud reported them at launch (the console
+    # output on AWS, the instance's own files in the local cloud): ssh trusts those only.
+    host_keys: tuple[str, ...] = ()
 
     def as_record(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> InstanceRecord:
-        return cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})
+        found = {name: record[name] for name in cls.__dataclass_fields__ if name in record}
+        found["host_keys"] = tuple(found.get("host_keys", ()))
+        return cls(**found)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -59,6 +60,8 @@ KINDS = (
     "security_group",
     "key_pair",
 )
+# How cloud-init shows an instance's SSH host keys on its console (ssh trusts only those).
+HOST_KEYS_RE = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----\s*(.*?)-----END SSH HOST KEY KEYS-----", re.S)
 # Errors that mean "already gone": teardown is idempotent.
 GONE = {
     "InvalidAllocationID.NotFound",
@@ -350,7 +353,18 @@ def wait_status_ok(ec2: Any, instance_id: str, out: TextIO) -> None:
         time.sleep(POLL)
 
 
-def to_instance(record: LaunchRecord, described: dict[str, Any], key_file: str, role: str) -> InstanceRecord:
+def console_host_keys(ec2: Any, instance_id: str) -> tuple[str, ...]:
+    """The SSH host keys cloud-init printed to the instance's console ("TYPE BASE64"), or
+    () while the console has not shown them yet."""
+    output = ec2.get_console_output(InstanceId=instance_id).get("Output") or ""
+    found = HOST_KEYS_RE.search(output)
+    lines = found.group(1).splitlines() if found else []
+    return tuple(sorted(" ".join(line.split()[:2]) for line in lines if len(line.split()) >= 2))
+
+
+def to_instance(
+    record: LaunchRecord, described: dict[str, Any], key_file: str, role: str, host_keys: tuple[str, ...]
+) -> InstanceRecord:
     private = record.data["ssh_interface"] == "private_ip"
     return InstanceRecord(
         cloud="aws",
@@ -366,6 +380,7 @@ def to_instance(record: LaunchRecord, described: dict[str, Any], key_file: str, 
         deployment_address=next((a["public_ip"] for a in record.of("address")), "")
         if role != "worker"
         else "",
+        host_keys=host_keys,
     )
 
 
@@ -414,7 +429,23 @@ def launch(
         worker_tags = _tags(settings, record, ami_id, f"{record.name}-worker")
         make_workers(settings, record, worker_data, subnet, worker_tags)
     wait_status_ok(ec2, described["InstanceId"], out)
+    wait_host_keys(ec2, described["InstanceId"], out)
     return instances(settings)
+
+
+def wait_host_keys(ec2: Any, instance_id: str, out: TextIO) -> None:
+    """Until the console shows the instance's SSH host keys (EC2 posts console output
+    a while after boot); launch records them and ssh trusts no other."""
+    started = time.monotonic()
+    while not console_host_keys(ec2, instance_id):
+        if time.monotonic() - started > STATUS_TIMEOUT:
+            raise LaunchError(
+                f"{instance_id}: no SSH host keys in its console output after {STATUS_TIMEOUT:.0f} s"
+                " (cloud-init prints them at boot): see `aws ec2 get-console-output`"
+            )
+        out.write(f"launch: {instance_id} waiting for its SSH host keys on the console\n")
+        out.flush()
+        time.sleep(POLL)
 
 
 def launch_replacement(settings: LaunchSettings, image: Baked, out: TextIO = sys.stdout) -> InstanceRecord:
@@ -438,6 +469,7 @@ def launch_replacement(settings: LaunchSettings, image: Baked, out: TextIO = sys
     )
     described = run_controller(ec2, settings, record, data, tags)
     wait_status_ok(ec2, described["InstanceId"], out)
+    wait_host_keys(ec2, described["InstanceId"], out)
     (found,) = [i for i in instances(settings) if i.instance_id == described["InstanceId"]]
     return found
 
@@ -469,9 +501,10 @@ def workers(settings: Target, record: LaunchRecord, key_file: str) -> list[Insta
     ids = [i["InstanceId"] for g in found for i in g.get("Instances", [])]
     if not ids:
         return []
-    reservations = client(settings, settings.region).describe_instances(InstanceIds=ids)["Reservations"]
+    ec2 = client(settings, settings.region)
+    reservations = ec2.describe_instances(InstanceIds=ids)["Reservations"]
     return [
-        to_instance(record, i, key_file, "worker")
+        to_instance(record, i, key_file, "worker", console_host_keys(ec2, i["InstanceId"]))
         for r in reservations
         for i in r["Instances"]
         if i["State"]["Name"] in ("pending", "running")
@@ -656,7 +689,11 @@ def instances(settings: Target) -> list[InstanceRecord]:
         for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]:
             found += [
                 to_instance(
-                    record, i, key_file, "controller" if record.of("auto_scaling_group") else "standalone"
+                    record,
+                    i,
+                    key_file,
+                    "controller" if record.of("auto_scaling_group") else "standalone",
+                    console_host_keys(ec2, i["InstanceId"]),
                 )
                 for i in r["Instances"]
                 if i["State"]["Name"] != "terminated"

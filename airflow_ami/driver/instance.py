@@ -282,7 +282,7 @@ class Instance:
     @classmethod
     def of(cls, launched: InstanceRecord, config: Path, **options: Any) -> Instance:
         """The driver of a launched instance, over SSH with `config` written for its key."""
-        written = ssh_config(config, launched.ssh_key_file)
+        written = ssh_config(config, launched)
         host = testinfra.get_host(f"ssh://{launched.ssh_user}@{launched.address}", ssh_config=str(written))
         return cls(host=host, **options)
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import testinfra
 
+from airflow_ami.clouds import InstanceRecord
 from airflow_ami.clouds.local import LocalCloud
 from airflow_ami.lifecycle import image_of
 from airflow_ami.settings import LaunchSettings, load
@@ -120,7 +121,7 @@ def test_launch_waits_for_airflow_and_status_and_ssh_reach_it(launched: str) -> 
 def instance_host(launched: str) -> tuple[Any, str, str]:
     """(testinfra host, its --hosts spec, ssh_config) of the launched instance."""
     record = json.loads((BUILD / "instance.json").read_text())
-    config = str(ssh_config(BUILD / "ssh_config", record["ssh_key_file"]))
+    config = str(ssh_config(BUILD / "ssh_config", InstanceRecord.from_record(record)))
     spec = f"ssh://{record['ssh_user']}@{record['address']}"
     return testinfra.get_host(spec, ssh_config=config), spec, config
 
@@ -139,7 +140,7 @@ def test_two_instances_of_one_image_share_no_secret_or_identity(instance_host: t
     record = json.loads((BUILD / "instance.json").read_text())
     settings = load(LaunchSettings, cli={"cloud": "local"})
     second = LocalCloud().launch(settings, image_of(settings, record["ami_id"]))
-    config = ssh_config(BUILD / "ssh_config-second", second.ssh_key_file)
+    config = ssh_config(BUILD / "ssh_config-second", second)
     other = testinfra.get_host(f"ssh://{second.ssh_user}@{second.address}", ssh_config=str(config))
     first_id, second_id = identity(host), identity(other)
     assert set(first_id) == set(second_id)

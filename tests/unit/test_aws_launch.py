@@ -29,6 +29,7 @@ from airflow_ami.image import amis
 from airflow_ami.image.record import Baked
 from airflow_ami.seam import contract, layout
 from airflow_ami.settings import RECORD, BakeSettings, LaunchSettings, load
+from tests.unit.conftest import HOST_KEYS
 
 # Moto plays EC2 and Auto Scaling for every test: out of the fast loop (-m "not slow").
 pytestmark = pytest.mark.slow
@@ -137,6 +138,11 @@ def test_an_instance_is_imdsv2_only_encrypted_tagged_and_closed(aws: Calls, buil
     key_file = Path(instance.ssh_key_file)
     assert key_file.read_text().startswith("-----BEGIN") and stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert found["key_pairs"] and found["instances"] == [instance.instance_id]
+
+
+def test_launch_records_the_host_keys_the_console_shows(aws: Calls, build_root: Path) -> None:
+    (instance,) = aws_cloud.launch(settings(), ami(), io.StringIO())
+    assert instance.host_keys == tuple(sorted(HOST_KEYS))
 
 
 def test_allow_cidr_opens_ssh_and_the_api_to_that_cidr_only(aws: Calls, build_root: Path) -> None:

@@ -30,6 +30,7 @@ def test_status_and_ssh_go_to_the_controller_after_a_worker_was_launched_last(bu
         "region": "us-east-1",
         "ssh_user": "admin",
         "cluster": "analytics",
+        "host_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA=="],
     }
     controller = {
         **node,
@@ -42,7 +43,24 @@ def test_status_and_ssh_go_to_the_controller_after_a_worker_was_launched_last(bu
     bdir.write(bdir.instance_record, worker)
     bdir.write(bdir.cluster_record, {"cluster": "analytics", "members": [controller, worker]})
     assert lifecycle.launched(bdir).instance_id == "i-1"
-    assert lifecycle.ssh_argv(s, ["hostname"])[-2:] == ["admin@10.0.0.1", "hostname"]
+    argv = lifecycle.ssh_argv(s, ["hostname"])
+    assert argv[-2:] == ["admin@10.0.0.1", "hostname"]
+    # ssh trusts the host keys launch recorded, and no other.
+    config = Path(argv[2]).read_text()
+    assert "StrictHostKeyChecking yes" in config
+    known = Path(argv[2] + ".known_hosts").read_text()
+    assert known == "10.0.0.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA==\n"
+
+
+def test_ssh_refuses_an_instance_whose_host_keys_were_not_recorded(build_root: Path) -> None:
+    s = load(LaunchSettings, cli={"cloud": "local"})
+    bdir = lifecycle.BuildDir.of(s)
+    bdir.write(
+        bdir.instance_record,
+        InstanceRecord("local", "i-1", "ami-1", "us-east-1", "10.0.0.1", "admin", "k").as_record(),
+    )
+    with pytest.raises(lifecycle.verify.UnknownHostKeys, match="i-1"):
+        lifecycle.ssh_argv(s, ["hostname"])
 
 
 def test_launch_reaches_the_api_as_the_image_was_baked(build_root: Path) -> None:

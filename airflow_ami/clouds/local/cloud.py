@@ -36,9 +36,11 @@ from airflow_ami.clouds.local.container import (
     INSTANCE_TYPE,
     boot_instance,
     destroy_instance,
+    read_host_keys,
     set_lifecycle_state,
     set_metadata_service,
     shutdown_instance,
+    update_record,
     wait_for_ssh,
 )
 from airflow_ami.clouds.local.moto import (
@@ -481,6 +483,8 @@ class LocalCloud:
                     **joins,
                 )
                 wait_for_ssh(record, timeout=300)
+                record["host_keys"] = read_host_keys(Path(record["home"]) / "rootfs")
+                update_record(cache, record)
                 if record["autoscaling_group"]:
                     join_group(
                         moto_client("autoscaling", port, settings.region),
@@ -658,6 +662,7 @@ def _instance(record: dict[str, Any], region: str) -> InstanceRecord:
         cluster=record.get("cluster") or "",
         deployment=record.get("deployment") or "",
         deployment_address=record.get("deployment_address") or "",
+        host_keys=tuple(record.get("host_keys") or ()),
     )
 
 

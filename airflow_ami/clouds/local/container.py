@@ -287,11 +287,11 @@ def boot_instance(
         if autoscaling_group:
             set_lifecycle_state(record, "InService")
         record["imds_pid"] = start_imds(slot, config, home / "imds.log", instance_id)
-        _update_record(cache, record)
+        update_record(cache, record)
         record["nspawn_pid"] = start_nspawn(home / "rootfs", slot, instance_id, home / "console.log")
-        _update_record(cache, record)
+        update_record(cache, record)
         record["init_pid"] = container_init_pid(record["nspawn_pid"])
-        _update_record(cache, record)
+        update_record(cache, record)
         log.info(
             "instance %s booting at %s (prepared in %.1fs)",
             instance_id,
@@ -304,7 +304,15 @@ def boot_instance(
     return record
 
 
-def _update_record(cache: Path, record: dict[str, Any]) -> None:
+def read_host_keys(rootfs: Path) -> list[str]:
+    """The instance's SSH host keys ("TYPE BASE64"), from its own files: the local cloud's
+    stand-in for the keys cloud-init prints to an EC2 instance's console."""
+    return sorted(
+        " ".join(p.read_text().split()[:2]) for p in (rootfs / "etc/ssh").glob("ssh_host_*_key.pub")
+    )
+
+
+def update_record(cache: Path, record: dict[str, Any]) -> None:
     with locked_state(cache) as state:
         state["instances"][record["instance_id"]] = record
 
@@ -318,7 +326,7 @@ def set_metadata_service(cache: Path, record: dict[str, Any], running: bool) -> 
         home = Path(record["home"])
         slot = Slot(record["slot"])
         record["imds_pid"] = start_imds(slot, home / "imds.json", home / "imds.log", record["instance_id"])
-    _update_record(cache, record)
+    update_record(cache, record)
 
 
 def ssh_command(record: dict[str, Any], *remote: str) -> list[str]:

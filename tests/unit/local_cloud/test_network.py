@@ -92,3 +92,12 @@ def test_an_instance_s_name_files_are_world_readable_whatever_the_umask(tmp_path
     }
     assert modes == dict.fromkeys(modes, 0o644)
     assert "nameserver 192.0.2.53" in (tmp_path / "etc/resolv.conf").read_text()
+
+
+def test_an_instance_s_host_keys_are_read_from_its_own_files(tmp_path: Path) -> None:
+    ssh = tmp_path / "etc/ssh"
+    ssh.mkdir(parents=True)
+    (ssh / "ssh_host_ed25519_key.pub").write_text("ssh-ed25519 AAAAC3Nza root@instance\n")
+    (ssh / "ssh_host_ecdsa_key.pub").write_text("ecdsa-sha2-nistp256 AAAAE2Vj root@instance\n")
+    (ssh / "ssh_host_ed25519_key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    assert container.read_host_keys(tmp_path) == ["ecdsa-sha2-nistp256 AAAAE2Vj", "ssh-ed25519 AAAAC3Nza"]
