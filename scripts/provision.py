@@ -16,8 +16,8 @@
                                                          the lifecycle action (airflow-worker-leave)
   provision.py restore        [--from DUMP]              replace the database by a dump: a path, an
                                                          s3:// URI, or latest; default: the newest here
-  provision.py run-workload                              one Airflow workload (JSON on stdin), as the task
-                                                         user, with no secret in reach (the services' sudo)
+  provision.py run-workload                              one Airflow workload (its JSON on stdin), as the
+                                                         task user, no secret in reach (airflow-workload@)
 
 --dry-run logs every step and what it would do, and changes nothing.
 """

@@ -13,11 +13,22 @@ AIRFLOW_CFG = AIRFLOW_HOME + "/airflow.cfg"
 AIRFLOW_LOGS = AIRFLOW_HOME + "/logs"
 AIRFLOW_USER = "airflow"
 # Every workload an executor or a Celery worker runs (tasks, callbacks: DAG authors' code) runs
-# as this user, through sudo and `provision.py run-workload`, in a fresh process whose
-# environment holds no secret: it cannot read the services' secrets, their /proc, the
-# secret files or the database's socket accounts (README "What a DAG author can reach").
+# as this user in a unit of its own, WORKLOAD (socket-activated: a service connects to
+# WORKLOAD_SOCKET, root:airflow 0660, and systemd starts an instance with a clean
+# environment): it cannot read the services' secrets, their /proc, the secret files or the
+# database's socket accounts (README "What a DAG author can reach").
 TASK_USER = "airflow-task"
 TASK_HOME = "/var/lib/airflow-task"
+WORKLOAD = {
+    "socket": "airflow-workload.socket",
+    "unit": "airflow-workload@.service",
+    "slice": "airflow-workloads.slice",
+    "roles": ("standalone", "worker"),
+    # All workloads together, as the scheduler's tasks were bounded with it.
+    "memory_high": "70%",
+    "memory_max": "80%",
+}
+WORKLOAD_SOCKET = "/run/airflow-workload.sock"
 ETC_AIRFLOW = "/etc/airflow"
 AIRFLOW_ENV = ETC_AIRFLOW + "/airflow.env"
 SECRETS_ENV = ETC_AIRFLOW + "/secrets.env"
@@ -28,8 +39,6 @@ API_TLS_KEY = ETC_AIRFLOW + "/tls/api.key"
 AIRFLOW_CLI = "/usr/local/bin/airflow"
 BAKED_SETTINGS = "/etc/airflow-ami/settings.json"
 CODE_DIR = "/usr/local/lib/airflow-ami"
-# What the services run as TASK_USER (the sudoers rule names exactly this), a workload's JSON on stdin.
-RUN_WORKLOAD = ("/usr/bin/python3", CODE_DIR + "/provision.py", "run-workload")
 STATE_DIR = "/var/lib/airflow-ami"
 FIRSTBOOT_MARKER = STATE_DIR + "/firstboot.json"
 # The instance's role in a cluster (user data, userdata.py): first boot writes ROLE_DIR/<role>
@@ -197,8 +206,22 @@ STATSD_PORT = 8125
 LEAVE_UNIT = "airflow-worker-leave.service"
 LEAVE_POLL_SECONDS = 5
 # Enabled at bake time; UNIT_FILES are all the unit files the image installs.
-UNITS = (FIRSTBOOT_UNIT, *SERVICE_UNITS, AIRFLOW_TARGET, *TIMERS, METRICS_UNIT, LEAVE_UNIT)
-UNIT_FILES = (*UNITS, *(job["unit"] for job in HOUSEKEEPING), SECRETS_REFRESH_UNIT)
+UNITS = (
+    FIRSTBOOT_UNIT,
+    *SERVICE_UNITS,
+    AIRFLOW_TARGET,
+    *TIMERS,
+    METRICS_UNIT,
+    LEAVE_UNIT,
+    WORKLOAD["socket"],
+)
+UNIT_FILES = (
+    *UNITS,
+    *(job["unit"] for job in HOUSEKEEPING),
+    SECRETS_REFRESH_UNIT,
+    WORKLOAD["unit"],
+    WORKLOAD["slice"],
+)
 JOURNALD_DROPIN = "/etc/systemd/journald.conf.d/airflow-ami.conf"
 API_SERVER_UNIT = "airflow-api-server.service"
 SCHEDULER_UNIT = "airflow-scheduler.service"

@@ -31,12 +31,15 @@ def test_airflow_units_come_from_layout_alone():
         layout.SECRETS_REFRESH_TIMER,
         layout.METRICS_UNIT,
         layout.LEAVE_UNIT,
+        layout.WORKLOAD["socket"],
     }
     assert set(layout.SERVICE_UNITS) == {s["unit"] for s in layout.AIRFLOW_SERVICES}
     assert set(layout.UNIT_FILES) == {
         *layout.UNITS,
         *(job["unit"] for job in layout.HOUSEKEEPING),
         layout.SECRETS_REFRESH_UNIT,
+        layout.WORKLOAD["unit"],
+        layout.WORKLOAD["slice"],
     }
     assert {dest for _, dest, _ in layout.RENDERED_FILES} >= {
         layout.SYSTEMD_DIR + "/" + unit for unit in layout.UNIT_FILES

@@ -6,7 +6,10 @@ import datetime
 import os
 import shlex
 import shutil
+import socket
 import subprocess
+import sys
+import threading
 import time
 
 import jinja2
@@ -348,42 +351,60 @@ def test_two_clusters_keep_their_secrets_apart():
     assert contract.deployment_secret_name("secretsmanager", "a") == "airflow-ami/a/secrets"
 
 
-def test_the_services_may_run_only_the_workload_runner_and_only_as_the_task_user():
-    text = render_all(settings())["sudoers-airflow-ami"]
-    rules = [line for line in text.splitlines() if line and not line.startswith(("#", "Defaults"))]
-    assert rules == [
-        f"{layout.AIRFLOW_USER} ALL=({layout.TASK_USER}) NOPASSWD: {' '.join(layout.RUN_WORKLOAD)}"
-    ]
+def test_workloads_run_as_the_task_user_in_units_of_their_own_handed_over_by_the_services_only():
+    files = render_all(settings())
+    socket_unit = files[layout.WORKLOAD["socket"]]
+    assert f"ListenStream={layout.WORKLOAD_SOCKET}\n" in socket_unit and "Accept=yes\n" in socket_unit
+    assert f"SocketGroup={layout.AIRFLOW_USER}\n" in socket_unit and "SocketMode=0660\n" in socket_unit
+    assert f"ConditionPathExists=|{layout.ROLE_DIR}/worker" in socket_unit
+    assert f"ConditionPathExists=|{layout.ROLE_DIR}/controller" not in socket_unit
+    service = files[layout.WORKLOAD["unit"]]
+    assert f"User={layout.TASK_USER}\n" in service and "StandardInput=socket\n" in service
+    assert "EnvironmentFile" not in service and "NoNewPrivileges=yes\n" in service
+    assert f"ReadWritePaths={layout.AIRFLOW_LOGS} {layout.TASK_HOME}\n" in service
+    assert f"Slice={layout.WORKLOAD['slice']}\n" in service and "MemoryMax" not in service
+    assert "MemoryMax=80%\n" in files[layout.WORKLOAD["slice"]]
+    assert layout.WORKLOAD["socket"] in layout.UNITS
 
 
-def test_the_local_settings_hand_every_workload_to_the_task_user(tmp_path, monkeypatch):
+class _Workload:
+    def model_dump_json(self):
+        return '{"ti": "x"}'
+
+
+def test_the_local_settings_hand_every_workload_to_the_socket(tmp_path, monkeypatch):
     """Loaded as the services' user, the module replaces the one call that runs a workload by
-    the sudo handover; loaded as any other user, it changes nothing."""
-    source = render_all(settings())["airflow_local_settings.py"]
-    calls = []
+    the handover; loaded as any other user, it changes nothing."""
+    source = render_all(settings())["airflow_local_settings.py"].replace(
+        layout.WORKLOAD_SOCKET, str(tmp_path / "workload.sock")
+    )
 
     class BaseExecutor:
         @staticmethod
         def run_workload(workload, **_):
             return "in process"
 
-    class Workload:
-        def model_dump_json(self):
-            return '{"ti": "x"}'
-
-    fake = type(os)("airflow.executors.base_executor")
+    fake = type(sys)("airflow.executors.base_executor")
     fake.BaseExecutor = BaseExecutor
-    monkeypatch.setitem(__import__("sys").modules, "airflow.executors.base_executor", fake)
-    monkeypatch.setattr(
-        subprocess, "run", lambda argv, **kw: calls.append((argv, kw)) or subprocess.CompletedProcess(argv, 7)
-    )
-    as_other = {"__name__": "airflow_local_settings"}
+    monkeypatch.setitem(sys.modules, "airflow.executors.base_executor", fake)
     monkeypatch.setattr("pwd.getpwuid", lambda uid: type("P", (), {"pw_name": layout.TASK_USER}))
-    exec(compile(source, "airflow_local_settings.py", "exec"), as_other)
-    assert BaseExecutor.run_workload(Workload()) == "in process"
+    exec(compile(source, "airflow_local_settings.py", "exec"), {"__name__": "airflow_local_settings"})
+    assert BaseExecutor.run_workload(_Workload()) == "in process"
     monkeypatch.setattr("pwd.getpwuid", lambda uid: type("P", (), {"pw_name": layout.AIRFLOW_USER}))
     exec(compile(source, "airflow_local_settings.py", "exec"), {"__name__": "airflow_local_settings"})
-    assert BaseExecutor.run_workload(Workload(), server="http://x") == 7
-    argv, kw = calls[0]
-    assert argv == ["sudo", "-n", "-u", layout.TASK_USER, *layout.RUN_WORKLOAD]
-    assert kw["input"] == b'{"ti": "x"}'
+    received = []
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "workload.sock"))
+        server.listen()
+
+        def answer():
+            conn, _ = server.accept()
+            with conn:
+                received.append(b"".join(iter(lambda: conn.recv(4096), b"")))
+                conn.sendall(b"7\n")
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        assert BaseExecutor.run_workload(_Workload(), server="http://x") == 7
+        thread.join()
+    assert received == [b'{"ti": "x"}']
