@@ -18,6 +18,8 @@
                                                          s3:// URI, or latest; default: the newest here
   provision.py run-workload                              one Airflow workload (its JSON on stdin), as the
                                                          task user, no secret in reach (airflow-workload@)
+  provision.py audit-config                              log what changed under /etc/airflow and sudoers
+                                                         (airflow-config-audit, started by its path unit)
 
 --dry-run logs every step and what it would do, and changes nothing.
 """
@@ -33,7 +35,7 @@ from provisioning.bake import imagecheck, install
 from provisioning.bake.osdetect import UnsupportedOS
 from provisioning.bake.oskit import ADAPTERS, adapter_named, load_adapter
 from provisioning.boot import firstboot
-from provisioning.running import backup, leave, metrics, secrets, taskrun
+from provisioning.running import audit, backup, leave, metrics, secrets, taskrun
 from provisioning.shared import layout
 from provisioning.shared.contract import OsFacts, SettingsMissing, read_settings
 from provisioning.shared.runner import Context, StepFailed, log, run_steps
@@ -97,6 +99,7 @@ def main(argv=None):
             "metrics",
             "leave-when-told",
             "run-workload",
+            "audit-config",
         ],
     )
     parser.add_argument("phase", nargs="?", choices=["begin", "finish"], help="rotate-fernet-key: which half")
@@ -122,6 +125,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "run-workload":
         return taskrun.main()
+    if args.command == "audit-config":
+        return audit.main()
     if args.command in ("install", "cleanup", "validate-image") and not args.bundle:
         parser.error("--bundle is required for %s" % args.command)
     try:

@@ -86,6 +86,7 @@ def test_one_unit_file_per_service_of_the_layout_from_one_template(build_root: P
             layout.METRICS_UNIT,
             layout.LEAVE_UNIT,
             layout.WORKLOAD["unit"],
+            layout.CONFIG_AUDIT_UNIT,
         ]
     )
     target = (build_root / "amazon-linux-2-x86_64/bundle/files/airflow.target").read_text()

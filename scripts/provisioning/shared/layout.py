@@ -205,6 +205,14 @@ STATSD_PORT = 8125
 # lifecycle action. LEAVE_POLL_SECONDS: how often it asks IMDS.
 LEAVE_UNIT = "airflow-worker-leave.service"
 LEAVE_POLL_SECONDS = 5
+# Host hardening (README "Host hardening"): network protocols never loaded, and the audit
+# trail of the Airflow configuration: a path unit watches these and the service logs what
+# changed (path, owner, mode, sha256) to the journal, as sudo logs each command there.
+UNUSED_PROTOCOLS = ("dccp", "sctp", "rds", "tipc")
+AUDITED_FILES = (ETC_AIRFLOW + "/tls", ETC_AIRFLOW + "/redis", "/etc/sudoers.d", "/etc/sudoers")
+CONFIG_AUDIT_UNIT = "airflow-config-audit.service"
+CONFIG_AUDIT_PATH = "airflow-config-audit.path"
+CONFIG_AUDIT_SNAPSHOT = STATE_DIR + "/config-audit.json"
 # Enabled at bake time; UNIT_FILES are all the unit files the image installs.
 UNITS = (
     FIRSTBOOT_UNIT,
@@ -214,6 +222,7 @@ UNITS = (
     METRICS_UNIT,
     LEAVE_UNIT,
     WORKLOAD["socket"],
+    CONFIG_AUDIT_PATH,
 )
 UNIT_FILES = (
     *UNITS,
@@ -221,6 +230,7 @@ UNIT_FILES = (
     SECRETS_REFRESH_UNIT,
     WORKLOAD["unit"],
     WORKLOAD["slice"],
+    CONFIG_AUDIT_UNIT,
 )
 JOURNALD_DROPIN = "/etc/systemd/journald.conf.d/airflow-ami.conf"
 API_SERVER_UNIT = "airflow-api-server.service"
@@ -247,4 +257,7 @@ RENDERED_FILES = [
     ("mysql-unit-airflow.conf", MYSQL_UNIT_DROPIN, 0o644),
     ("redis-unit-airflow.conf", REDIS_UNIT_DROPIN, 0o644),
     ("journald-airflow-ami.conf", JOURNALD_DROPIN, 0o644),
+    ("sysctl-airflow-ami.conf", "/etc/sysctl.d/90-airflow-ami.conf", 0o644),
+    ("modprobe-airflow-ami.conf", "/etc/modprobe.d/airflow-ami.conf", 0o644),
+    ("limits-airflow-ami.conf", "/etc/security/limits.d/90-airflow-ami.conf", 0o644),
 ] + [(unit, SYSTEMD_DIR + "/" + unit, 0o644) for unit in UNIT_FILES]

@@ -32,6 +32,7 @@ def test_airflow_units_come_from_layout_alone():
         layout.METRICS_UNIT,
         layout.LEAVE_UNIT,
         layout.WORKLOAD["socket"],
+        layout.CONFIG_AUDIT_PATH,
     }
     assert set(layout.SERVICE_UNITS) == {s["unit"] for s in layout.AIRFLOW_SERVICES}
     assert set(layout.UNIT_FILES) == {
@@ -40,6 +41,7 @@ def test_airflow_units_come_from_layout_alone():
         layout.SECRETS_REFRESH_UNIT,
         layout.WORKLOAD["unit"],
         layout.WORKLOAD["slice"],
+        layout.CONFIG_AUDIT_UNIT,
     }
     assert {dest for _, dest, _ in layout.RENDERED_FILES} >= {
         layout.SYSTEMD_DIR + "/" + unit for unit in layout.UNIT_FILES

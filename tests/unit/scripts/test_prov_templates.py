@@ -221,6 +221,7 @@ def test_no_unit_carries_a_directive_its_systemd_does_not_know(os_name):
 
 
 AL2_SERVICE = {
+    "LimitCORE=0",
     "NoNewPrivileges=yes",
     "PrivateTmp=yes",
     "PrivateDevices=yes",
@@ -356,9 +357,11 @@ def test_workloads_run_as_the_task_user_in_units_of_their_own_handed_over_by_the
     socket_unit = files[layout.WORKLOAD["socket"]]
     assert f"ListenStream={layout.WORKLOAD_SOCKET}\n" in socket_unit and "Accept=yes\n" in socket_unit
     assert f"SocketGroup={layout.AIRFLOW_USER}\n" in socket_unit and "SocketMode=0660\n" in socket_unit
-    assert f"ConditionPathExists=|{layout.ROLE_DIR}/worker" in socket_unit
-    assert f"ConditionPathExists=|{layout.ROLE_DIR}/controller" not in socket_unit
+    # Sockets start before first boot writes the role: the unit of each workload checks it.
+    assert "Condition" not in socket_unit
     service = files[layout.WORKLOAD["unit"]]
+    assert f"ConditionPathExists=|{layout.ROLE_DIR}/worker" in service
+    assert f"ConditionPathExists=|{layout.ROLE_DIR}/controller" not in service
     assert f"User={layout.TASK_USER}\n" in service and "StandardInput=socket\n" in service
     assert "EnvironmentFile" not in service and "NoNewPrivileges=yes\n" in service
     assert f"ReadWritePaths={layout.AIRFLOW_LOGS} {layout.TASK_HOME}\n" in service
