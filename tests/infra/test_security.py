@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from airflow_ami.driver.instance import (
     ADMIN_PASSWORD,
     AIRFLOW_CFG,
+    AIRFLOW_UNITS,
     FIRSTBOOT_MARKER,
     FIRSTBOOT_UNIT,
     SECRETS_ENV,
@@ -18,6 +20,7 @@ from airflow_ami.driver.instance import (
     expect,
     journal,
 )
+from airflow_ami.seam import layout
 from tests.infra.untrusted import assert_reaches_no_secret, untrusted_task_reached
 
 
@@ -141,3 +144,55 @@ def test_firstboot_used_imdsv2(instance: Instance) -> None:
 def test_a_task_of_an_untrusted_author_reaches_no_secret(instance: Instance) -> None:
     instance.ensure_dags((UNTRUSTED_DAG,))
     assert_reaches_no_secret(untrusted_task_reached(instance, [instance]))
+
+
+def test_the_kernel_profile_is_in_place_and_applied_where_the_kernel_is_the_instance_s(
+    instance: Instance,
+) -> None:
+    profile = instance.read_text("/etc/sysctl.d/90-airflow-ami.conf")
+    wanted = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition("=") for line in profile.splitlines())
+        if value and not key.startswith("#")
+    )
+    assert wanted.get("kernel.kptr_restrict") == "2" and wanted.get("fs.suid_dumpable") == "0", profile
+    # A container shares its host's kernel (systemd-sysctl does not run there): only a
+    # machine of its own has these values to check.
+    if instance.sh("systemd-detect-virt --container").rc != 0:
+        applied = {key: instance.check(f"sysctl -n {key}").strip() for key in wanted}
+        differ = {key: (applied[key], value) for key, value in wanted.items() if applied[key] != value}
+        assert not differ, expect(
+            "every value of the profile applied", differ, "systemctl status systemd-sysctl"
+        )
+    blocked = instance.read_text("/etc/modprobe.d/airflow-ami.conf")
+    assert all(f"install {module} /bin/false" in blocked for module in layout.UNUSED_PROTOCOLS), blocked
+
+
+def test_no_airflow_process_may_dump_core(instance: Instance) -> None:
+    units = [*AIRFLOW_UNITS, layout.WORKLOAD["unit"].replace("@.", "@0."), FIRSTBOOT_UNIT]
+    limits = {unit: instance.unit_props(unit, "LimitCORE")["LimitCORE"] for unit in units}
+    assert set(limits.values()) == {"0"}, expect(
+        "LimitCORE=0 on every Airflow unit", limits, "systemctl show"
+    )
+
+
+def test_a_change_under_etc_airflow_is_in_the_journal_without_its_contents(instance: Instance) -> None:
+    probe = f"{layout.ETC_AIRFLOW}/audit-probe-{int(time.time())}"
+    instance.check(f"umask 077 && echo do-not-log-me > {probe}")
+    try:
+        logged = ""
+        for _ in range(30):
+            logged = instance.check(
+                f"journalctl -t airflow-config-audit --no-pager -n 50 | grep -F {probe} || true"
+            )
+            if logged:
+                break
+            time.sleep(1)
+    finally:
+        instance.check(f"rm -f {probe}")
+    assert f"added {probe}: 0:0 600 " in logged, expect(
+        f"one journal line for the new {probe}: owner, mode, sha256",
+        logged or "nothing",
+        f"systemctl status {layout.CONFIG_AUDIT_PATH} {layout.CONFIG_AUDIT_UNIT}",
+    )
+    assert "do-not-log-me" not in instance.check("journalctl -t airflow-config-audit --no-pager -n 200")
