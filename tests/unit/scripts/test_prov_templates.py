@@ -411,3 +411,30 @@ def test_the_local_settings_hand_every_workload_to_the_socket(tmp_path, monkeypa
         assert BaseExecutor.run_workload(_Workload(), server="http://x") == 7
         thread.join()
     assert received == [b'{"ti": "x"}']
+
+
+def test_amazon_linux_2023_s_units_are_the_ones_the_rehearsal_boots():
+    """systemd 252 knows every directive the image gives (the newest came in 245): Amazon
+    Linux 2023's units carry the very directives of the Debian rehearsal's, which the e2e
+    boots through first boot and the verify suite. A directive newer than 252 breaks this,
+    and then the rehearsal needs an image baked with `--unit-directives amazon-linux-2023`."""
+    newest = max(
+        since
+        for kind in ("service", "firstboot", "agent")
+        for section in SYSTEMD_DIRECTIVES[kind].values()
+        for _, _, since in section
+    )
+    al2023 = render_all(settings("amazon-linux-2023"))
+    debian = render_all(settings("debian"))
+    assert newest <= settings("amazon-linux-2023")["unit_directives_systemd"]
+    gated = {
+        name
+        for kind in ("service", "firstboot", "agent")
+        for section in SYSTEMD_DIRECTIVES[kind].values()
+        for name, _, _ in section
+    }
+    for unit in layout.UNIT_FILES:
+        if unit.endswith(".service"):
+            ours = [line for line in al2023[unit].splitlines() if line.split("=", 1)[0] in gated]
+            theirs = [line for line in debian[unit].splitlines() if line.split("=", 1)[0] in gated]
+            assert ours == theirs, unit
