@@ -135,7 +135,8 @@ def ssh_argv(settings: Target, command: Sequence[str] = ()) -> list[str]:
             f"{instance.instance_id} has no address this machine can use: launch with"
             " --ssh-interface private_ip from inside its VPC, or reach it with `aws ssm start-session`"
         )
-    config = verify.ssh_config(bdir.ssh_config, instance)
+    # A file of its own: `ssh` beside a running `verify` must not rewrite the suite's known hosts.
+    config = verify.ssh_config(bdir.root / f"ssh_config-{instance.instance_id}", instance)
     return ["ssh", "-F", str(config), f"{instance.ssh_user}@{instance.address}", *command]
 
 

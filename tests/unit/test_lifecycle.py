@@ -43,8 +43,10 @@ def test_status_and_ssh_go_to_the_controller_after_a_worker_was_launched_last(bu
     bdir.write(bdir.instance_record, worker)
     bdir.write(bdir.cluster_record, {"cluster": "analytics", "members": [controller, worker]})
     assert lifecycle.launched(bdir).instance_id == "i-1"
+    verify_config = bdir.ssh_config
     argv = lifecycle.ssh_argv(s, ["hostname"])
     assert argv[-2:] == ["admin@10.0.0.1", "hostname"]
+    assert argv[2] != str(verify_config), "ssh beside a running verify keeps the suite's known hosts"
     # ssh trusts the host keys launch recorded, and no other.
     config = Path(argv[2]).read_text()
     assert "StrictHostKeyChecking yes" in config
