@@ -757,7 +757,9 @@ def make_api_certificate(ctx):
             cert_pem = fh.read()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ctx.ensure_dir(os.path.dirname(L.API_TLS_KEY), 0o750, "root", L.AIRFLOW_USER)
+    # Others may pass through, not list: tasks (the task user) verify the API by the
+    # certificate; the key's own mode keeps it the services'.
+    ctx.ensure_dir(os.path.dirname(L.API_TLS_KEY), 0o751, "root", L.AIRFLOW_USER)
     # The key first: a certificate on disk always has its key beside it.
     ctx.write_file(L.API_TLS_KEY, key_pem, 0o640, "root", L.AIRFLOW_USER, secret=True)
     ctx.write_file(L.API_TLS_CERT, cert_pem, 0o644, "root", "root")

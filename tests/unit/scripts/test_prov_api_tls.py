@@ -1,5 +1,6 @@
 """api_tls self-signed: first boot makes a certificate the API and in-host clients can use."""
 
+import os
 import socket
 import ssl
 import subprocess
@@ -97,3 +98,17 @@ def test_a_reboot_keeps_the_certificate_and_a_new_identity_replaces_it(tls):
     assert result == "skipped" and ctx.written == {}
     ctx, result = first_boot("rotate")
     assert result is None and ctx.written[layout.API_TLS_CERT] != b"kept"
+
+
+def test_a_task_may_reach_the_certificate_to_verify_the_api_but_not_list_the_directory(tls, monkeypatch):
+    """Tasks run as the task user and verify the execution API by the certificate: its
+    directory lets others pass, not list; the key keeps its own mode (0640 root:airflow)."""
+    made = {}
+    monkeypatch.setattr(
+        RecordingContext,
+        "ensure_dir",
+        lambda self, path, mode=0o755, *_: made.setdefault(path, mode) and False,
+    )
+    first_boot("complete")
+    mode = made[os.path.dirname(layout.API_TLS_KEY)]
+    assert mode & 0o001 and not mode & 0o006, oct(mode)
