@@ -348,6 +348,10 @@ def create_airflow_directories(ctx):
     # Tasks' supervisors (the task user) write their logs; Airflow makes task log folders 775.
     ctx.ensure_dir(L.AIRFLOW_LOGS, 0o2775, L.AIRFLOW_USER, L.TASK_USER)
     ctx.ensure_dir(L.ETC_AIRFLOW, 0o755, "root", "root")
+    # What first boot fills, here from the start, as first boot makes them: the config audit's
+    # path unit watches them from boot (a path that does not exist yet hides its parent's changes).
+    ctx.ensure_dir(os.path.dirname(L.API_TLS_KEY), 0o751, "root", L.AIRFLOW_USER)
+    ctx.ensure_dir(os.path.dirname(L.REDIS_CONF), 0o750, "root", ctx.facts.redis_user)
     # Readable: the backup job (the airflow user) follows first boot's records in it; it holds
     # no secret (those are in ETC_AIRFLOW, mode 600).
     ctx.ensure_dir(L.STATE_DIR, 0o755, "root", "root")

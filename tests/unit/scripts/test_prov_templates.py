@@ -14,6 +14,8 @@ import time
 
 import jinja2
 import pytest
+from provfakes import RecordingContext
+from provisioning.bake import install
 from provisioning.bake.imagecheck import airflow_cfg_secret_options
 from provisioning.shared import contract, layout
 from provisioning.shared.envfile import parse_env_text
@@ -438,3 +440,19 @@ def test_amazon_linux_2023_s_units_are_the_ones_the_rehearsal_boots():
             ours = [line for line in al2023[unit].splitlines() if line.split("=", 1)[0] in gated]
             theirs = [line for line in debian[unit].splitlines() if line.split("=", 1)[0] in gated]
             assert ours == theirs, unit
+
+
+def test_the_config_audit_watches_only_what_exists_from_the_bake_on(monkeypatch):
+    """A watched path that does not exist yet makes systemd watch its parent for that name
+    alone, and the parent's other changes go unseen: the bake makes every watched directory."""
+
+    made = []
+    monkeypatch.setattr(
+        RecordingContext, "ensure_dir", lambda self, path, *a, **k: made.append(path) or False
+    )
+    install.create_airflow_directories(RecordingContext())
+    unit = render_all(settings())[layout.CONFIG_AUDIT_PATH]
+    watched = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("PathChanged=")]
+    assert set(watched) == {layout.ETC_AIRFLOW, *layout.AUDITED_FILES}
+    # /etc/sudoers and /etc/sudoers.d come with sudo on every OS profile.
+    assert {w for w in watched if not w.startswith("/etc/sudoers")} <= set(made)
