@@ -94,6 +94,7 @@ def forget(settings: LaunchSettings, apply: bool) -> list[str]:
         store = cloud.client(settings, kind)
         for secret in (
             contract.deployment_secret_name(kind, name),
+            contract.deployment_worker_secret_name(kind, name),
             contract.deployment_controller_name(kind, name),
         ):
             if _exists(store, kind, secret):

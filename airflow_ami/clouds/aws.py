@@ -425,6 +425,7 @@ def launch(
         worker_data = {
             **data,
             "UserData": launch_user_data(settings, "worker", settings.dags_s3_uri, controller, group),
+            "IamInstanceProfile": {"Name": settings.worker_iam_instance_profile},
         }
         worker_tags = _tags(settings, record, ami_id, f"{record.name}-worker")
         make_workers(settings, record, worker_data, subnet, worker_tags)

@@ -283,6 +283,13 @@ def check_iam_instance_profile(value: str, s: Mapping[str, Any]) -> None:
     _check(bool(re.match(r"^[\w+=,.@-]{1,128}$", value)) or (value == "" and not needed))
 
 
+def check_worker_iam_instance_profile(value: str, s: Mapping[str, Any]) -> None:
+    # Workers may not write the store or the DAG bucket, which the controller's role does.
+    aws_cluster = s.get("cloud") == "aws" and s.get("workers", 0) > 0
+    if value or aws_cluster:
+        _check(bool(re.match(r"^[\w+=,.@-]{1,128}$", value)) and value != s.get("iam_instance_profile"))
+
+
 def check_keypair(value: str, s: Mapping[str, Any]) -> None:
     # A named key pair and its private key file come together or not at all.
     _check((value == "") == (s["ssh_private_key_file"] == ""))

@@ -25,6 +25,7 @@ from airflow_ami.settings.fields import (
     check_cluster,
     check_dags_s3_uri,
     check_role,
+    check_worker_iam_instance_profile,
     declaration,
     iam_instance_profile_setting,
     instance_type_setting,
@@ -137,6 +138,14 @@ class LaunchSettings(Target):
         check_max_workers,
         f"a whole number up to {MAX_WORKERS}, at least --workers and --min-workers",
         "the most workers the cluster's Auto Scaling group runs (MaxSize)",
+    )
+    worker_iam_instance_profile: str = setting(
+        "",
+        _as_str,
+        check_worker_iam_instance_profile,
+        "an instance profile name other than iam_instance_profile; required for a cluster on AWS",
+        "--cloud aws --workers N: the workers' instance profile, which reads their own secrets and"
+        " the DAG bundle and writes neither (README 'Scaling out')",
     )
     worker_concurrency: int = setting(
         0,

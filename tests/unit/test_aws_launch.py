@@ -46,7 +46,9 @@ def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def instance_profile(aws: Calls) -> None:
     """The role a cluster's nodes launch with (EC2 refuses a profile that does not exist)."""
-    boto3.client("iam", region_name=REGION).create_instance_profile(InstanceProfileName="airflow-node")
+    iam = boto3.client("iam", region_name=REGION)
+    for name in ("airflow-node", "airflow-worker"):
+        iam.create_instance_profile(InstanceProfileName=name)
 
 
 def ami(**bake: str) -> Baked:
@@ -69,7 +71,11 @@ def settings(**cli: str) -> LaunchSettings:
 def cluster(**cli: str) -> LaunchSettings:
     """Settings of a cluster launch (its DAG bundle and the nodes' instance profile)."""
     return settings(
-        cluster="analytics", dags_s3_uri="s3://dags-bucket/dags", iam_instance_profile="airflow-node", **cli
+        cluster="analytics",
+        dags_s3_uri="s3://dags-bucket/dags",
+        iam_instance_profile="airflow-node",
+        worker_iam_instance_profile="airflow-worker",
+        **cli,
     )
 
 
@@ -183,6 +189,9 @@ def test_a_cluster_is_a_controller_and_an_auto_scaling_group_of_workers(aws: Cal
         "lifecycle_hook": contract.LIFECYCLE_HOOK,
     }
     assert data["MetadataOptions"]["HttpTokens"] == "required"
+    # Each role its own profile: the workers' writes neither the store nor the DAG bucket.
+    assert data["IamInstanceProfile"] == {"Name": "airflow-worker"}
+    assert described["Reservations"][0]["Instances"][0]["IamInstanceProfile"]["Arn"].endswith("/airflow-node")
     controller = next(
         params for _, op, params in aws if op == "RunInstances" and params["ImageId"] == image.ami_id
     )

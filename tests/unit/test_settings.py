@@ -110,7 +110,13 @@ GOOD_KEY = "arn:aws:kms:eu-west-1:123456789012:key/12345678-1234-1234-1234-12345
 
 # (field, bad value, extra settings that make it the only bad one)
 # A cluster launched on AWS: its DAG bundle and the instance profile that reads it and the secrets.
-AWS_CLUSTER = {"cloud": "aws", "workers": "2", "dags_s3_uri": "s3://dags/d", "iam_instance_profile": "node"}
+AWS_CLUSTER = {
+    "cloud": "aws",
+    "workers": "2",
+    "dags_s3_uri": "s3://dags/d",
+    "iam_instance_profile": "node",
+    "worker_iam_instance_profile": "worker-node",
+}
 
 BAD_VALUES = [
     ("os", "windows", {}),
@@ -214,6 +220,9 @@ BAD_VALUES = [
     ("role", "worker", {"cloud": "aws", "cluster": "analytics"}),
     ("dags_s3_uri", "", {**AWS_CLUSTER}),
     ("iam_instance_profile", "", {**AWS_CLUSTER}),
+    ("worker_iam_instance_profile", "", {**AWS_CLUSTER}),
+    # The controller's profile writes the store and the DAG bucket: never the workers'.
+    ("worker_iam_instance_profile", "node", {**AWS_CLUSTER}),
     ("dags_s3_uri", "s3://UPPER/x", {}),
     ("allow_cidr", "203.0.113.7", {}),
     ("allow_cidr", "10.0.0.1/8", {}),

@@ -9,7 +9,9 @@ cluster, the broker password. A read that fails for any reason but "not found"
 is tried again with backoff and then fails first boot (which is retried); it
 never makes new secrets. Creating it is create-if-absent, so two first
 instances at once end up with one document. A cluster's controller also says
-where it is (contract.deployment_controller_name), which workers follow.
+where it is (contract.deployment_controller_name), which workers follow, and writes what
+its workers hold (cluster.ROLE_SECRETS["worker"]) to a document of their own
+(contract.deployment_worker_secret_name): the workers' role reads no other secret.
 """
 
 import collections
@@ -82,6 +84,15 @@ def create_secrets(store, deployment, document):
 def replace_secrets(store, deployment, document):
     """Overwrite the document: only an explicit rotation does this."""
     _put(store, contract.deployment_secret_name(store.kind, deployment), document)
+
+
+def put_worker_secrets(store, deployment, secrets):
+    """The workers' document: what they hold, as the controller holds it now."""
+    _put(store, contract.deployment_worker_secret_name(store.kind, deployment), secrets)
+
+
+def read_worker_secrets(store, deployment, **kw):
+    return read_document(store, contract.deployment_worker_secret_name(store.kind, deployment), **kw)
 
 
 def put_controller(store, deployment, address):

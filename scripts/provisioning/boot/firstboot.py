@@ -46,8 +46,10 @@ from .deployment import (
     create_secrets,
     document_of,
     put_controller,
+    put_worker_secrets,
     read_controller,
     read_secrets,
+    read_worker_secrets,
     secrets_of,
 )
 from .sizing import (
@@ -433,10 +435,11 @@ def fetch_deployment_secrets(ctx):
         return "skipped"
     store = store_access(ctx)
     deadline = time.time() + (SHARED_SECRETS_PATIENCE if role.role == "worker" else 0)
-    document = read_secrets(store, role.deployment)
+    read = read_worker_secrets if role.role == "worker" else read_secrets
+    document = read(store, role.deployment)
     while document is None and time.time() < deadline:
         time.sleep(SHARED_SECRETS_POLL)
-        document = read_secrets(store, role.deployment)
+        document = read(store, role.deployment)
     if document is None:
         if role.role == "worker":
             raise StepFailed(
@@ -446,8 +449,18 @@ def fetch_deployment_secrets(ctx):
         state.first_of_deployment = True
         ctx.info("deployment %s has no secrets stored yet: this instance makes them" % role.deployment)
         return None
-    names = [n for n in deployment_secret_names(role) if n in ROLE_SECRETS[role.role]]
-    secrets, keys = secrets_of(document, names)
+    if role.role == "worker":
+        names = ROLE_SECRETS["worker"]
+        missing = [n for n in names if not document.get(n)]
+        if missing:
+            raise StepFailed(
+                "the workers' secrets of cluster %s lack %s: its controller writes them at"
+                " its next boot" % (role.deployment, ", ".join(missing))
+            )
+        secrets, keys = {n: document[n] for n in names}, []
+    else:
+        names = [n for n in deployment_secret_names(role) if n in ROLE_SECRETS[role.role]]
+        secrets, keys = secrets_of(document, names)
     for value in [*secrets.values(), *keys]:
         ctx.add_secret(value)
     state.existing.update(secrets)
@@ -486,6 +499,14 @@ def publish_deployment_secrets(ctx):
                 " the next one takes them" % role.deployment
             )
     if role.role == "controller":
+        ctx.act(
+            "give the workers of %s what they hold (%s)"
+            % (role.deployment, ", ".join(ROLE_SECRETS["worker"])),
+            put_worker_secrets,
+            store,
+            role.deployment,
+            {name: state.generated[name] for name in ROLE_SECRETS["worker"]},
+        )
         ctx.act(
             "say where the controller of %s is (%s)" % (role.deployment, state.private_ip),
             put_controller,

@@ -145,6 +145,14 @@ def deployment_secret_name(store, deployment):
     return "/" + name if store == "ssm" else name
 
 
+def deployment_worker_secret_name(store, deployment):
+    """What a cluster's workers hold of its secrets (the API secret key and the broker's
+    password), in a document of its own that the controller writes: the workers' role may
+    read it and the controller's address, and nothing else of the store."""
+    name = "airflow-ami/%s/worker-secrets" % deployment
+    return "/" + name if store == "ssm" else name
+
+
 def deployment_controller_name(store, deployment):
     """Where a cluster's controller says its private address (workers follow it)."""
     name = "airflow-ami/%s/controller" % deployment

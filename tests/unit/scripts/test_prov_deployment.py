@@ -37,9 +37,11 @@ class Store:
         self.documents = {}
         self.failures = 0
         self.reads = 0
+        self.read_names = []
 
     def get(self, name, region, creds, endpoint=None):
         self.reads += 1
+        self.read_names.append(name)
         if self.failures:
             self.failures -= 1
             raise OSError("ssm AmazonSSM.GetParameter: HTTP 500 InternalServerError")
@@ -143,8 +145,12 @@ def test_an_image_of_a_used_controller_keeps_the_deployment_s_secrets(store):
     assert firstboot.reencrypt_with_the_new_fernet_key(ctx) == "skipped"
 
 
+WORKER_STORED = {k: STORED[k] for k in cluster.ROLE_SECRETS["worker"]}
+
+
 def test_an_image_of_a_used_worker_takes_its_cluster_s_secrets_and_makes_none(store):
     store.documents[contract.deployment_secret_name("ssm", "analytics")] = json.dumps(STORED)
+    store.documents[contract.deployment_worker_secret_name("ssm", "analytics")] = json.dumps(WORKER_STORED)
     stale = {
         "fernet_key": "X" * 44,
         "jwt_secret": "Y" * 64,
@@ -177,6 +183,16 @@ def test_of_two_first_instances_the_slower_stops_and_adopts_at_its_next_boot(sto
         firstboot.publish_deployment_secrets(slow)
     again = first_boot_secrets(booted(NAMED))
     assert again["fernet_key"] == quick.state.generated["fernet_key"]
+
+
+def test_a_worker_reads_only_the_workers_document_which_its_controller_writes(store):
+    controller = first_boot_secrets(booted(CONTROLLER))
+    workers = json.loads(store.documents[contract.deployment_worker_secret_name("ssm", "analytics")])
+    assert workers == {k: controller[k] for k in cluster.ROLE_SECRETS["worker"]}
+    store.read_names.clear()
+    held = first_boot_secrets(booted(WORKER))
+    assert held == workers
+    assert store.read_names == [contract.deployment_worker_secret_name("ssm", "analytics")]
 
 
 def test_the_controller_says_where_it_is(store):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from provfakes import baked_settings, profile_facts
-from provisioning.boot import deployment, firstboot
+from provisioning.boot import cluster, deployment, firstboot
 from provisioning.running import secrets
 from provisioning.shared import contract, layout
 from provisioning.shared.envfile import read_env_file
@@ -63,6 +63,8 @@ def store(monkeypatch):
     fake = store_in_place_of_ssm(monkeypatch)
     fake.documents[contract.deployment_secret_name("ssm", "prod")] = json.dumps(STORED)
     fake.documents[contract.deployment_secret_name("ssm", "analytics")] = json.dumps(STORED)
+    workers = {k: STORED[k] for k in cluster.ROLE_SECRETS["worker"]}
+    fake.documents[contract.deployment_worker_secret_name("ssm", "analytics")] = json.dumps(workers)
     return fake
 
 
