@@ -139,6 +139,12 @@ def bench(
 
 
 @task
+def policies(c: Context) -> None:
+    """Print the least IAM policy of the controller's and the workers' instance profiles."""
+    cli.policies()
+
+
+@task
 def clean(c: Context) -> None:
     """Stop the local cloud and delete its cached images and build/."""
     cli.clean()
@@ -169,6 +175,7 @@ ns = Collection(
     share_ami,
     rehearse,
     bench,
+    policies,
     clean,
     test,
 )

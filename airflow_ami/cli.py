@@ -17,6 +17,7 @@ import botocore.exceptions
 from invoke import Context, Exit, task
 
 from airflow_ami import bench, codecheck, deployments, health, lifecycle
+from airflow_ami import policies as iam_policies
 from airflow_ami.builddir import BUILD_ROOT, MissingRecord
 from airflow_ami.clouds import autoscaling, local
 from airflow_ami.clouds.aws import LaunchError
@@ -49,6 +50,7 @@ __all__ = [
     "instances",
     "launch",
     "names_of",
+    "policies",
     "prune_amis",
     "rehearse",
     "render_build",
@@ -277,6 +279,10 @@ def teardown(settings: Target) -> None:
     with exit_codes():
         removed = lifecycle.teardown(settings)
     sys.stdout.write(f"teardown: removed {', '.join(removed) or 'nothing (none running)'}\n")
+
+
+def policies() -> None:
+    sys.stdout.write(iam_policies.render())
 
 
 def prune_amis(settings: BakeSettings, keep: int, yes: bool, include_shared: bool) -> None:
