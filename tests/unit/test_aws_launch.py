@@ -371,30 +371,40 @@ FAILING_STEPS = (
 )
 
 
-@pytest.mark.parametrize("step", FAILING_STEPS)
-def test_teardown_after_a_launch_failed_at_each_step_leaves_nothing(
-    aws: Calls, build_root: Path, monkeypatch: pytest.MonkeyPatch, step: str
-) -> None:
+def launch_broken_at(monkeypatch: pytest.MonkeyPatch, step: str, *, answered: bool) -> str:
+    """A cluster launch that AWS refuses at `step` (or, `answered`, that is interrupted right
+    after AWS answered it), then a teardown; the launch's id."""
     s = cluster(workers="2", allow_cidr="10.0.0.0/8")
     image = ami()
     spied = botocore.client.BaseClient._make_api_call
 
-    def failing(self: Any, operation: str, params: dict[str, Any]) -> Any:
-        if operation == step:
+    def broken(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if operation == step and not answered:
             raise botocore.exceptions.ClientError(
                 {"Error": {"Code": "Throttling", "Message": step}}, operation
             )
-        return spied(self, operation, params)
+        answer = spied(self, operation, params)
+        if operation == step:
+            raise KeyboardInterrupt
+        return answer
 
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", failing)
-    with pytest.raises(botocore.exceptions.ClientError):
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", broken)
+    with pytest.raises(KeyboardInterrupt if answered else botocore.exceptions.ClientError):
         aws_cloud.launch(s, image, io.StringIO())
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", spied)
     made = launch_id(s)
     aws_cloud.teardown(s, io.StringIO())
-    assert ours(made) == nothing(made)
     assert not aws_cloud.launch_record_path(s).exists()
     assert aws_cloud.teardown(s, io.StringIO()) == []
+    return made
+
+
+@pytest.mark.parametrize("step", FAILING_STEPS)
+def test_teardown_after_a_launch_failed_at_each_step_leaves_nothing(
+    aws: Calls, build_root: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    made = launch_broken_at(monkeypatch, step, answered=False)
+    assert ours(made) == nothing(made)
 
 
 CREATE_CALLS = (
@@ -413,27 +423,9 @@ def test_a_launch_interrupted_right_after_a_create_call_returns_leaves_nothing_a
     aws: Calls, build_root: Path, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
     """Ctrl-C between AWS answering and the record hearing of it: teardown finds the resource."""
-    s = cluster(workers="2", allow_cidr="10.0.0.0/8")
-    image = ami()
-    spied = botocore.client.BaseClient._make_api_call
-
-    def interrupted(self: Any, operation: str, params: dict[str, Any]) -> Any:
-        answer = spied(self, operation, params)
-        if operation == step:
-            raise KeyboardInterrupt
-        return answer
-
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        aws_cloud.launch(s, image, io.StringIO())
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", spied)
-    made = launch_id(s)
-    assert ours(made) != nothing(made) or step == "PutScalingPolicy"
-    aws_cloud.teardown(s, io.StringIO())
+    made = launch_broken_at(monkeypatch, step, answered=True)
     assert ours(made) == nothing(made)
-    policies = boto3.client("autoscaling", region_name=REGION).describe_policies()["ScalingPolicies"]
-    assert policies == []
-    assert aws_cloud.teardown(s, io.StringIO()) == []
+    assert boto3.client("autoscaling", region_name=REGION).describe_policies()["ScalingPolicies"] == []
 
 
 def test_ctrl_c_during_a_launch_says_what_is_left_and_what_removes_it(
