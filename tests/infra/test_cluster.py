@@ -302,7 +302,12 @@ def test_a_killed_worker_s_task_is_retried_on_another_worker(
         first = running_tis(instance, INFLIGHT_DAG, run_id)[0]
         node = worker_at(workers, first["hostname"])
         try:
-            node.check(f"systemctl kill -s KILL {WORKER_UNIT} && systemctl stop {WORKER_UNIT}")
+            # A lost worker: its Celery worker and its tasks' units (they run outside the
+            # worker's own unit, as the task user) die together.
+            slice_ = layout.WORKLOAD["slice"]
+            node.check(
+                f"systemctl kill -s KILL {WORKER_UNIT} {slice_} && systemctl stop {WORKER_UNIT} {slice_}"
+            )
             # A task whose worker died fails by heartbeat timeout, then retries.
             run = instance.wait_run(INFLIGHT_DAG, run_id, max(instance.run_timeout, 1500.0))
         finally:
