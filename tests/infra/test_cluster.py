@@ -348,6 +348,32 @@ print(queue_depth(**broker_of(broker_url())))
 """
 
 
+# Celery's account on the broker: a set written by two commands in a MULTI/EXEC block, as kombu
+# writes a queue's binding ("write"; Redis logs a block of one write as that write alone), or
+# how many members it has, then removed ("read").
+TRANSACTED = f"""
+import socket, sys
+sys.path.insert(0, {layout.CODE_DIR!r})
+from provisioning.running.metrics import _resp_command, broker_of, broker_url
+broker, (key, step) = broker_of(broker_url()), sys.argv[1:]
+commands = [("AUTH", broker["user"], broker["password"])]
+if step == "write":
+    commands += [("MULTI",), ("SADD", key, "binding"), ("SADD", key, "deadline"), ("EXEC",)]
+else:
+    commands += [("SCARD", key), ("DEL", key)]
+with socket.create_connection((broker["host"], broker["port"]), timeout=10) as sock:
+    sock.sendall(b"".join(_resp_command(*c) for c in commands))
+    stream = sock.makefile("rb")
+    print(" ".join(stream.readline().decode().strip() for _ in commands))
+"""
+TRANSACTED_KEY = "airflow-ami-testinfra:transacted"
+
+
+def broker_transaction(controller: Instance, step: str) -> str:
+    script = f"python3 -c {shlex.quote(TRANSACTED)} {TRANSACTED_KEY} {step}"
+    return controller.check(script).strip()
+
+
 def broker_queue_depth(controller: Instance) -> int:
     """How many messages wait in the broker's default queue (read on the controller, as root)."""
     return int(controller.check(f"python3 -c {shlex.quote(QUEUE_DEPTH)}").strip())
@@ -359,8 +385,10 @@ def test_a_broker_restart_keeps_every_queued_task(
     instance: Instance, workers: list[Instance], bundle_fanout: None
 ) -> None:
     """Redis keeps its queue in an append-only file: tasks waiting in it while Redis restarts
-    each run once and succeed (a run's first task, queued while no worker is up)."""
+    each run once and succeed (a run's first task, queued while no worker is up); so do the
+    writes kombu makes in MULTI/EXEC blocks (its queues' bindings)."""
     n, redis_unit = 3, instance.settings["os_facts"]["redis_unit"]
+    written = broker_transaction(instance, "write")
     for node in workers:
         node.check(f"systemctl stop {WORKER_UNIT}")
     try:
@@ -371,9 +399,15 @@ def test_a_broker_restart_keeps_every_queued_task(
         assert depth >= n, expect(f"{n} tasks waiting in the broker with no worker up", depth, "")
         instance.check(f"systemctl restart {redis_unit}")
         kept = broker_queue_depth(instance)
+        transacted = broker_transaction(instance, "read")
     finally:
         for node in workers:
             node.check(f"systemctl start {WORKER_UNIT}")
+    assert transacted == "+OK :2 :1", expect(
+        "a set written in a MULTI/EXEC block kept through the broker's restart (replies +OK :2 :1)",
+        f"written: {written!r}, after the restart: {transacted!r}",
+        f"the default user's permissions in {layout.REDIS_CONF}; {journal(redis_unit)}",
+    )
     runs = [instance.wait_run(FANOUT_DAG, run_id) for run_id in run_ids]
     tries = {(t["state"], t.get("try_number")) for run in runs for t in run.get("task_instances") or []}
     assert kept >= n and {r["state"] for r in runs} == {"success"} and tries == {("success", 1)}, expect(

@@ -100,10 +100,14 @@ def role_env(role, api_port, task_logs_s3_uri):
     return "".join(lines + [env_file_line(name, value) for name, value in values])
 
 
+# What Celery runs on its broker: every key and channel, every command but those that
+# reconfigure or replicate the server (@dangerous: CONFIG, MODULE, REPLICAOF, DEBUG, ...).
+CELERY_PERMISSIONS = "~* &* +@all -@dangerous"
+
+
 def redis_conf(password, private_ip, redis_user, maxmemory_mib):
     """The broker's config: the private address and loopback only; one account, Celery's
-    (the password by its SHA-256 only), without the commands that reconfigure or replicate
-    the server (@dangerous: CONFIG, MODULE, REPLICAOF, DEBUG, ...) and the default user off;
+    (the password by its SHA-256 only) with CELERY_PERMISSIONS, and the default user off;
     its queue on the controller's disk: an append-only file fsynced every second (a restart,
     an upgrade of the package or an OOM kill loses at most a second of messages), rewritten
     when it doubles, so it stays near the size of what is queued, bounded by maxmemory."""
@@ -114,9 +118,13 @@ def redis_conf(password, private_ip, redis_user, maxmemory_mib):
             "bind 127.0.0.1 %s" % private_ip,
             "port %d" % L.REDIS_PORT,
             "protected-mode yes",
-            "user default off",
-            "user %s on #%s ~* &* +@all -@dangerous"
-            % (L.BROKER_USER, hashlib.sha256(password.encode("utf-8")).hexdigest()),
+            # Off and without a password, so no client can be it; yet it keeps Celery's
+            # commands: Redis replays the append-only file's MULTI/EXEC blocks as the default
+            # user and drops (with a log line) each one that user may not run - kombu's queue
+            # bindings among them, so a restart would lose the queue's routing.
+            "user default off resetpass %s" % CELERY_PERMISSIONS,
+            "user %s on #%s %s"
+            % (L.BROKER_USER, hashlib.sha256(password.encode("utf-8")).hexdigest(), CELERY_PERMISSIONS),
             "supervised systemd",
             "daemonize no",
             'logfile ""',

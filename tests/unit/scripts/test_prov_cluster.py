@@ -74,7 +74,12 @@ def test_the_broker_listens_on_the_private_address_with_one_account_of_celery_s_
     assert "bind 127.0.0.1 10.0.1.5\n" in conf and "protected-mode yes\n" in conf
     digest = hashlib.sha256(b"B" * 32).hexdigest()
     users = [line for line in conf.splitlines() if line.startswith("user ")]
-    assert users == ["user default off", f"user {layout.BROKER_USER} on #{digest} ~* &* +@all -@dangerous"]
+    # The default user: off and without a password, with Celery's commands, which Redis checks
+    # its append-only file's transactions against when it replays them.
+    assert users == [
+        "user default off resetpass ~* &* +@all -@dangerous",
+        f"user {layout.BROKER_USER} on #{digest} ~* &* +@all -@dangerous",
+    ]
     assert "B" * 32 not in conf and "requirepass" not in conf
     assert (
         cluster.redis_url("B" * 32, "10.0.1.5", 0)
