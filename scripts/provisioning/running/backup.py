@@ -20,6 +20,7 @@ At first boot (user data `restore`) the same runs before any Airflow service.
 """
 
 import contextlib
+import fcntl
 import glob
 import gzip
 import hashlib
@@ -127,11 +128,43 @@ def due(ctx):
     return True
 
 
+def new_dump_path(prefix=DUMP_PREFIX):
+    """A dump named after this second, never an existing one's name (a backup right after
+    another in the same second waits for the next): the names sort by time."""
+    while True:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = os.path.join(L.BACKUP_DIR, prefix + stamp + DUMP_SUFFIX)
+        if not os.path.exists(target):
+            return target
+        time.sleep(1)
+
+
+@contextlib.contextmanager
+def one_at_a_time(ctx, wait):
+    """Holds BACKUP_DIR's lock while a backup or a restore runs: the timer's tick, a manual
+    `airflow-ami-backup now` and a restore may meet, and each would take the others' dump
+    for a stale one. The lock is the directory's own (flock), as a lock file would belong to
+    root or to airflow and the other could not open it. Yields False when another holds it
+    and `wait` is False."""
+    fd = os.open(L.BACKUP_DIR, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            ctx.info("a backup or restore is running: waiting for it to end")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)
+
+
 def dump_database(ctx):
     for stale in glob.glob(os.path.join(L.BACKUP_DIR, "*.partial")):
-        ctx.remove(stale)  # a dump that was killed halfway
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = os.path.join(L.BACKUP_DIR, DUMP_PREFIX + stamp + DUMP_SUFFIX)
+        ctx.remove(stale)  # a dump that was killed halfway (none other runs: one_at_a_time)
+    target = new_dump_path()
     # By socket, as the airflow OS user (auth_socket): no password anywhere.
     dump_to(ctx, target, L.BACKUP_MYSQL_USER)
     ctx.state.dump = target
@@ -234,12 +267,18 @@ def private_files():
 
 
 def main(ctx, when_due=False):
+    """A backup; the timer's (`when_due`) skips while another backup or a restore runs,
+    a manual one waits for it."""
     ctx.state = BackupState()
-    if when_due and not due(ctx):
-        return 0
-    steps = [dump_database, write_manifest, prune_old_backups, upload_to_s3]
-    with private_files():
-        return run_steps(ctx, steps, "backup")
+    with one_at_a_time(ctx, wait=not when_due) as mine:
+        if not mine:
+            ctx.info("a backup or restore is running: this tick skips")
+            return 0
+        if when_due and not due(ctx):
+            return 0
+        steps = [dump_database, write_manifest, prune_old_backups, upload_to_s3]
+        with private_files():
+            return run_steps(ctx, steps, "backup")
 
 
 # ---- restore ----
@@ -355,8 +394,7 @@ def stop_airflow(ctx):
 def take_a_safety_dump(ctx):
     """The live database, dumped before anything replaces it."""
     wait_for_mysql(ctx)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = os.path.join(L.BACKUP_DIR, SAFETY_PREFIX + DUMP_PREFIX + stamp + DUMP_SUFFIX)
+    target = new_dump_path(SAFETY_PREFIX + DUMP_PREFIX)
     ctx.act("dump the live database to %s" % target, dump_to, ctx, target, "root")
 
 
@@ -496,7 +534,7 @@ def restore(ctx, source=None, manage_services=True):
     if os.geteuid() != 0:
         raise StepFailed("restore must run as root (sudo airflow-ami-backup restore)")
     ctx.state = RestoreState(source, manage_services)
-    with private_files():
+    with one_at_a_time(ctx, wait=True), private_files():
         status = run_steps(ctx, RESTORE_STEPS, "restore")
         if status != 0 and ctx.state.swapped:
             swap_back(ctx)

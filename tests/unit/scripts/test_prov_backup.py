@@ -5,7 +5,9 @@ import gzip
 import json
 import os
 import stat
+import threading
 import time
+import types
 
 import pytest
 from provfakes import RecordingContext
@@ -89,6 +91,70 @@ def test_a_dump_is_consistent_gzipped_private_needs_no_password_and_has_its_mani
         "abc123",
     )
     assert manifest["rows"] == {t: n for n, t in enumerate(layout.COUNTED_TABLES)}
+
+
+class OnDisk(Database):
+    """Removes what it removes: two backups that meet act on the same directory."""
+
+    remove = Context.remove
+
+
+def frozen_clock(monkeypatch):
+    """backup's clock, stopped on one second (as when the timer and a manual backup start
+    together) until the backup itself waits for the next."""
+    now = [time.time()]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    clock = types.SimpleNamespace(
+        strftime=time.strftime, time=time.time, gmtime=lambda: time.gmtime(now[0]), sleep=sleep
+    )
+    monkeypatch.setattr(backup, "time", clock)
+
+
+def start_a_slow_backup(backups, monkeypatch, **kw):
+    """A backup whose mysqldump takes a while, running, its .partial written: (thread, results)."""
+    gate = backups / "first-dump-started"
+    fake_bin(
+        backups,
+        monkeypatch,
+        "mysqldump",
+        f"[ -e {gate} ] || {{ touch {gate}; sleep 1.5; }}\necho '-- dump'\n",
+    )
+    (backups / "deployment.json").write_text(json.dumps({"deployment": "prod", "backup_s3_uri": ""}))
+    results = []
+    first = threading.Thread(target=lambda: results.append(backup.main(OnDisk({"backup_retention_days": 7}))))
+    first.start()
+    deadline = time.time() + 10
+    while not [n for n in os.listdir(layout.BACKUP_DIR) if n.endswith(".partial")]:
+        assert time.time() < deadline, "the first backup never started its dump"
+        time.sleep(0.02)
+    return first, results
+
+
+def test_a_backup_that_meets_another_waits_and_both_dumps_are_whole(backups, monkeypatch):
+    # Found in the suite: `airflow-ami-backup now` and the timer's tick in one second, each
+    # removing the other's dump as a stale .partial, one failing with FileNotFoundError.
+    frozen_clock(monkeypatch)
+    first, results = start_a_slow_backup(backups, monkeypatch)
+    results.append(backup.main(OnDisk({"backup_retention_days": 7})))
+    first.join()
+    assert results == [0, 0]
+    found = backup.dumps()
+    assert len(found) == 2, "the second waits for the next second's name, none is overwritten"
+    assert not [n for n in os.listdir(layout.BACKUP_DIR) if n.endswith(".partial")]
+    for dump in found:
+        with gzip.open(dump, "rt") as fh:
+            assert fh.read() == "-- dump\n"
+
+
+def test_the_timer_s_tick_skips_while_a_backup_runs(backups, monkeypatch):
+    first, results = start_a_slow_backup(backups, monkeypatch)
+    assert backup.main(OnDisk({"backup_retention_days": 7}), when_due=True) == 0
+    assert backup.dumps() == [], "the tick returned at once, dumping nothing"
+    first.join()
+    assert results == [0] and len(backup.dumps()) == 1
 
 
 def test_a_failed_dump_leaves_nothing(backups, monkeypatch):
