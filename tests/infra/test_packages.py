@@ -65,3 +65,20 @@ def test_mysql_provider_importable(instance: Instance) -> None:
         res.stderr.strip()[-500:],
         f"{AIRFLOW_VENV_PYTHON} -m pip list | grep -i mysql",
     )
+
+
+def test_the_image_leaves_out_what_no_role_uses_and_keeps_what_they_run(instance: Instance) -> None:
+    """Docs, manuals, translations and MySQL's unused programs are not in the image, and a
+    package update does not bring them back; the programs first boot and backups run are."""
+    dirs = " ".join(layout.LEFT_OUT_DIRS)
+    kept = " ".join(f"! -path '{k}'" for k in layout.LEFT_OUT_KEPT)
+    files = " ".join(layout.LEFT_OUT_PATHS[len(layout.LEFT_OUT_DIRS) :])
+    listing = f"find {dirs} -type f {kept} 2>/dev/null; ls -d {files} 2>/dev/null; true"
+    found = instance.check(listing).split()
+    assert found == [], expect("nothing under " + dirs + " but copyright files", found[:10], "cleanup's log")
+    runs = instance.sh("command -v mysql mysqldump mysqladmin my_print_defaults")
+    config = instance.sh(f"ls {layout.DPKG_LEFT_OUT_CONFIG} {layout.RPM_LEFT_OUT_CONFIG} 2>/dev/null")
+    assert runs.rc == 0 and len(runs.stdout.split()) == 4, expect(
+        "the MySQL client, mysqldump, mysqladmin and my_print_defaults", runs.stdout, "cleanup's log"
+    )
+    assert config.stdout.strip(), expect("the package manager's left-out config", "none", "cleanup's log")

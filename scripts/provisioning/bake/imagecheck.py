@@ -4,6 +4,7 @@ Each cleanup step has a matching check; validate-image runs every check and fail
 listing each trace left behind.
 """
 
+import fnmatch
 import glob
 import os
 import re
@@ -163,6 +164,17 @@ def mysql_generated_keys(datadir):
     ]
 
 
+def left_out_leftovers():
+    """Files under LEFT_OUT_PATHS that are not LEFT_OUT_KEPT."""
+    found = []
+    for path in L.LEFT_OUT_PATHS:
+        if os.path.isdir(path) and not os.path.islink(path):
+            found += [os.path.join(root, f) for root, _dirs, files in os.walk(path) for f in files]
+        elif os.path.lexists(path):
+            found.append(path)
+    return sorted(p for p in found if not any(fnmatch.fnmatch(p, kept) for kept in L.LEFT_OUT_KEPT))
+
+
 def stray_airflow_homes():
     """~/airflow made by any Airflow run without AIRFLOW_HOME (may hold generated keys)."""
     return [os.path.join(h, "airflow") for h in home_dirs() if os.path.isdir(os.path.join(h, "airflow"))]
@@ -200,6 +212,11 @@ def checks(ctx):
     )
     add("hostname is the image's", hostname_problems())
     add("package caches cleaned", package_cache_leftovers())
+    add("nothing no role uses (docs, manuals, translations, unused MySQL programs)", left_out_leftovers())
+    add(
+        "package updates leave out what no role uses",
+        [] if os.path.isfile(ctx.os.left_out_config) else ["no " + ctx.os.left_out_config],
+    )
     add("logs cleaned", log_leftovers())
     add("no shell history", history_files())
     add("no temp files", tmp_leftovers())
@@ -291,6 +308,29 @@ def remove_build_directory(ctx):
 def clean_package_caches(ctx):
     if package_cache_leftovers():
         ctx.act("clean %s caches" % ctx.os.name, ctx.os.clean_caches, ctx)
+
+
+def unlink_all(paths):
+    """Remove the files, then the directories they leave empty (the listed roots stay)."""
+    for path in paths:
+        os.unlink(path)
+    for root in L.LEFT_OUT_DIRS:
+        for parent, dirs, files in os.walk(root, topdown=False) if os.path.isdir(root) else ():
+            if parent != root and not dirs and not files:
+                os.rmdir(parent)
+
+
+def leave_out_what_no_role_uses(ctx):
+    """Docs, manuals, translations and MySQL's unused programs: removed, and left out of later
+    package installs and updates (an image's size is paid at every launch and snapshot)."""
+    ctx.os.leave_out(ctx, L.LEFT_OUT_PATHS, L.LEFT_OUT_KEPT)
+    found = left_out_leftovers()
+    if found:
+        ctx.act(
+            "remove %d files no role uses under %s" % (len(found), ", ".join(L.LEFT_OUT_DIRS)),
+            unlink_all,
+            found,
+        )
 
 
 def remove_ssh_host_keys(ctx):
@@ -420,6 +460,7 @@ CLEANUP_STEPS = [
     remove_build_sources,
     remove_build_directory,
     clean_package_caches,
+    leave_out_what_no_role_uses,
     remove_ssh_host_keys,
     remove_authorized_keys,
     empty_machine_id,

@@ -93,6 +93,12 @@ class Adapter(object):
 class _RpmAdapter(Adapter):
     tool = "dnf"
     el = "el9"
+    left_out_config = L.RPM_LEFT_OUT_CONFIG
+
+    def leave_out(self, ctx, paths, kept):
+        """rpm installs nothing under a "netshared" path (a prefix); licenses live apart, in
+        /usr/share/licenses, so `kept` (Debian's copyright files) has nothing to keep here."""
+        ctx.write_file(self.left_out_config, "%%_netsharedpath %s\n" % ":".join(paths))
 
     def _cmd(self, *args):
         return [self.tool, "-y", "-q", *list(args)]
@@ -220,8 +226,16 @@ class Apt(Adapter):
             opts += ["-o", "Acquire::Check-Valid-Until=false"]
         return opts
 
+    left_out_config = L.DPKG_LEFT_OUT_CONFIG
+
     def update_trust_store(self, ctx):
         ctx.run(["update-ca-certificates"])
+
+    def leave_out(self, ctx, paths, kept):
+        """dpkg's path-exclude: what a later install or upgrade would put back (a directory's
+        contents, a file), with `kept` included again."""
+        lines = ["path-exclude=%s" % (p + "/*" if p in L.LEFT_OUT_DIRS else p) for p in paths]
+        ctx.write_file(self.left_out_config, "\n".join(lines + ["path-include=" + k for k in kept]) + "\n")
 
     def configure_package_manager_ca(self, ctx, bundle_path):
         return ctx.write_file(APT_CA_CONF, 'Acquire::https::CaInfo "%s";\n' % bundle_path)

@@ -61,6 +61,39 @@ BUILD_DIR = STATE_DIR + "/build"  # uv, its cache, constraints: removed by clean
 BUILD_PACKAGES_RECORD = STATE_DIR + "/build-packages.json"
 VENV_SPEC_STAMP = VENV + "/.airflow-ami-spec.json"
 BACKUP_DIR = "/var/backups/airflow"  # airflow-db-backup.service's dumps (0700 airflow)
+# MySQL's programs no role runs. The image keeps the client, mysqldump and mysqladmin (first
+# boot, backups, restores), mysqld and what its unit runs (my_print_defaults, mysqld_safe).
+MYSQL_UNUSED_PROGRAMS = (
+    "ibd2sdi",
+    "innochecksum",
+    "lz4_decompress",
+    "myisam_ftdump",
+    "myisamchk",
+    "myisamlog",
+    "myisampack",
+    "mysql_config_editor",
+    "mysql_migrate_keyring",
+    "mysql_secure_installation",
+    "mysql_ssl_rsa_setup",
+    "mysql_tzinfo_to_sql",
+    "mysqlbinlog",
+    "mysqlcheck",
+    "mysqlimport",
+    "mysqlpump",
+    "mysqlshow",
+    "mysqlslap",
+    "perror",
+    "zlib_decompress",
+)
+# What no role uses, left out of the image: removed by cleanup and kept out of later package
+# installs and updates (dpkg's path-exclude, rpm's netsharedpath); validate-image checks it.
+LEFT_OUT_DIRS = ("/usr/share/doc", "/usr/share/man", "/usr/share/info", "/usr/share/locale")
+LEFT_OUT_PATHS = (*LEFT_OUT_DIRS, *("/usr/bin/" + name for name in MYSQL_UNUSED_PROGRAMS))
+# Where each package manager is told to leave them out.
+DPKG_LEFT_OUT_CONFIG = "/etc/dpkg/dpkg.cfg.d/airflow-ami-left-out"
+RPM_LEFT_OUT_CONFIG = "/etc/rpm/macros.airflow-ami-left-out"
+# Kept under them: each package's copyright (Debian's policy), and glibc's locale aliases.
+LEFT_OUT_KEPT = ("/usr/share/doc/*/copyright", "/usr/share/locale/locale.alias")
 # What first boot decided about this instance's deployment and backups (user data, else the
 # bake's settings): deployment, backup_s3_uri, backup_interval_minutes.
 DEPLOYMENT_RECORD = STATE_DIR + "/deployment.json"

@@ -2,6 +2,8 @@ import pytest
 from provfakes import RecordingContext
 from provisioning.bake import imagecheck
 from provisioning.bake.imagecheck import PACKER_SCRIPT, ROTATED_LOG
+from provisioning.bake.oskit import ADAPTERS
+from provisioning.shared import layout
 from provisioning.shared.runner import Context, StepFailed
 
 
@@ -95,3 +97,69 @@ def test_per_instance_state_and_the_hostname_are_found_and_cleaned(used_machine)
     assert imagecheck.instance_state_leftovers() == []
     assert imagecheck.hostname_problems() == []
     assert ctx.changed
+
+
+@pytest.fixture
+def documented_machine(tmp_path, monkeypatch):
+    """A tree with package docs, manuals, translations and MySQL's programs, used and unused."""
+    for rel in (
+        "usr/share/doc/mysql-server/copyright",
+        "usr/share/doc/mysql-server/changelog.Debian.gz",
+        "usr/share/doc/python3/README.gz",
+        "usr/share/man/man1/mysql.1.gz",
+        "usr/share/locale/locale.alias",
+        "usr/share/locale/de/LC_MESSAGES/dpkg.mo",
+        "usr/bin/perror",
+        "usr/bin/mysqlbinlog",
+        "usr/bin/mysql",
+        "usr/bin/mysqldump",
+    ):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    (tmp_path / "etc/dpkg/dpkg.cfg.d").mkdir(parents=True)
+    dirs = tuple(str(tmp_path) + p for p in layout.LEFT_OUT_DIRS)
+    monkeypatch.setattr(layout, "LEFT_OUT_DIRS", dirs)
+    monkeypatch.setattr(
+        layout, "LEFT_OUT_PATHS", dirs + tuple(str(tmp_path) + p for p in layout.LEFT_OUT_PATHS[4:])
+    )
+    monkeypatch.setattr(layout, "LEFT_OUT_KEPT", tuple(str(tmp_path) + p for p in layout.LEFT_OUT_KEPT))
+    return tmp_path
+
+
+def test_what_no_role_uses_is_found_removed_and_kept_out_of_package_updates(documented_machine, monkeypatch):
+    root = documented_machine
+    found = [p[len(str(root)) :] for p in imagecheck.left_out_leftovers()]
+    assert found == [
+        "/usr/bin/mysqlbinlog",
+        "/usr/bin/perror",
+        "/usr/share/doc/mysql-server/changelog.Debian.gz",
+        "/usr/share/doc/python3/README.gz",
+        "/usr/share/locale/de/LC_MESSAGES/dpkg.mo",
+        "/usr/share/man/man1/mysql.1.gz",
+    ]
+    apt = ADAPTERS["apt"]("ID=debian\n")
+    monkeypatch.setattr(apt, "left_out_config", str(root / "etc/dpkg/dpkg.cfg.d/airflow-ami-left-out"))
+    imagecheck.leave_out_what_no_role_uses(Context({}, None, False, apt))  # acts for real, on the tree
+    assert imagecheck.left_out_leftovers() == []
+    kept = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert kept == [
+        "etc/dpkg/dpkg.cfg.d/airflow-ami-left-out",
+        "usr/bin/mysql",
+        "usr/bin/mysqldump",
+        "usr/share/doc/mysql-server/copyright",
+        "usr/share/locale/locale.alias",
+    ]
+    assert not (root / "usr/share/doc/python3").exists() and (root / "usr/share/man").is_dir()
+    excludes = (root / "etc/dpkg/dpkg.cfg.d/airflow-ami-left-out").read_text().splitlines()
+    assert f"path-exclude={root}/usr/share/doc/*" in excludes
+    assert f"path-exclude={root}/usr/bin/perror" in excludes
+    assert excludes[-2:] == [f"path-include={p}" for p in layout.LEFT_OUT_KEPT]
+
+
+def test_rpm_keeps_what_no_role_uses_out_by_netsharedpath(tmp_path, monkeypatch):
+    dnf = ADAPTERS["dnf"]("ID=amzn\nVERSION_ID=2023\n")
+    monkeypatch.setattr(dnf, "left_out_config", str(tmp_path / "macros.airflow-ami-left-out"))
+    dnf.leave_out(Context({}, None, False, dnf), layout.LEFT_OUT_PATHS, layout.LEFT_OUT_KEPT)
+    (line,) = (tmp_path / "macros.airflow-ami-left-out").read_text().splitlines()
+    assert line.startswith("%_netsharedpath /usr/share/doc:/usr/share/man:")
+    assert line.split(" ", 1)[1].split(":") == list(layout.LEFT_OUT_PATHS)
