@@ -34,6 +34,7 @@ from airflow_ami import health, lifecycle
 from airflow_ami.builddir import BUILD_ROOT, BuildDir
 from airflow_ami.clouds import InstanceRecord
 from airflow_ami.clouds.local.cloud import local_images
+from airflow_ami.clouds.local.container import INSTANCE_TYPE
 from airflow_ami.clouds.local.system import cache_dir
 from airflow_ami.driver import instance as driver
 from airflow_ami.driver.instance import parse_ts
@@ -59,6 +60,12 @@ class Plan:
     install_pins: int  # 0: every pin of the image's venv
     settle_seconds: int  # after healthy, before idle memory is read
     cluster_workers: int = 2
+    # The cluster's fan-out is wider than one worker: twice its concurrency.
+    worker_concurrency: int = 8
+
+    @property
+    def wide_fanout_tasks(self) -> int:
+        return 2 * self.worker_concurrency
 
 
 FULL = Plan(fanout_tasks=8, fanout_seconds=10, tiny_tasks=200, install_pins=0, settle_seconds=30)
@@ -159,6 +166,7 @@ TABLE = (
     ("bake_s", "", "", "whole build-ami --cloud local, cached base image"),
     ("install_uv_s", "install_pip_s", "install_ratio", "install_ratio = pip / uv"),
     ("boot_healthy_s", "boot_migrate_s", "boot_ratio", "boot_ratio = migrating boot / ours"),
+    ("upgrade_downtime_s", "", "", "./bake upgrade: scheduler stopped to the new instance serving"),
     ("fanout_span_s", "fanout_serial_span_s", "speedup", "speedup = serial / parallel"),
     ("efficiency", "", "", "S / span of the fan-out (1.0: no overhead)"),
     ("fanout_start_spread_s", "", "", "first to last start of the fan-out's tasks"),
@@ -170,9 +178,15 @@ TABLE = (
     ("per_task_rss_mb", "", "", "added per running task"),
     (
         "cluster_tiny_tasks_per_min",
-        "tiny_tasks_per_min",
+        "quota_tiny_tasks_per_min",
         "cluster_speedup",
-        "cluster_speedup = cluster / standalone",
+        "cluster_speedup = cluster / standalone, same CPU quota per instance",
+    ),
+    (
+        "cluster_fanout_span_s",
+        "quota_fanout_span_s",
+        "cluster_fanout_speedup",
+        "cluster_fanout_speedup = standalone / cluster span, same quota",
     ),
 )
 
@@ -188,6 +202,8 @@ def table(results: Mapping[str, Any]) -> str:
         lines.append(f"  {path:<40} {mb:>9} MB")
     for unit, mb in (results.get("idle_rss_by_unit_mb") or {}).items():
         lines.append(f"  {unit:<40} {mb:>9} MB")
+    for phase, seconds in (results.get("boot_phases") or {}).items():
+        lines.append(f"  boot: {phase:<34} {seconds:>9} s")
     return "\n".join(lines) + "\n"
 
 
@@ -220,6 +236,41 @@ def healthy_at(base: str, timeout: float = 600.0) -> float:
     (launch's own wait, polled often enough for a boot time and not printed)."""
     health.wait_healthy(base, io.StringIO(), timeout=timeout, poll=0.5)
     return time.time()
+
+
+def components_healthy_at(base: str, timeout: float = 600.0) -> dict[str, float]:
+    """The wall-clock time each health component first reports healthy, and ("healthy") all
+    of them, polled as healthy_at polls."""
+    first: dict[str, float] = {}
+    deadline = time.time() + timeout
+    while True:
+        body = health.read(base)
+        now = time.time()
+        for name, state in health.components(body).items():
+            if state == "healthy":
+                first.setdefault(name, now)
+        if health.is_healthy(body):
+            return {**first, "healthy": now}
+        if now > deadline:
+            raise BenchError(
+                f"Airflow at {base} not healthy after {timeout:.0f} s: {health.components(body)}"
+            )
+        time.sleep(0.5)
+
+
+def boot_phases(node: Any, healthy: Mapping[str, float]) -> dict[str, float]:
+    """Seconds after the instance's PID 1 started: first boot's start and end, each service's
+    start (its process) and each health component's first healthy answer."""
+    units = [layout.FIRSTBOOT_UNIT, node.mysql_unit, *driver.AIRFLOW_UNITS]
+    found = node.probe("boot-phases", *units)
+    phases = {"first_boot_started": found["units"][layout.FIRSTBOOT_UNIT]["started"]}
+    phases["first_boot_done"] = found["units"][layout.FIRSTBOOT_UNIT]["exited"]
+    phases["mysql_active"] = found["units"][node.mysql_unit]["active"]
+    for unit in driver.AIRFLOW_UNITS:
+        phases[f"{unit.removesuffix('.service')}_started"] = found["units"][unit]["started"]
+    for name, at in sorted(healthy.items(), key=lambda item: item[1]):
+        phases[f"{name}_healthy" if name != "healthy" else "healthy"] = round(at - found["pid1_wall"], 2)
+    return phases
 
 
 def boot_started_at(node: Any) -> float:
@@ -278,6 +329,15 @@ def measure_memory_and_fanout(node: Any, plan: Plan) -> dict[str, Any]:
         # count those again for every task.
         "per_task_rss_mb": round((busy["pss_mb"] - idle["pss_mb"]) / plan.fanout_tasks, 1),
     }
+
+
+def measure_wide_fanout(node: Any, plan: Plan) -> float:
+    """Span of plan.wide_fanout_tasks sleepers of fanout_seconds each, first start to last end."""
+    _, tis = run_fanout(node, plan.wide_fanout_tasks, plan.fanout_seconds)
+    count, span = task_span(tis, "sleeper")
+    if count != plan.wide_fanout_tasks:
+        raise BenchError(f"wide fan-out: {count} of {plan.wide_fanout_tasks} sleepers succeeded")
+    return span
 
 
 def measure_tiny(node: Any, plan: Plan, prefix: str = "") -> dict[str, Any]:
@@ -447,9 +507,10 @@ def bench(
                 (instance,) = lifecycle.launch(launching, record["ami_id"], out, wait=False)
         node = driven(bdir, instance)
         base = lifecycle.image_of(settings, instance.ami_id).api_url(instance.address)
-        ready = healthy_at(base)
+        healthy = components_healthy_at(base)
         if not on_launched:
-            results["boot_healthy_s"] = round(ready - boot_started_at(node), 1)
+            results["boot_healthy_s"] = round(healthy["healthy"] - boot_started_at(node), 1)
+            results["boot_phases"] = boot_phases(node, healthy)
         with stage("image", out, timings):
             results.update(measure_image(settings, instance.ami_id))
         time.sleep(plan.settle_seconds)
@@ -466,10 +527,19 @@ def bench(
         node.cleanup()
         if not on_launched:
             lifecycle.teardown(settings)
+            with stage("upgrade", out, timings):
+                results.update(measure_upgrade(settings, launching, record["ami_id"], out))
+            with stage("standalone with the cluster's CPU quota", out, timings):
+                results.update(
+                    measure_same_quota_standalone(settings, launching, record["ami_id"], plan, out)
+                )
             with stage("cluster", out, timings):
                 results.update(measure_cluster(launching, record["ami_id"], plan, out))
             results["cluster_speedup"] = ratio(
-                results["cluster_tiny_tasks_per_min"], results["tiny_tasks_per_min"]
+                results["cluster_tiny_tasks_per_min"], results["quota_tiny_tasks_per_min"]
+            )
+            results["cluster_fanout_speedup"] = ratio(
+                results["quota_fanout_span_s"], results["cluster_fanout_span_s"]
             )
         complete = True
     finally:
@@ -485,6 +555,14 @@ def bench(
             "complete": complete,
             "plan": dataclasses.asdict(plan),
             "stages_s": {k: round(v, 1) for k, v in timings.items()},
+            "cpu_quota": {
+                "percent": 0 if on_launched else cpu_quota_for(plan),
+                "per": "instance (controller, each worker, and the standalone baseline)",
+                "host_cpus": os.cpu_count(),
+                "instance_type": INSTANCE_TYPE,
+                "figures": [k for k in QUOTA_FIGURES if k in results],
+            },
+            "figure_conditions": conditions(results, cpu_quota_for(plan)),
             **results,
         }
         if results:
@@ -496,15 +574,88 @@ def bench(
     return document
 
 
+def cpu_quota_for(plan: Plan) -> int:
+    """Each instance's CPU quota (percent of one CPU) for the scaling figures: a controller
+    and its workers together get this host's CPUs, as separate machines would each have theirs."""
+    return 100 * (os.cpu_count() or 1) // (1 + plan.cluster_workers)
+
+
+def measure_same_quota_standalone(
+    settings: BakeSettings, launching: LaunchSettings, ami_id: str, plan: Plan, out: TextIO
+) -> dict[str, Any]:
+    """The cluster figures' baseline: one standalone instance with the cluster's per-instance quota."""
+    bounded = dataclasses.replace(launching, cpu_quota=cpu_quota_for(plan))
+    (instance,) = lifecycle.launch(bounded, ami_id, out)
+    node = driven(BuildDir.of(settings), instance)
+    try:
+        figures = measure_tiny(node, plan, prefix="quota_")
+        figures["quota_fanout_span_s"] = round(measure_wide_fanout(node, plan), 1)
+    finally:
+        lifecycle.teardown(settings)
+    return figures
+
+
 def measure_cluster(settings: LaunchSettings, ami_id: str, plan: Plan, out: TextIO) -> dict[str, Any]:
-    cluster = dataclasses.replace(settings, workers=plan.cluster_workers, cluster="bench")
+    cluster = dataclasses.replace(
+        settings,
+        workers=plan.cluster_workers,
+        cluster="bench",
+        cpu_quota=cpu_quota_for(plan),
+        worker_concurrency=plan.worker_concurrency,
+    )
     controller = lifecycle.launch(cluster, ami_id, out)[0]
     node = driven(BuildDir.of(settings), controller)
     # The workers read DAGs from the cluster's S3 bundle, not the controller's folder.
     with node.in_the_bundle(driver.FANOUT_DAG):
         figures = measure_tiny(node, plan, prefix="cluster_")
+        figures["cluster_fanout_span_s"] = round(measure_wide_fanout(node, plan), 1)
     node.cleanup()
     return figures
+
+
+# The upgrade's deployment: its dumps go to moto's S3, which goes with the local cloud.
+UPGRADE_DEPLOYMENT = "bench-upgrade"
+UPGRADE_BACKUPS = "s3://airflow-ami-bench-deployments/dumps"
+
+
+def measure_upgrade(
+    settings: BakeSettings, launching: LaunchSettings, ami_id: str, out: TextIO
+) -> dict[str, Any]:
+    """`./bake upgrade` of a named deployment to the same AMI: its downtime as it prints it
+    (Airflow stopped on the old instance to the new one serving) and each step's seconds."""
+    named = dataclasses.replace(launching, deployment=UPGRADE_DEPLOYMENT, backup_s3_uri=UPGRADE_BACKUPS)
+    try:
+        lifecycle.launch(named, ami_id, out)
+        report = lifecycle.upgrade(named, ami_id, out, drain_seconds=60)
+    finally:
+        lifecycle.teardown(settings)
+    return {
+        "upgrade_downtime_s": round(report.downtime_s, 1),
+        "upgrade_steps_s": {step: round(seconds, 1) for step, seconds in report.timings.items()},
+    }
+
+
+# Which figures are measured with the per-instance CPU quota (the rest: the host's CPUs).
+QUOTA_FIGURES = (
+    "quota_tiny_tasks_per_min",
+    "quota_fanout_span_s",
+    "cluster_tiny_tasks_per_min",
+    "cluster_fanout_span_s",
+    "cluster_speedup",
+    "cluster_fanout_speedup",
+)
+
+
+def conditions(results: Mapping[str, Any], quota: int) -> dict[str, dict[str, Any]]:
+    """For each figure: the CPU quota of its instances (0: none), their type and this host's CPUs."""
+    return {
+        key: {
+            "cpu_quota_percent": quota if key in QUOTA_FIGURES else 0,
+            "instance_type": INSTANCE_TYPE,
+            "host_cpus": os.cpu_count(),
+        }
+        for key in results
+    }
 
 
 def machine() -> str:

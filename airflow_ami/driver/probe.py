@@ -23,6 +23,8 @@ Sub-commands:
   tls-check                                  api_tls self-signed: verify the API's certificate
   memory SECONDS UNIT...                     resident memory of the units' processes (the
                                              largest total seen, sampled for SECONDS)
+  boot-phases UNIT...                        when PID 1 started (wall clock), and each unit's
+                                             start and end of start-up, seconds after it
 """
 
 from __future__ import annotations
@@ -601,6 +603,35 @@ def cmd_memory(args):
     emit(best)
 
 
+# What systemd records of a unit's start, as systemctl show names it (CLOCK_MONOTONIC, us).
+UNIT_PHASES = {
+    "started": "ExecMainStartTimestampMonotonic",
+    "active": "ActiveEnterTimestampMonotonic",
+    "exited": "ExecMainExitTimestampMonotonic",
+}
+
+
+def cmd_boot_phases(args):
+    """PID 1's start as the wall clock read it (nothing was suspended since: the boot and
+    monotonic clocks agree), and each unit's phases in seconds after it (0: not reached)."""
+    with open("/proc/1/stat") as fh:
+        stat_fields = fh.read().rsplit(")", 1)[1].split()
+    pid1 = int(stat_fields[19]) / os.sysconf("SC_CLK_TCK")
+    units = {}
+    for unit in args:
+        argv = ["systemctl", "show", unit] + ["-p" + p for p in UNIT_PHASES.values()]
+        shown = dict(
+            line.split("=", 1)
+            for line in subprocess.check_output(argv, text=True).splitlines()
+            if "=" in line
+        )
+        units[unit] = {
+            phase: round(int(shown[prop]) / 1e6 - pid1, 2) if int(shown.get(prop) or 0) else 0
+            for phase, prop in UNIT_PHASES.items()
+        }
+    emit({"pid1_wall": time.time() - time.clock_gettime(time.CLOCK_BOOTTIME) + pid1, "units": units})
+
+
 def cmd_scan(args):
     """Which of the instance's secrets the file args[0] holds (names only, never values)."""
     with open(args[0], "rb") as fh:
@@ -620,6 +651,7 @@ COMMANDS = {
     "firstboot-journal": cmd_firstboot_journal,
     "boot-token": cmd_boot_token,
     "memory": cmd_memory,
+    "boot-phases": cmd_boot_phases,
 }
 
 

@@ -7,6 +7,7 @@ AMI's record or tags (airflow_ami/image/record.py), never from a flag.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,6 +70,16 @@ def check_max_workers(value: int, s: Mapping[str, Any]) -> None:
     _check(s["min_workers"] <= value <= MAX_WORKERS and s["workers"] <= value)
 
 
+def check_cpu_quota(value: int, s: Mapping[str, Any]) -> None:
+    # An EC2 instance's CPUs are its type's; here one instance may have at most the host's.
+    _check(value == 0 or (MIN_CPU_QUOTA <= value <= 100 * (os.cpu_count() or 1) and s.get("cloud") != "aws"))
+
+
+# A local instance's smallest CPU quota (percent of one CPU): below it Airflow's services
+# take minutes to import and a figure measures only the starvation.
+MIN_CPU_QUOTA = 20
+
+
 def check_backup_interval(value: int, _: Mapping[str, Any]) -> None:
     _check(
         value == 0 or contract.MIN_BACKUP_INTERVAL_MINUTES <= value <= contract.MAX_BACKUP_INTERVAL_MINUTES
@@ -100,6 +111,15 @@ class LaunchSettings(Target):
     )
     tags: tuple[tuple[str, str], ...] = tags_setting(
         "tags for what the launch makes (instances, volumes, security group, key pair)"
+    )
+    cpu_quota: int = setting(
+        0,
+        _as_int,
+        check_cpu_quota,
+        f"0 (none) or a percent of one CPU, {MIN_CPU_QUOTA} up to 100 x this host's CPUs; --cloud local only",
+        "--cloud local: the CPU each instance may use, as systemd's CPUQuota= (66: two thirds of a"
+        " CPU), so that instances sharing this host measure as separate machines would; a cluster's"
+        " scale-out takes its controller's",
     )
     role: str = setting(
         "standalone",

@@ -15,6 +15,7 @@ import pytest
 
 from airflow_ami import bench
 from airflow_ami.builddir import MissingRecord
+from airflow_ami.driver import probe
 from airflow_ami.settings import BakeSettings, LaunchSettings, load
 
 
@@ -92,9 +93,11 @@ def test_the_table_shows_each_figure_beside_its_baseline_and_ratio() -> None:
             "install_uv_s": 40.0,
             "install_pip_s": 160.0,
             "install_ratio": 4.0,
-            "tiny_tasks_per_min": 300.0,
+            "tiny_tasks_per_min": 500.0,
+            "quota_tiny_tasks_per_min": 300.0,
             "cluster_tiny_tasks_per_min": 450.0,
             "cluster_speedup": 1.5,
+            "boot_phases": {"first_boot_done": 1.2, "healthy": 9.5},
             "image_contributors_mb": {"/opt/airflow/venv": 450.0},
         }
     )
@@ -102,6 +105,7 @@ def test_the_table_shows_each_figure_beside_its_baseline_and_ratio() -> None:
     assert rows["install_uv_s"][1:4] == ["40.0", "160.0", "4.0"]
     assert rows["cluster_tiny_tasks_per_min"][1:4] == ["450.0", "300.0", "1.5"]
     assert rows["/opt/airflow/venv"][1] == "450.0"
+    assert "9.5" in next(line for line in text.splitlines() if "boot: healthy" in line)
     assert "boot_healthy_s" not in rows
     only_baseline = bench.table({"boot_migrate_s": 20.0}).splitlines()[1].split()
     assert only_baseline[:3] == ["boot_healthy_s", "-", "20.0"]
@@ -138,6 +142,67 @@ def test_boot_start_is_when_pid_1_started() -> None:
     with open("/proc/stat") as fh:
         btime = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
     assert btime <= started <= time.time()
+
+
+def test_the_scaling_quota_gives_a_controller_and_its_workers_the_host_s_cpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert bench.cpu_quota_for(bench.FULL) == 66  # 3 instances x 66% <= 200%
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert bench.cpu_quota_for(bench.FULL) == 266
+    conditions = bench.conditions({"tiny_tasks_per_min": 1, "cluster_speedup": 2}, 266)
+    assert conditions["tiny_tasks_per_min"]["cpu_quota_percent"] == 0
+    assert conditions["cluster_speedup"] == {
+        "cpu_quota_percent": 266,
+        "instance_type": "t3.large",
+        "host_cpus": 8,
+    }
+
+
+class BootedNode:
+    """An instance whose PID 1 started at wall-clock 1000.0 and whose units report phases."""
+
+    mysql_unit = "mysql.service"
+
+    def probe(self, command: str, *units: str) -> dict[str, Any]:
+        assert command == "boot-phases"
+        return {
+            "pid1_wall": 1000.0,
+            "units": {u: {"started": 1.5, "active": 2.0, "exited": 3.25} for u in units},
+        }
+
+
+def test_boot_phases_are_seconds_after_pid_1_in_the_order_they_happened() -> None:
+    phases = bench.boot_phases(BootedNode(), {"scheduler": 1009.0, "metadatabase": 1004.5, "healthy": 1009.5})
+    assert phases["first_boot_started"] == 1.5 and phases["first_boot_done"] == 3.25
+    assert phases["mysql_active"] == 2.0 and phases["airflow-scheduler_started"] == 1.5
+    healthy = [k for k in phases if k.endswith("healthy")]
+    assert healthy == ["metadatabase_healthy", "scheduler_healthy", "healthy"]
+    assert phases["healthy"] == 9.5
+
+
+def test_the_probe_reads_unit_phases_after_pid_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uptime = time.clock_gettime(time.CLOCK_BOOTTIME)
+    (tmp_path / "systemctl").write_text(
+        "#!/bin/sh\n"
+        f"echo ExecMainStartTimestampMonotonic={int((uptime - 1) * 1e6)}\n"
+        "echo ActiveEnterTimestampMonotonic=0\n"
+        f"echo ExecMainExitTimestampMonotonic={int(uptime * 1e6)}\n"
+    )
+    (tmp_path / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    probe.cmd_boot_phases(["x.service"])
+    found = json.loads(out.getvalue())
+    # This machine's PID 1 started between its boot and now (and before the "unit" started).
+    assert time.time() - uptime - 1 <= found["pid1_wall"] <= time.time()
+    phases = found["units"]["x.service"]
+    assert phases["active"] == 0, "not reached"
+    assert 0 < phases["started"] < phases["exited"] and phases["exited"] - phases["started"] == pytest.approx(
+        1, abs=0.02
+    )
 
 
 def test_the_tee_passes_output_through_and_keeps_its_lines() -> None:

@@ -84,6 +84,8 @@ BAD = [
     ),
     ("status", ["--profile", "no spaces"], "setting profile"),
     ("scale", ["--cloud", "local", "--workers", "99"], "setting workers"),
+    ("launch", ["--cloud", "aws", "--cpu-quota", "66"], "setting cpu_quota"),
+    ("launch", ["--cloud", "local", "--cpu-quota", "5"], "setting cpu_quota"),
     # A flag of a setting the task does not use is refused like any bad input.
     (
         "render",

@@ -480,6 +480,7 @@ class LocalCloud:
                     ssh_user=image.ssh_username,
                     moto_port=port,
                     instance_id=instance_id,
+                    cpu_quota=settings.cpu_quota,
                     **joins,
                 )
                 wait_for_ssh(record, timeout=300)
@@ -538,7 +539,9 @@ class LocalCloud:
         )
         if count > len(workers):
             image = Baked.of(settings, controllers[0]["ami_id"], lambda ami: self.image_tags(settings, ami))
-            worker = dataclasses.replace(settings, role="worker")
+            # Its workers are the same machines whoever scales them out.
+            quota = controllers[0].get("cpu_quota", 0)
+            worker = dataclasses.replace(settings, role="worker", cpu_quota=quota)
             for _ in range(count - len(workers)):
                 self.launch(worker, image)
         group = autoscaling.worker_group_name(settings.cluster)

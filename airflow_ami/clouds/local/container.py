@@ -153,7 +153,7 @@ def start_imds(slot: Slot, config: Path, log_file: Path, instance_id: str) -> in
     return proc.pid
 
 
-def start_nspawn(rootfs: Path, slot: Slot, instance_id: str, log_file: Path) -> int:
+def start_nspawn(rootfs: Path, slot: Slot, instance_id: str, log_file: Path, cpu_quota: int = 0) -> int:
     cmd = [
         "systemd-nspawn",
         "--boot",
@@ -174,7 +174,7 @@ def start_nspawn(rootfs: Path, slot: Slot, instance_id: str, log_file: Path) -> 
     ]
     cgroup_args = [
         arg
-        for cgroup in cgroups.create(machine_name(instance_id), INSTANCE_MEMORY)
+        for cgroup in cgroups.create(machine_name(instance_id), INSTANCE_MEMORY, cpu_quota)
         for arg in ("--cgroup", str(cgroup))
     ]
     with open(log_file, "ab") as out:
@@ -227,6 +227,7 @@ def boot_instance(
     user_data: str = "",
     deployment: str = "",
     autoscaling_group: str = "",
+    cpu_quota: int = 0,
 ) -> dict[str, Any]:
     """Boot a container from a copy of `image`; returns its state record.
 
@@ -240,6 +241,7 @@ def boot_instance(
     role, user_data: what it is launched as, and the user data IMDS serves it.
     autoscaling_group: the group it is to join (cloud.py attaches it once it is up): IMDS
     serves it its target lifecycle state, InService from the start.
+    cpu_quota: percent of one CPU the instance may use (0: the host's CPUs; cgroups.py).
     """
     instance_id = instance_id or new_instance_id()
     ports = security_group_ports(cluster, sg_ports)
@@ -263,6 +265,7 @@ def boot_instance(
             "user_data": user_data,
             "deployment": deployment,
             "autoscaling_group": autoscaling_group,
+            "cpu_quota": cpu_quota,
             "nspawn_pid": None,
             "init_pid": None,
             "imds_pid": None,
@@ -288,7 +291,9 @@ def boot_instance(
             set_lifecycle_state(record, "InService")
         record["imds_pid"] = start_imds(slot, config, home / "imds.log", instance_id)
         update_record(cache, record)
-        record["nspawn_pid"] = start_nspawn(home / "rootfs", slot, instance_id, home / "console.log")
+        record["nspawn_pid"] = start_nspawn(
+            home / "rootfs", slot, instance_id, home / "console.log", cpu_quota
+        )
         update_record(cache, record)
         record["init_pid"] = container_init_pid(record["nspawn_pid"])
         update_record(cache, record)
