@@ -16,8 +16,9 @@
                                                          the lifecycle action (airflow-worker-leave)
   provision.py restore        [--from DUMP]              replace the database by a dump: a path, an
                                                          s3:// URI, or latest; default: the newest here
-  provision.py run-workload                              one Airflow workload (its JSON on stdin), as the
-                                                         task user, no secret in reach (airflow-workload@)
+  provision.py run-workloads                             Airflow's workloads, one process forked for each
+                                                         from a server, as the task user, no secret in
+                                                         reach (airflow-workload.service)
   provision.py audit-config                              log what changed under /etc/airflow and sudoers
                                                          (airflow-config-audit, started by its path unit)
 
@@ -98,7 +99,7 @@ def main(argv=None):
             "publish-controller",
             "metrics",
             "leave-when-told",
-            "run-workload",
+            "run-workloads",
             "audit-config",
         ],
     )
@@ -123,7 +124,7 @@ def main(argv=None):
         help="install: fail if any step changed something (proves a repeated run is a no-op)",
     )
     args = parser.parse_args(argv)
-    if args.command == "run-workload":
+    if args.command == "run-workloads":
         return taskrun.main()
     if args.command == "audit-config":
         return audit.main()

@@ -13,15 +13,16 @@ AIRFLOW_CFG = AIRFLOW_HOME + "/airflow.cfg"
 AIRFLOW_LOGS = AIRFLOW_HOME + "/logs"
 AIRFLOW_USER = "airflow"
 # Every workload an executor or a Celery worker runs (tasks, callbacks: DAG authors' code) runs
-# as this user in a unit of its own, WORKLOAD (socket-activated: a service connects to
-# WORKLOAD_SOCKET, root:airflow 0660, and systemd starts an instance with a clean
-# environment): it cannot read the services' secrets, their /proc, the secret files or the
-# database's socket accounts (README "What a DAG author can reach").
+# as this user, forked from WORKLOAD's service (socket-activated: a service connects to
+# WORKLOAD_SOCKET, root:airflow 0660; the service, started with a clean environment and
+# Airflow imported once, forks one process per workload): it cannot read the services'
+# secrets, their /proc, the secret files or the database's socket accounts (README "What a
+# DAG author can reach").
 TASK_USER = "airflow-task"
 TASK_HOME = "/var/lib/airflow-task"
 WORKLOAD = {
     "socket": "airflow-workload.socket",
-    "unit": "airflow-workload@.service",
+    "unit": "airflow-workload.service",
     "slice": "airflow-workloads.slice",
     "roles": ("standalone", "worker"),
     # All workloads together, as the scheduler's tasks were bounded with it.

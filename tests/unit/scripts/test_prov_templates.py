@@ -354,17 +354,18 @@ def test_two_clusters_keep_their_secrets_apart():
     assert contract.deployment_secret_name("secretsmanager", "a") == "airflow-ami/a/secrets"
 
 
-def test_workloads_run_as_the_task_user_in_units_of_their_own_handed_over_by_the_services_only():
+def test_workloads_run_as_the_task_user_forked_by_one_server_handed_over_by_the_services_only():
     files = render_all(settings())
     socket_unit = files[layout.WORKLOAD["socket"]]
-    assert f"ListenStream={layout.WORKLOAD_SOCKET}\n" in socket_unit and "Accept=yes\n" in socket_unit
+    assert f"ListenStream={layout.WORKLOAD_SOCKET}\n" in socket_unit and "Accept=no\n" in socket_unit
     assert f"SocketGroup={layout.AIRFLOW_USER}\n" in socket_unit and "SocketMode=0660\n" in socket_unit
-    # Sockets start before first boot writes the role: the unit of each workload checks it.
+    # Sockets start before first boot writes the role: the server's unit checks it.
     assert "Condition" not in socket_unit
     service = files[layout.WORKLOAD["unit"]]
     assert f"ConditionPathExists=|{layout.ROLE_DIR}/worker" in service
     assert f"ConditionPathExists=|{layout.ROLE_DIR}/controller" not in service
-    assert f"User={layout.TASK_USER}\n" in service and "StandardInput=socket\n" in service
+    assert f"User={layout.TASK_USER}\n" in service and "run-workloads\n" in service
+    assert "Restart=on-failure\n" in service, "killed with its slice, the next workload starts it again"
     assert "EnvironmentFile" not in service and "NoNewPrivileges=yes\n" in service
     assert f"ReadWritePaths={layout.AIRFLOW_LOGS} {layout.TASK_HOME}\n" in service
     assert f"Slice={layout.WORKLOAD['slice']}\n" in service and "MemoryMax" not in service
