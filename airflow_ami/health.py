@@ -42,7 +42,7 @@ def is_healthy(body: dict[str, Any] | None) -> bool:
     return set(components(body).values()) == {"healthy"}
 
 
-def wait_healthy(base: str, out: TextIO, timeout: float = TIMEOUT, poll: float = 5.0) -> dict[str, Any]:
+def wait_healthy(base: str, out: TextIO, timeout: float = TIMEOUT, poll: float = 1.0) -> dict[str, Any]:
     """Poll until every component is healthy, writing progress when it changes."""
     started = time.monotonic()
     last = ""

@@ -5,6 +5,8 @@
   provision.py cleanup        --bundle DIR [--dry-run]   image hygiene, then validate
   provision.py validate-image --bundle DIR [--dry-run]   assert the hygiene rules
   provision.py firstboot      [--dry-run]                per-instance secrets (first boot)
+  provision.py firstboot-admin                           the admin user and aws_default first boot left
+                                                         (airflow-firstboot-admin.service)
   provision.py backup         [--when-due]               dump the metadata database (airflow-db-backup)
   provision.py refresh-secrets                           a named deployment's secrets as its store holds them
   provision.py rotate-fernet-key begin|finish            a new fernet key first; then re-encrypt, drop the old
@@ -92,6 +94,7 @@ def main(argv=None):
             "cleanup",
             "validate-image",
             "firstboot",
+            "firstboot-admin",
             "backup",
             "restore",
             "refresh-secrets",
@@ -145,6 +148,8 @@ def main(argv=None):
         return status
     if args.command == "firstboot":
         return firstboot.main(ctx)
+    if args.command == "firstboot-admin":
+        return firstboot.admin_main(ctx)
     if args.command == "refresh-secrets":
         return secrets.refresh(ctx)
     if args.command == "publish-controller":

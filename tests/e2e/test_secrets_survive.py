@@ -98,7 +98,7 @@ def test_a_reboot_with_imds_down_keeps_every_secret(
     assert_values_decrypt_and_the_admin_logs_in(host, "after a reboot with IMDS down")
 
 
-@pytest.mark.parametrize("killed_at", ["write_secrets_env", "update_airflow_database"])
+@pytest.mark.parametrize("killed_at", ["write_secrets_env", "check_the_schema"])
 def test_a_first_boot_killed_halfway_ends_correct(
     first: tuple[InstanceRecord, Instance], killed_at: str
 ) -> None:

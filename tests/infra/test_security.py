@@ -169,7 +169,7 @@ def test_the_kernel_profile_is_in_place_and_applied_where_the_kernel_is_the_inst
 
 
 def test_no_airflow_process_may_dump_core(instance: Instance) -> None:
-    units = [*AIRFLOW_UNITS, layout.WORKLOAD["unit"], FIRSTBOOT_UNIT]
+    units = [*AIRFLOW_UNITS, layout.WORKLOAD["unit"], FIRSTBOOT_UNIT, layout.FIRSTBOOT_ADMIN_UNIT]
     limits = {unit: instance.unit_props(unit, "LimitCORE")["LimitCORE"] for unit in units}
     assert set(limits.values()) == {"0"}, expect(
         "LimitCORE=0 on every Airflow unit", limits, "systemctl show"

@@ -81,6 +81,7 @@ def test_one_unit_file_per_service_of_the_layout_from_one_template(build_root: P
         [
             *layout.SERVICE_UNITS,
             layout.FIRSTBOOT_UNIT,
+            layout.FIRSTBOOT_ADMIN_UNIT,
             *housekeeping,
             layout.SECRETS_REFRESH_UNIT,
             layout.METRICS_UNIT,

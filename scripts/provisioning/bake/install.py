@@ -27,7 +27,7 @@ from ..shared.airflowenv import (
     venv_spec,
     wanted_python,
 )
-from ..shared.mysqlctl import mysql_sql, wait_for_mysql
+from ..shared.mysqlctl import mysql_sql, schema_revision, wait_for_mysql
 from ..shared.netfetch import fetch_bytes
 from ..shared.runner import StepFailed, real_run_only, run_steps, sha256_file
 from ..shared.secretgen import alphanumeric, fernet_key, sql_string
@@ -656,17 +656,23 @@ def migrate_airflow_schema(ctx):
     )
     if rc == 0:
         ctx.info("schema is current")
-        return
-    t0 = time.time()
-    ctx.act(
-        "migrate the Airflow schema",
-        ctx.run,
-        [L.AIRFLOW_BIN, "db", "migrate"],
-        env=env,
-        user=L.AIRFLOW_USER,
-        cwd=L.AIRFLOW_HOME,
-    )
-    ctx.info("migrated in %.1f s" % (time.time() - t0))
+    else:
+        t0 = time.time()
+        ctx.act(
+            "migrate the Airflow schema",
+            ctx.run,
+            [L.AIRFLOW_BIN, "db", "migrate"],
+            env=env,
+            user=L.AIRFLOW_USER,
+            cwd=L.AIRFLOW_HOME,
+        )
+        ctx.info("migrated in %.1f s" % (time.time() - t0))
+
+
+@real_run_only("record the schema's revision for first boot to compare")
+def record_the_schema_revision(ctx):
+    """First boot compares the database's revision with this one instead of importing Airflow."""
+    ctx.write_file(L.SCHEMA_REVISION_RECORD, schema_revision(ctx, L.MYSQL_DATABASE) + "\n", 0o644)
 
 
 def enable_airflow_units(ctx):
@@ -713,6 +719,7 @@ STEPS = [
     install_config_files,
     install_provisioning_code,
     migrate_airflow_schema,
+    record_the_schema_revision,
     enable_airflow_units,
     check_no_secrets_baked,
 ]

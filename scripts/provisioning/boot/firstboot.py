@@ -17,6 +17,9 @@ instance (the database account's password, the API certificate) is its own.
 
 Once made, secrets are never thrown away: without an answer from IMDS (retried
 for about a minute) the identity is unknown, not new, and what exists is kept.
+
+Its slowest work, the admin user and aws_default (an Airflow process), is left to
+airflow-firstboot-admin.service (admin_main), which runs beside the services' start.
 """
 
 import json
@@ -35,8 +38,8 @@ from ..shared.awsapi import Imds, NoMetadata, put_secretsmanager_secret, put_ssm
 from ..shared.contract import STANDALONE, BadUserData, parse_user_data
 from ..shared.envfile import read_env_file
 from ..shared.inifile import set_options
-from ..shared.mysqlctl import mysql_sql, wait_for_mysql
-from ..shared.runner import StepFailed, run_steps
+from ..shared.mysqlctl import mysql_sql, schema_revision, wait_for_mysql
+from ..shared.runner import StepFailed, log, run_steps
 from ..shared.secretgen import alphanumeric, env_file_line, fernet_key, sql_string, sqlalchemy_mysql_url
 from .cluster import ROLE_SECRETS, celery_secret_lines, redis_conf, role_env
 from .deployment import (
@@ -63,16 +66,21 @@ from .tlscert import openssl_argv, request_config, subject_alt_names
 
 # One Airflow process for all database work at first boot: importing Airflow costs
 # several seconds, so the schema check, the admin user and the connection share it.
-DATABASE_SCRIPT = r"""
-import json, sys
-data = json.loads(sys.stdin.read())
+# Only when the schema is not the bake's (an emptied database): migrate it before any service.
+SCHEMA_SCRIPT = r"""
 from airflow.utils import db
 try:
     db.check_migrations(1)
-    print("schema is current (migrated at bake time)")
+    print("schema is current")
 except TimeoutError:
     db.upgradedb()
     print("schema migrated")
+"""
+
+# airflow-firstboot-admin.service's one Airflow process; its secret comes on stdin.
+ADMIN_SCRIPT = r"""
+import json, sys
+data = json.loads(sys.stdin.read())
 from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
 with get_application_builder() as appbuilder:
     sm = appbuilder.sm
@@ -647,30 +655,74 @@ def restore_requested_dump(ctx):
     return None
 
 
-def update_airflow_database(ctx):
-    """Check the schema (migrated at bake time, migrate only if behind), create or reset the
-    FAB admin user, set aws_default's region_name: one Airflow process, secrets via stdin."""
+def check_the_schema(ctx):
+    """The schema as the bake migrated it (its alembic revision, read with the mysql client),
+    or else migrated now, before any service: an Airflow process only when it is needed."""
+    baked = read_text(L.SCHEMA_REVISION_RECORD).strip()
+    found = schema_revision(ctx, L.MYSQL_DATABASE)
+    if baked and found == baked:
+        ctx.info("schema is current (revision %s, migrated at bake time)" % found)
+        return None
+    out = ctx.act(
+        "check the schema (revision %s, the bake's %s) and migrate it"
+        % (found or "none", baked or "unknown"),
+        ctx.run,
+        [L.VENV + "/bin/python", "-c", SCHEMA_SCRIPT],
+        env=service_env(ctx),
+        user=L.AIRFLOW_USER,
+        cwd=L.AIRFLOW_HOME,
+    )[1]
+    for line in out.splitlines():
+        if line.startswith("schema"):
+            ctx.info(line)
+    return None
+
+
+def leave_the_admin_to_its_unit(ctx):
+    """The admin user and aws_default's region take an Airflow process (about 4 s): their unit
+    (FIRSTBOOT_ADMIN_UNIT) sets them beside the services' start, and the dag-processor waits
+    for it, so the instance reports healthy only once its admin can log in."""
+    pending = {"region": ctx.state.region, "endpoint_url": ctx.settings["aws_endpoint_url"] or ""}
+    ctx.write_file(L.ADMIN_PENDING, json.dumps(pending, sort_keys=True) + "\n", 0o600, "root", "root")
+    # At boot its start is queued already; a first boot run again by hand runs it again here.
+    systemd.systemctl(ctx, "restart", "--no-block", L.FIRSTBOOT_ADMIN_UNIT)
+
+
+def set_the_admin_and_aws_default(ctx):
+    """Create (or reset the password of) the FAB admin user and set aws_default's region: one
+    Airflow process, as the airflow user, the password on its standard input."""
+    pending = json.loads(read_text(L.ADMIN_PENDING))
+    password = read_text(L.ADMIN_PASSWORD_FILE).strip()
     payload = json.dumps(
         {
             "username": ctx.settings["admin_username"],
             "email": "%s@localhost" % ctx.settings["admin_username"],
-            "password": ctx.state.generated["admin_password"],
-            "region": ctx.state.region,
-            "endpoint_url": ctx.settings["aws_endpoint_url"] or "",
+            "password": ctx.add_secret(password),
+            "region": pending["region"],
+            "endpoint_url": pending["endpoint_url"],
         }
     )
     out = ctx.act(
-        "check the schema, set the admin user and aws_default's region",
+        "set the admin user and aws_default's region",
         ctx.run,
-        [L.VENV + "/bin/python", "-c", DATABASE_SCRIPT],
+        [L.VENV + "/bin/python", "-c", ADMIN_SCRIPT],
         input_text=payload,
         env=service_env(ctx),
         user=L.AIRFLOW_USER,
         cwd=L.AIRFLOW_HOME,
     )[1]
     for line in out.splitlines():
-        if line.startswith(("schema", "created", "reset", "aws_default")):
+        if line.startswith(("created", "reset", "aws_default")):
             ctx.info(line)
+    ctx.remove(L.ADMIN_PENDING)
+
+
+def read_text(path):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
 
 
 def reencrypt_with_the_new_fernet_key(ctx):
@@ -831,11 +883,20 @@ STEPS = [
     on_the_database_node(write_admin_password_file),
     make_api_certificate,
     on_the_database_node(restore_requested_dump),
-    on_the_database_node(update_airflow_database),
+    on_the_database_node(check_the_schema),
     on_the_database_node(reencrypt_with_the_new_fernet_key),
     on_the_database_node(store_admin_password),
+    on_the_database_node(leave_the_admin_to_its_unit),
     write_firstboot_record,
 ]
+
+
+def admin_main(ctx):
+    """`provision.py firstboot-admin` (FIRSTBOOT_ADMIN_UNIT): what first boot left pending."""
+    if not os.path.exists(L.ADMIN_PENDING):
+        log("first boot left no admin user to set")
+        return 0
+    return run_steps(ctx, [set_the_admin_and_aws_default], "firstboot-admin")
 
 
 def main(ctx):

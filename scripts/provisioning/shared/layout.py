@@ -187,6 +187,14 @@ AIRFLOW_SERVICES = (
 SERVICE_UNITS = tuple(s["unit"] for s in AIRFLOW_SERVICES)
 (WORKER_SERVICE,) = (s for s in AIRFLOW_SERVICES if s["roles"] == ("worker",))
 FIRSTBOOT_UNIT = "airflow-firstboot.service"
+# First boot's one slow step, the admin user and aws_default's region (an Airflow process,
+# about 4 s), runs beside the services' start: first boot leaves ADMIN_PENDING (the region;
+# the password is ADMIN_PASSWORD_FILE) to this unit, which the dag-processor requires, so the
+# health endpoint reports every component healthy only once the admin can log in.
+FIRSTBOOT_ADMIN_UNIT = "airflow-firstboot-admin.service"
+ADMIN_PENDING = STATE_DIR + "/admin-pending.json"
+# The schema's alembic revision as the bake migrated it: first boot compares, not imports.
+SCHEMA_REVISION_RECORD = STATE_DIR + "/schema-revision"
 # All that first boot writes (its sandbox makes the rest of the system read-only); BACKUP_DIR:
 # a restore at first boot downloads its dump there and dumps the live database first.
 FIRSTBOOT_WRITES = (ETC_AIRFLOW, STATE_DIR, AIRFLOW_HOME, BACKUP_DIR)
@@ -250,6 +258,7 @@ CONFIG_AUDIT_SNAPSHOT = STATE_DIR + "/config-audit.json"
 # Enabled at bake time; UNIT_FILES are all the unit files the image installs.
 UNITS = (
     FIRSTBOOT_UNIT,
+    FIRSTBOOT_ADMIN_UNIT,
     *SERVICE_UNITS,
     AIRFLOW_TARGET,
     *TIMERS,

@@ -25,6 +25,14 @@ def mysql_sql(ctx, sql, database=None, quiet=False):
     return ctx.run(argv, input_text=sql, quiet=True)[1]
 
 
+def schema_revision(ctx, database):
+    """The Airflow schema's alembic revision in `database`, "" when it has none (no schema)."""
+    argv = ["mysql", "--protocol=socket", "-S", ctx.facts.mysql_socket, "-u", "root", "--batch"]
+    sql = "SELECT version_num FROM `%s`.alembic_version;" % database
+    rc, out = ctx.run([*argv, "--skip-column-names"], input_text=sql, check=False, quiet=True)
+    return out.strip() if rc == 0 else ""
+
+
 def wait_for_mysql(ctx, timeout=120):
     deadline = time.time() + timeout
     while True:

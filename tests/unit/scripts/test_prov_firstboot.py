@@ -122,3 +122,74 @@ def test_no_secret_reaches_the_log(disk, capsys):
     boot("i-copy")
     out = capsys.readouterr().out
     assert not [value for value in OLD.values() if value in out]
+
+
+class Database(RecordingContext):
+    """MySQL answering the schema's revision; every other command recorded."""
+
+    def __init__(self, revision, **kw):
+        super().__init__(**kw)
+        self.revision = revision
+        self.inputs = []
+
+    def run(self, argv, input_text=None, **kw):
+        self.commands.append(list(argv))
+        self.inputs.append(input_text)
+        if argv[0] == "mysql":
+            return (0, self.revision + "\n") if self.revision else (1, "ERROR 1146: no alembic_version")
+        return 0, "schema migrated\n" if "-c" in argv else ""
+
+
+@pytest.fixture
+def baked(tmp_path, monkeypatch):
+    for name in ("SCHEMA_REVISION_RECORD", "ADMIN_PENDING", "ADMIN_PASSWORD_FILE"):
+        monkeypatch.setattr(layout, name, str(tmp_path / name.lower()))
+    (tmp_path / "schema_revision_record").write_text("29ce7909c52b\n")
+    return tmp_path
+
+
+def airflow_processes(ctx):
+    return [argv for argv in ctx.commands if argv[0] == layout.VENV + "/bin/python"]
+
+
+def test_the_bake_s_schema_needs_no_airflow_process_at_first_boot(baked):
+    ctx = Database("29ce7909c52b")
+    firstboot.check_the_schema(ctx)
+    assert airflow_processes(ctx) == [], "the revision alone says the schema is current"
+
+
+@pytest.mark.parametrize("revision", ["", "1b2a3c4d5e6f"])
+def test_a_schema_not_the_bake_s_is_migrated_before_any_service(baked, revision):
+    ctx = Database(revision)
+    firstboot.check_the_schema(ctx)
+    ((_, flag, script),) = airflow_processes(ctx)
+    assert flag == "-c" and script == firstboot.SCHEMA_SCRIPT
+
+
+def test_first_boot_leaves_the_admin_to_its_unit_and_starts_it(baked):
+    ctx = RecordingContext({"aws_endpoint_url": ""}, state=firstboot.FirstbootState())
+    ctx.state.region = "eu-west-1"
+    firstboot.leave_the_admin_to_its_unit(ctx)
+    assert json.loads(ctx.written[layout.ADMIN_PENDING]) == {"region": "eu-west-1", "endpoint_url": ""}
+    assert ctx.commands == [["systemctl", "restart", "--no-block", layout.FIRSTBOOT_ADMIN_UNIT]]
+
+
+def test_the_admin_unit_sets_what_was_left_with_the_password_on_stdin_only(baked, monkeypatch):
+    assert firstboot.admin_main(RecordingContext()) == 0, "nothing pending: nothing to do"
+    (baked / "admin_pending").write_text(json.dumps({"region": "eu-west-1", "endpoint_url": ""}))
+    (baked / "admin_password_file").write_text(OLD["admin_password"] + "\n")
+    ctx = Database("29ce7909c52b", settings={"admin_username": "admin"})
+    monkeypatch.setattr(firstboot, "service_env", lambda ctx: {})
+    assert firstboot.admin_main(ctx) == 0
+    ((argv, payload),) = [
+        (a, i) for a, i in zip(ctx.commands, ctx.inputs, strict=True) if a[0] == layout.VENV + "/bin/python"
+    ]
+    assert argv[-1] == firstboot.ADMIN_SCRIPT and OLD["admin_password"] not in " ".join(argv)
+    assert json.loads(payload) == {
+        "username": "admin",
+        "email": "admin@localhost",
+        "password": OLD["admin_password"],
+        "region": "eu-west-1",
+        "endpoint_url": "",
+    }
+    assert ctx.removed == [layout.ADMIN_PENDING]

@@ -25,6 +25,7 @@ def answer_probes(ctx, monkeypatch, rc):
 def test_airflow_units_come_from_layout_alone():
     assert set(layout.UNITS) == {
         layout.FIRSTBOOT_UNIT,
+        layout.FIRSTBOOT_ADMIN_UNIT,
         *layout.SERVICE_UNITS,
         layout.AIRFLOW_TARGET,
         *(job["timer"] for job in layout.HOUSEKEEPING),

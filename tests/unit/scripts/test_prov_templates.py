@@ -457,3 +457,12 @@ def test_the_config_audit_watches_only_what_exists_from_the_bake_on(monkeypatch)
     assert set(watched) == {layout.ETC_AIRFLOW, *layout.AUDITED_FILES}
     # /etc/sudoers and /etc/sudoers.d come with sudo on every OS profile.
     assert {w for w in watched if not w.startswith("/etc/sudoers")} <= set(made)
+
+
+def test_the_dag_processor_requires_the_admin_so_healthy_means_the_admin_can_log_in():
+    unit = render_all(settings())[layout.FIRSTBOOT_ADMIN_UNIT]
+    assert f"After={layout.FIRSTBOOT_UNIT} " in unit and f"Before={layout.DAG_PROCESSOR_UNIT}\n" in unit
+    assert f"RequiredBy={layout.DAG_PROCESSOR_UNIT}\n" in unit
+    assert f"ConditionPathExists={layout.ADMIN_PENDING}\n" in unit, "a later boot has nothing to do"
+    assert f"ConditionPathExists=|{layout.ROLE_DIR}/worker" not in unit
+    assert "firstboot-admin\n" in unit and layout.FIRSTBOOT_ADMIN_UNIT in layout.UNITS
