@@ -296,8 +296,9 @@ class BenchError(RuntimeError):
 
 
 def memory(node: Any, seconds: float = 0) -> dict[str, Any]:
-    """The Airflow services of a standalone instance, and MySQL."""
-    return node.probe("memory", str(seconds), *driver.AIRFLOW_UNITS, node.mysql_unit)
+    """The Airflow services of a standalone instance, its workload server (started by the first
+    workload: none while idle after boot), and MySQL."""
+    return node.probe("memory", str(seconds), *driver.AIRFLOW_UNITS, layout.WORKLOAD["unit"], node.mysql_unit)
 
 
 def measure_memory_and_fanout(node: Any, plan: Plan) -> dict[str, Any]:
