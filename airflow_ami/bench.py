@@ -173,6 +173,7 @@ TABLE = (
     ("fanout_task_overhead_s", "", "", "a fan-out task's run beyond its S seconds"),
     ("tiny_tasks_per_min", "", "", "no-op tasks, first start to last end"),
     ("trigger_to_first_task_s", "", "", "REST trigger to the first task's start"),
+    ("api_calls_per_task", "", "", "execution API requests per tiny task (the API's access log)"),
     ("image_added_mb", "", "", "bytes over the base image"),
     ("idle_rss_mb", "", "", "Airflow services + MySQL, idle"),
     ("per_task_rss_mb", "", "", "added per running task"),
@@ -342,11 +343,15 @@ def measure_wide_fanout(node: Any, plan: Plan) -> float:
 
 
 def measure_tiny(node: Any, plan: Plan, prefix: str = "") -> dict[str, Any]:
+    since = time.time() - 1
     run, tis = run_fanout(node, plan.tiny_tasks, 0)
     count, span = task_span(tis, "sleeper")
     figures = {f"{prefix}tiny_tasks_per_min": tasks_per_min(count, span)}
     if not prefix:
         figures["trigger_to_first_task_s"] = trigger_to_first_task(run, tis)
+        # Every request a task makes goes to the execution API: its start, heartbeats, its end.
+        calls = node.probe("api-calls", str(since))["execution_api_calls"]
+        figures["api_calls_per_task"] = round(calls / len(tis), 1) if tis else 0.0
     return figures
 
 

@@ -25,6 +25,8 @@ Sub-commands:
                                              largest total seen, sampled for SECONDS)
   boot-phases UNIT...                        when PID 1 started (wall clock), and each unit's
                                              start and end of start-up, seconds after it
+  api-calls SINCE                            execution API requests the API server logged since
+                                             SINCE (unix seconds), from its access log
 """
 
 from __future__ import annotations
@@ -635,6 +637,20 @@ def cmd_boot_phases(args):
     emit({"pid1_wall": time.time() - time.clock_gettime(time.CLOCK_BOOTTIME) + pid1, "units": units})
 
 
+# The execution API's paths, as the API server's access log names each request.
+EXECUTION_API_PATH = "/execution/"
+
+
+def cmd_api_calls(args):
+    """Requests to the execution API (a task's: start, heartbeats, XComs, its end) since
+    args[0], counted from the API server's access log in the journal."""
+    lines = [
+        entry.get("MESSAGE", "")
+        for entry in journal_json(["-u", layout.API_SERVER_UNIT, "--since", "@%d" % int(float(args[0]))])
+    ]
+    emit({"execution_api_calls": sum(EXECUTION_API_PATH in str(m) for m in lines), "lines": len(lines)})
+
+
 def cmd_scan(args):
     """Which of the instance's secrets the file args[0] holds (names only, never values)."""
     with open(args[0], "rb") as fh:
@@ -655,6 +671,7 @@ COMMANDS = {
     "boot-token": cmd_boot_token,
     "memory": cmd_memory,
     "boot-phases": cmd_boot_phases,
+    "api-calls": cmd_api_calls,
 }
 
 

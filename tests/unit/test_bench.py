@@ -236,3 +236,27 @@ def test_a_run_that_measured_nothing_keeps_the_last_bench_json(
             out=io.StringIO(),
         )
     assert last.read_text() == '{"tiny_tasks_per_min": 365.0}\n'
+
+
+def test_api_calls_are_the_execution_api_s_requests_in_the_access_log_since_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged = [
+        'INFO 10.213.0.2 "PUT /execution/task-instances/0195/run HTTP/1.1" 200',
+        'INFO 10.213.0.2 "GET /api/v2/monitor/health HTTP/1.1" 200',
+        'INFO 10.213.0.2 "PATCH /execution/task-instances/0195/state HTTP/1.1" 204',
+    ]
+    (tmp_path / "journalctl").write_text(
+        '#!/bin/sh\necho "$*" > '
+        + str(tmp_path / "args")
+        + "\n"
+        + "".join(f"echo '{json.dumps({'MESSAGE': m})}'\n" for m in logged)
+    )
+    (tmp_path / "journalctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    probe.cmd_api_calls(["1796270000.7"])
+    assert json.loads(out.getvalue()) == {"execution_api_calls": 2, "lines": 3}
+    args = (tmp_path / "args").read_text().split()
+    assert args[args.index("-u") + 1] == probe.layout.API_SERVER_UNIT and "@1796270000" in args
