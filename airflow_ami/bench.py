@@ -203,6 +203,8 @@ def table(results: Mapping[str, Any]) -> str:
         lines.append(f"  {path:<40} {mb:>9} MB")
     for unit, mb in (results.get("idle_rss_by_unit_mb") or {}).items():
         lines.append(f"  {unit:<40} {mb:>9} MB")
+    for unit, seconds in (results.get("tiny_cpu_s_per_task") or {}).items():
+        lines.append(f"  tiny task CPU: {unit:<31} {seconds:>9} s")
     for phase, seconds in (results.get("boot_phases") or {}).items():
         lines.append(f"  boot: {phase:<34} {seconds:>9} s")
     return "\n".join(lines) + "\n"
@@ -342,8 +344,20 @@ def measure_wide_fanout(node: Any, plan: Plan) -> float:
     return span
 
 
+# Where a standalone instance's CPU goes while tasks run: its services, the workloads (their
+# slice: the server and every task's processes), MySQL.
+def cpu_units(node: Any) -> list[str]:
+    return [*driver.AIRFLOW_UNITS, layout.WORKLOAD["slice"], node.mysql_unit]
+
+
+def cpu_per_task(before: Mapping[str, float], after: Mapping[str, float], tasks: int) -> dict[str, float]:
+    """CPU-seconds per task each unit used between two samples."""
+    return {unit: round((after[unit] - before[unit]) / tasks, 3) for unit in after} if tasks else {}
+
+
 def measure_tiny(node: Any, plan: Plan, prefix: str = "") -> dict[str, Any]:
     since = time.time() - 1
+    cpu_before = node.probe("cpu-seconds", *cpu_units(node)) if not prefix else {}
     run, tis = run_fanout(node, plan.tiny_tasks, 0)
     count, span = task_span(tis, "sleeper")
     figures = {f"{prefix}tiny_tasks_per_min": tasks_per_min(count, span)}
@@ -352,6 +366,8 @@ def measure_tiny(node: Any, plan: Plan, prefix: str = "") -> dict[str, Any]:
         # Every request a task makes goes to the execution API: its start, heartbeats, its end.
         calls = node.probe("api-calls", str(since))["execution_api_calls"]
         figures["api_calls_per_task"] = round(calls / len(tis), 1) if tis else 0.0
+        cpu_after = node.probe("cpu-seconds", *cpu_units(node))
+        figures["tiny_cpu_s_per_task"] = cpu_per_task(cpu_before, cpu_after, len(tis))
     return figures
 
 

@@ -27,6 +27,8 @@ Sub-commands:
                                              start and end of start-up, seconds after it
   api-calls SINCE                            execution API requests the API server logged since
                                              SINCE (unix seconds), from its access log
+  cpu-seconds UNIT...                        CPU time each unit's cgroup (a slice: all below it)
+                                             has used since it started (cgroup v2 cpu.stat)
 """
 
 from __future__ import annotations
@@ -651,6 +653,26 @@ def cmd_api_calls(args):
     emit({"execution_api_calls": sum(EXECUTION_API_PATH in str(m) for m in lines), "lines": len(lines)})
 
 
+CGROUP_ROOT = "/sys/fs/cgroup"  # the instance's unified hierarchy
+
+
+def cgroup_cpu_seconds(unit):
+    """usage_usec of the unit's cgroup (every cgroup v2 has it, cpu controller or not)."""
+    path = subprocess.run(
+        ["systemctl", "show", "-P", "ControlGroup", unit], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    try:
+        with open(CGROUP_ROOT + path + "/cpu.stat") as fh:
+            usage = next(line.split()[1] for line in fh if line.startswith("usage_usec "))
+    except (OSError, StopIteration):
+        return 0.0  # not running: nothing used
+    return int(usage) / 1e6
+
+
+def cmd_cpu_seconds(args):
+    emit({unit: round(cgroup_cpu_seconds(unit), 2) for unit in args})
+
+
 def cmd_scan(args):
     """Which of the instance's secrets the file args[0] holds (names only, never values)."""
     with open(args[0], "rb") as fh:
@@ -672,6 +694,7 @@ COMMANDS = {
     "memory": cmd_memory,
     "boot-phases": cmd_boot_phases,
     "api-calls": cmd_api_calls,
+    "cpu-seconds": cmd_cpu_seconds,
 }
 
 

@@ -260,3 +260,24 @@ def test_api_calls_are_the_execution_api_s_requests_in_the_access_log_since_then
     assert json.loads(out.getvalue()) == {"execution_api_calls": 2, "lines": 3}
     args = (tmp_path / "args").read_text().split()
     assert args[args.index("-u") + 1] == probe.layout.API_SERVER_UNIT and "@1796270000" in args
+
+
+def test_cpu_per_task_is_what_each_unit_used_between_the_samples_over_the_tasks() -> None:
+    before = {"airflow-scheduler.service": 10.0, "airflow-workloads.slice": 0.0}
+    after = {"airflow-scheduler.service": 30.0, "airflow-workloads.slice": 100.0}
+    assert bench.cpu_per_task(before, after, 200) == {
+        "airflow-scheduler.service": 0.1,
+        "airflow-workloads.slice": 0.5,
+    }
+    assert bench.cpu_per_task(before, after, 0) == {}
+
+
+def test_a_unit_s_cpu_seconds_come_from_its_cgroup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "system.slice/x.service").mkdir(parents=True)
+    (tmp_path / "system.slice/x.service/cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\n")
+    (tmp_path / "systemctl").write_text('#!/bin/sh\n[ "$4" = x.service ] && echo /system.slice/x.service\n')
+    (tmp_path / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(probe, "CGROUP_ROOT", str(tmp_path))
+    assert probe.cgroup_cpu_seconds("x.service") == 2.5
+    assert probe.cgroup_cpu_seconds("gone.service") == 0.0, "not running: nothing used"
