@@ -42,7 +42,7 @@ def test_the_server_is_the_venv_s_python_with_the_task_environment_and_the_socke
 
 
 # A stand-in for the parts of Airflow the server imports: execute_workload reports what its
-# process sees (its pid, its environment) and exits as the workload says.
+# process sees (its pid, its environment, what it inherited) and exits as the workload says.
 FAKE_AIRFLOW = {
     "airflow/__init__.py": "",
     "airflow/executors/__init__.py": "",
@@ -51,12 +51,21 @@ FAKE_AIRFLOW = {
     "airflow/sdk/execution_time/__init__.py": "",
     "airflow/sdk/execution_time/supervisor.py": "",
     "airflow/sdk/execution_time/task_runner.py": "",
+    "airflow/dag_processing/__init__.py": "",
+    "airflow/dag_processing/dagbag.py": "import os\nIMPORTED_IN = os.getpid()\n",
     "airflow/sdk/execution_time/execute_workload.py": """
-import json, os, sys, time
+import gc, json, os, sys, time
 def execute_workload(workload):
     time.sleep(workload["sleep"])
+    dagbag = sys.modules.get("airflow.dag_processing.dagbag")
+    report = {
+        "pid": os.getpid(),
+        "env": dict(os.environ),
+        "dagbag_imported_in": getattr(dagbag, "IMPORTED_IN", None),
+        "frozen_objects": gc.get_freeze_count(),
+    }
     with open(workload["report"], "w") as fh:
-        json.dump({"pid": os.getpid(), "env": dict(os.environ)}, fh)
+        json.dump(report, fh)
     if workload["exit"]:
         sys.exit(workload["exit"])
 """,
@@ -109,6 +118,8 @@ def test_the_server_forks_a_process_per_workload_that_holds_no_secret_and_answer
         for report in reports:
             assert "not-for-tasks" not in report["env"].values()
             assert report["env"]["USER"] == layout.TASK_USER and report["env"]["HOME"] == layout.TASK_HOME
+            # What every workload would otherwise pay again: the DAG bag's import, a full collection.
+            assert report["dagbag_imported_in"] == server.pid and report["frozen_objects"] > 0
     finally:
         server.kill()
         server.wait()
