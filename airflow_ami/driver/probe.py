@@ -661,6 +661,8 @@ def cgroup_cpu_seconds(unit):
     path = subprocess.run(
         ["systemctl", "show", "-P", "ControlGroup", unit], capture_output=True, text=True, check=False
     ).stdout.strip()
+    if not path:
+        return 0.0  # not running; CGROUP_ROOT's own cpu.stat is the whole instance's
     try:
         with open(CGROUP_ROOT + path + "/cpu.stat") as fh:
             usage = next(line.split()[1] for line in fh if line.startswith("usage_usec "))

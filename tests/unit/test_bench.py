@@ -276,6 +276,7 @@ def test_a_unit_s_cpu_seconds_come_from_its_cgroup(tmp_path: Path, monkeypatch: 
     (tmp_path / "system.slice/x.service").mkdir(parents=True)
     (tmp_path / "system.slice/x.service/cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\n")
     (tmp_path / "systemctl").write_text('#!/bin/sh\n[ "$4" = x.service ] && echo /system.slice/x.service\n')
+    (tmp_path / "cpu.stat").write_text("usage_usec 90000000\n")  # the root's: every unit's
     (tmp_path / "systemctl").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     monkeypatch.setattr(probe, "CGROUP_ROOT", str(tmp_path))
