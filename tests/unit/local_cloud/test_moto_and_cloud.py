@@ -11,11 +11,13 @@ import botocore.exceptions
 import pytest
 
 from airflow_ami.clouds import autoscaling
-from airflow_ami.clouds.local import cloud, moto, reaper, system
+from airflow_ami.clouds.local import cloud, moto, reaper, system, vpc
+from airflow_ami.clouds.local.network import Slot
 from airflow_ami.clouds.local.state import locked_state
 from airflow_ami.clouds.local.system import LocalCloudError
+from airflow_ami.image.record import Baked
 from airflow_ami.seam import contract
-from airflow_ami.settings import LaunchSettings, load
+from airflow_ami.settings import BakeSettings, LaunchSettings, load
 
 
 def test_not_root_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,6 +100,24 @@ def test_moto_serves_our_images_to_a_packer_style_filter(moto_server: dict[str, 
     assert [img["ImageId"] for img in found] == [cloud.base_ami_id("abc123")]
     assert moto.moto_has_image(moto_server["port"], "us-east-1", "ami-0aaaabbbbccccdddd")
     assert not moto.moto_has_image(moto_server["port"], "us-east-1", "ami-0123456789abcdef0")
+
+
+@pytest.mark.slow  # a moto_server
+def test_a_cluster_s_vpc_rules_open_the_api_port_the_image_was_baked_with_not_a_flag_s(
+    moto_server: dict[str, int], tmp_path: Path, build_root: Path
+) -> None:
+    """Baked with --api-port 9090, launched without the flag: the members' security group
+    (the VPC's rules between instances) opens 9090, not 8080 (the AWS twin is in
+    test_aws_launch)."""
+    tags = load(BakeSettings, cli={"cloud": "local", "api_port": "9090"}).ami_tags()
+    launch = load(LaunchSettings, cli={"cloud": "local", "role": "controller", "cluster": "blue"})
+    image = Baked.of(launch, "ami-9", lambda ami_id: tags)
+    joined = cloud.membership(tmp_path, launch, image, moto_server["port"])
+    cluster, ports = joined["cluster"], joined["sg_ports"]
+    members = [{"slot": s, "ip": Slot(s).guest_ip, "cluster": cluster, "sg_ports": ports} for s in (0, 1)]
+    (rule,) = (line for line in vpc.vpc_ruleset(members).splitlines() if "dport" in line)
+    opened = {int(port) for port in rule.split("dport {")[1].split("}")[0].split(",")}
+    assert 9090 in opened and 8080 not in opened
 
 
 @pytest.mark.slow  # a moto_server
