@@ -23,6 +23,7 @@ import pytest
 from airflow_ami.clouds.local.moto import aws_env, ec2_client, endpoint_url, free_port, start_moto
 from airflow_ami.clouds.local.system import stop_process
 from airflow_ami.image.build import build_ami
+from airflow_ami.image.packer import PackerError
 from airflow_ami.settings import BakeSettings, load
 
 # A real packer build against moto_server: out of the fast loop (-m "not slow").
@@ -48,7 +49,10 @@ def ssh_target(tmp_path: Path) -> Iterator[int]:
     echoes back whatever key is offered. Test-only; never part of an image.
     """
     assert SSHD.exists(), "sshd missing: ./bake installs openssh-server"
+    # sshd refuses to start when its privilege-separation directory is group-writable,
+    # as a umask of 002 makes it.
     Path("/run/sshd").mkdir(exist_ok=True)
+    Path("/run/sshd").chmod(0o755)
     host_key = tmp_path / "ssh_host_ed25519_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
     port = free_port()
@@ -59,13 +63,18 @@ def ssh_target(tmp_path: Path) -> Iterator[int]:
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin yes\n"
         "StrictModes no\nSubsystem sftp internal-sftp\n"
     )
-    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    log = tmp_path / "sshd.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stderr=stderr)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    while proc.poll() is None and time.monotonic() < deadline:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"the test's sshd did not start: {log.read_text().strip()}")
     yield port
     proc.terminate()
     proc.wait(timeout=10)
@@ -94,7 +103,10 @@ def test_packer_build_against_moto_leaves_only_the_ami(
     )
     env = aws_env(REGION, moto_endpoint)
     out = io.StringIO()
-    record = build_ami(settings, env=env, out=out)
+    try:
+        record = build_ami(settings, env=env, out=out)
+    except PackerError:
+        pytest.fail(f"packer build failed; the end of its output:\n{out.getvalue()[-6000:]}")
     log = out.getvalue()
 
     ec2 = ec2_client(moto_port, REGION)
