@@ -6,6 +6,7 @@ import datetime
 import functools
 import inspect
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -134,7 +135,9 @@ def settings_task(
             own_values = {p.name: given.pop(p.name, p.default) for p in own_params}
             chosen = {**given, **fixed}
             with exit_codes():
-                loaded = [load(cls, config=c.config.get("ami", {}), cli=_of(cls, chosen)) for cls in takes]
+                config = c.config.get("ami", {})
+                used = None if flags is None else wanted
+                loaded = [load(cls, config=config, cli=_of(cls, chosen), used=used) for cls in takes]
                 return body(c, *loaded, **own_values)
 
         wrapper.__signature__ = inspect.Signature([own[0], *own_params, *field_params])  # type: ignore[attr-defined]
@@ -215,6 +218,9 @@ def launch(settings: LaunchSettings, ami: str) -> None:
 
 def upgrade(settings: LaunchSettings, ami: str, drain_seconds: float) -> None:
     with exit_codes():
+        # nan and inf are floats too, and would make the drain endless.
+        if not 0 <= drain_seconds < math.inf:
+            raise SettingsError("drain_seconds", "a number of seconds >= 0", drain_seconds)
         lifecycle.upgrade(settings, ami, drain_seconds=drain_seconds)
 
 

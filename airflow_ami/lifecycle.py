@@ -40,6 +40,17 @@ def image_of(target: Target, ami_id: str) -> Baked:
     return Baked.of(target, ami_id, lambda ami: cloud.image_tags(target, ami))
 
 
+def image_to_launch(settings: LaunchSettings, ami_id: str) -> Baked:
+    """ami_id's decisions, refused (before anything is made) when it was baked for another OS
+    or arch than the launch's: the launch's own defaults, its instance type, follow those."""
+    image = image_of(settings, ami_id)
+    for name in ("os", "arch"):
+        baked, given = getattr(image, name), getattr(settings, name)
+        if baked != given:
+            raise SettingsError(name, f"{baked}, what {ami_id} was baked for (--{name} {baked})", given)
+    return image
+
+
 def build_image(settings: BakeSettings, out: TextIO = sys.stdout) -> dict[str, Any]:
     """build-ami on the settings' cloud; returns the AMI record plus the build's `timings`."""
     with cloud_for(settings).build_host(settings) as host:
@@ -61,7 +72,7 @@ def launch(
     bdir = BuildDir.of(settings)
     ami_id = ami_id or bdir.read(bdir.ami_record, "run `./bake build-ami` first or pass --ami")["ami_id"]
     cloud = cloud_for(settings)
-    image = image_of(settings, ami_id)
+    image = image_to_launch(settings, ami_id)
     if settings.workers and settings.role == "standalone":
         members = cloud.launch_cluster(settings, image)
     else:
@@ -338,7 +349,7 @@ def upgrade(
     ami_id = ami_id or bdir.read(bdir.ami_record, "run `./bake build-ami` first or pass --ami")["ami_id"]
     cloud = cloud_for(settings)
     ops = replacement.CloudOperations(
-        cloud, settings, old, image_of(settings, ami_id), out, drain_seconds=drain_seconds
+        cloud, settings, old, image_to_launch(settings, ami_id), out, drain_seconds=drain_seconds
     )
     report = replacement.upgrade(ops, old, out)
     bdir.write(

@@ -105,6 +105,8 @@ class LaunchRecord:
                 # This machine reaches the API through --allow-cidr, or from inside the VPC.
                 "api_reachable": bool(settings.allow_cidr) or settings.ssh_interface == "private_ip",
                 "cluster": settings.cluster if settings.workers else "",
+                # A controller's replacement (an upgrade) reads its cluster's DAG bundle here.
+                "dags_s3_uri": settings.dags_s3_uri if settings.workers else "",
                 "deployment": settings.cluster if settings.workers else settings.deployment,
                 "resources": [],
             },
@@ -450,16 +452,24 @@ def wait_host_keys(ec2: Any, instance_id: str, out: TextIO) -> None:
 
 
 def launch_replacement(settings: LaunchSettings, image: Baked, out: TextIO = sys.stdout) -> InstanceRecord:
-    """A standalone instance in the recorded launch (its security group and key pair), recorded
-    the moment AWS returns it, for an upgrade to switch to or remove."""
+    """An instance of the old one's role (`settings.role`: standalone, or a cluster's controller
+    with the DAG bundle its launch recorded) in the recorded launch (its security group and
+    key pair), recorded the moment AWS returns it, for an upgrade to switch to or remove."""
     record = LaunchRecord.load(settings)
     if record is None or not record.of("security_group"):
         raise LaunchError(f"no launch recorded in {launch_record_path(settings)}: `./bake launch` first")
     ec2 = client(settings, record.data["region"])
-    tags = _tags(settings, record, image.ami_id, f"{record.name}-standalone")
+    tags = _tags(settings, record, image.ami_id, f"{record.name}-{settings.role}")
     keys = record.of("key_pair")
     key_name = keys[0]["id"] if keys else settings.ssh_keypair_name
-    user_data = launch_user_data(settings, "standalone", "")
+    # A launch recorded before the DAG bundle was: the upgrade's --dags-s3-uri.
+    dags = (record.data.get("dags_s3_uri") or settings.dags_s3_uri) if settings.role == "controller" else ""
+    if settings.role == "controller" and not dags:
+        raise LaunchError(
+            f"{launch_record_path(settings)} records no DAG bundle of cluster {settings.cluster}:"
+            " give the upgrade --dags-s3-uri s3://BUCKET/PREFIX (the cluster's)"
+        )
+    user_data = launch_user_data(settings, settings.role, dags)
     data = instance_data(
         ec2,
         settings,
@@ -513,20 +523,28 @@ def workers(settings: Target, record: LaunchRecord, key_file: str) -> list[Insta
 
 
 def scale(
-    settings: Target, count: int, out: TextIO = sys.stdout, sleep: Callable[[float], None] = time.sleep
+    settings: LaunchSettings,
+    count: int,
+    out: TextIO = sys.stdout,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> str:
-    """Set the launch's Auto Scaling group to `count` workers (its MinSize/MaxSize widened only
-    when `count` lies outside them), then wait until it has them: each leaving worker drains
-    and completes its lifecycle action, and is reported with how long it took. Returns the
-    group's name."""
+    """Set the launch's Auto Scaling group (of --cluster, when named) to `count` workers (its
+    MinSize/MaxSize widened only when `count` lies outside them), then wait until it has
+    them: each leaving worker drains and completes its lifecycle action, and is reported
+    with how long it took. Returns the group's name."""
     record = LaunchRecord.load(settings)
-    groups = record.of("auto_scaling_group") if record else []
-    if not groups:
+    if record is None or not record.of("auto_scaling_group"):
         raise LaunchError(
             f"no Auto Scaling group recorded in {launch_record_path(settings)}:"
             " launch a cluster first (`./bake launch --cloud aws --workers N ...`)"
         )
-    name = groups[0]["id"]
+    name = record.of("auto_scaling_group")[0]["id"]
+    recorded = record.data["cluster"]
+    if settings.cluster not in ("", recorded):
+        raise LaunchError(
+            f"{launch_record_path(settings)} records cluster {recorded}, not {settings.cluster}:"
+            f" scale it with --cluster {recorded}, or give the other cluster's --build-name"
+        )
     asg = client(settings, settings.region, service="autoscaling")
     group = autoscaling.described(asg, name)
     before = [i["InstanceId"] for i in group["Instances"]]

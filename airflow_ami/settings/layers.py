@@ -11,7 +11,7 @@ bad value raises :class:`SettingsError` naming the field and the allowed form.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,11 +56,19 @@ def systemd_of(os_name: str, arch: str) -> int:
     return int(profile_layer(os_name, arch)[1].systemd_version)
 
 
-def load(cls: type[T], config: Mapping[str, Any] | None = None, cli: Mapping[str, Any] | None = None) -> T:
+def load(
+    cls: type[T],
+    config: Mapping[str, Any] | None = None,
+    cli: Mapping[str, Any] | None = None,
+    used: Collection[str] | None = None,
+) -> T:
     """Resolve and validate declaration `cls` from every layer.
 
     ``config`` is the invoke config's ``ami`` mapping (invoke.yaml / env),
-    ``cli`` the task's flags; unset values are None.
+    ``cli`` the task's flags; unset values are None. ``used``: the only fields
+    (besides the target's) a task reads, the only ones checked; the checks of
+    the others are about what those tasks do (a cluster launch needs instance
+    profiles, scaling its workers does not).
     """
     own = {f.name: f for f in fields_of(cls)}
     known = all_fields()
@@ -89,7 +97,8 @@ def load(cls: type[T], config: Mapping[str, Any] | None = None, cli: Mapping[str
     if complete:
         values.update(complete(values))
     for name in rest:
-        _validate(own[name], values[name], values)
+        if used is None or name in used:
+            _validate(own[name], values[name], values)
     return cls(**values, os_facts=facts, end_of_support=support)
 
 

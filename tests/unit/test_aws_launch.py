@@ -29,6 +29,7 @@ from airflow_ami.image import amis
 from airflow_ami.image.record import Baked
 from airflow_ami.seam import contract, layout
 from airflow_ami.settings import RECORD, BakeSettings, LaunchSettings, load
+from airflow_ami.settings.fields import SettingsError
 from tests.unit.conftest import HOST_KEYS
 
 # Moto plays EC2 and Auto Scaling for every test: out of the fast loop (-m "not slow").
@@ -279,6 +280,15 @@ def test_scale_out_then_in_waits_for_each_leaving_worker_to_complete_its_action(
     assert {i["State"]["Name"] for r in states for i in r["Instances"]} == {"terminated"}
 
 
+def test_scale_of_another_cluster_than_the_launch_s_is_refused(aws: Calls, build_root: Path) -> None:
+    s = cluster(workers="1")
+    aws_cloud.launch(s, ami(), io.StringIO())
+    with pytest.raises(aws_cloud.LaunchError, match="records cluster analytics, not sales: scale it with"):
+        aws_cloud.scale(dataclasses.replace(s, cluster="sales"), 3, io.StringIO())
+    asg = boto3.client("autoscaling", region_name=REGION)
+    assert [g["DesiredCapacity"] for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]] == [1]
+
+
 def test_scale_widens_min_or_max_only_when_the_count_lies_outside(aws: Calls, build_root: Path) -> None:
     s = cluster(workers="2", min_workers="2", max_workers="2")
     aws_cloud.launch(s, ami(), io.StringIO())
@@ -498,6 +508,19 @@ def test_only_a_whole_verify_that_passed_tags_the_ami_verified(
     assert (amis.VERIFIED_TAG in ec2.image_tags(s, image.ami_id)) is tagged
 
 
+def test_an_ami_of_another_arch_than_the_launch_s_is_refused_before_anything_is_made(
+    aws: Calls, build_root: Path
+) -> None:
+    """The launch's instance type follows its --arch (t3.large on x86_64): an arm64 AMI
+    launched without --arch arm64 is one line naming the flag, not an instance AWS refuses."""
+    image = ami(arch="arm64")
+    s = settings(allow_cidr="203.0.113.7/32")
+    before = len(aws)
+    with pytest.raises(SettingsError, match=rf"setting arch: must be arm64, what {image.ami_id} was baked"):
+        lifecycle.launch(s, image.ami_id, io.StringIO(), wait=False)
+    assert not [op for _, op, _ in aws[before:] if op.startswith(("Run", "Create"))]
+
+
 @pytest.mark.parametrize("known_by", ["the build's ami.json", "the AMI's tags"])
 def test_launch_opens_the_api_port_the_image_was_baked_with_not_a_flag_s(
     aws: Calls, build_root: Path, monkeypatch: pytest.MonkeyPatch, known_by: str
@@ -518,6 +541,34 @@ def test_launch_opens_the_api_port_the_image_was_baked_with_not_a_flag_s(
     opened = {p["FromPort"] for p in ingress(group)}
     assert 9090 in opened and 8080 not in opened
     assert waited == [f"http://{members[0].address}:9090"], "health was not waited for on the baked port"
+
+
+def test_an_upgrade_s_new_controller_is_a_controller_of_the_cluster_s_dag_bundle(
+    aws: Calls, build_root: Path
+) -> None:
+    """Upgrading a cluster's controller (upgrade.py sets the old instance's role and cluster,
+    no workers, no --dags-s3-uri): the new instance is told it is that cluster's controller
+    and reads the bundle its launch recorded, not a standalone instance's user data."""
+    launched = cluster(workers="1", allow_cidr="203.0.113.7/32")
+    image = ami()
+    aws_cloud.launch(launched, image, io.StringIO())
+    upgrading = dataclasses.replace(
+        cluster(allow_cidr="203.0.113.7/32"),
+        role="controller",
+        dags_s3_uri="",
+        restore="s3://dumps/analytics/1.sql.gz",
+    )
+    new = aws_cloud.AwsCloud().launch_replacement(upgrading, image)
+    run = [p for _, op, p in aws if op == "RunInstances"][-1]
+    doc = json.loads(base64.b64decode(run["UserData"]))
+    assert (doc["role"], doc["cluster"], doc["dags_s3_uri"]) == (
+        "controller",
+        "analytics",
+        "s3://dags-bucket/dags",
+    )
+    assert doc["restore"] == "s3://dumps/analytics/1.sql.gz"
+    assert new.role == "controller"
+    aws_cloud.teardown(launched, io.StringIO())
 
 
 def test_an_upgrade_s_new_instance_joins_the_launch_and_takes_the_deployment_s_address(

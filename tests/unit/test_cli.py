@@ -95,6 +95,10 @@ BAD = [
     ("launch", ["--api-port", "9090"], "launch takes no --api-port (a bake setting, which launch"),
     ("ssh", ["--airflow-version", "3.3.2"], "ssh takes no --airflow-version"),
     ("teardown", ["--no-such-flag"], "teardown takes no --no-such-flag;"),
+    # A task's own number flags: a word is one line too, not invoke's traceback.
+    ("prune-amis", ["--keep", "abc"], "--keep takes a whole number, not 'abc'"),
+    ("upgrade", ["--drain-seconds=x"], "--drain-seconds takes a number, not 'x'"),
+    ("upgrade", ["--drain-seconds", "nan"], "setting drain_seconds"),
 ]
 
 
@@ -115,6 +119,22 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(
     assert len(lines) == 1 and named in lines[0], result.stderr
     assert result.stdout == ""
     assert not Path("build", build_name).exists()
+    assert calls == []
+
+
+def test_a_task_is_not_refused_over_a_setting_it_does_not_take(listener: tuple[str, list[object]]) -> None:
+    """Scaling an AWS cluster's workers needs no instance profile or DAG bundle (a cluster
+    launch's settings, whose checks refused `scale --workers 3` before): it finds no group."""
+    endpoint, calls = listener
+    scale = ["./bake", "scale", "--cloud", "aws", "--cluster", "analytics", "--workers", "3"]
+    result = subprocess.run(
+        [*scale, "--ec2-endpoint", endpoint, "--build-name", "test-scale-takes"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stderr.count("\n")) == (1, 1), result.stderr
+    assert "no Auto Scaling group recorded" in result.stderr
     assert calls == []
 
 

@@ -16,6 +16,7 @@ and only then does its container go.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -29,6 +30,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+import botocore.exceptions
 
 from airflow_ami.clouds import BuildHost, InstanceRecord, autoscaling, cluster_ports, launch_user_data
 from airflow_ami.clouds.local.baseimage import base_ami_name, base_dir, ensure_base_image, prune_images
@@ -277,8 +280,10 @@ def membership(cache: Path, settings: LaunchSettings, image: Baked, moto_port: i
             s3.create_bucket(Bucket=contract.backup_location(settings.backup_s3_uri, "-")[0])
     dags = f"s3://{dags_bucket(settings.cluster)}/{DAGS_PREFIX}" if settings.role != "standalone" else ""
     controller = controller_of(cache, settings, moto_port)
-    group = worker_group(cache, moto_port, settings, image.ami_id) if settings.role == "worker" else ""
+    group = autoscaling.worker_group_name(settings.cluster) if settings.role == "worker" else ""
     user_data = launch_user_data(settings, settings.role, dags, controller, group)
+    if group:
+        worker_group(cache, moto_port, settings, image.ami_id, user_data)
     if settings.role == "standalone":
         return {"user_data": user_data, "deployment": settings.deployment} if user_data else {}
     return {
@@ -291,15 +296,16 @@ def membership(cache: Path, settings: LaunchSettings, image: Baked, moto_port: i
     }
 
 
-def worker_group(cache: Path, moto_port: int, settings: LaunchSettings, ami_id: str) -> str:
+def worker_group(cache: Path, moto_port: int, settings: LaunchSettings, ami_id: str, user_data: str) -> str:
     """The cluster's Auto Scaling group in moto, made as on AWS when its first worker launches:
-    capacity 0 (moto starts no instance of it), a launch template of the AMI, the hook and
-    the scaling policy."""
+    capacity 0 (moto starts no instance of it), a launch template of the AMI and the workers'
+    user data (what a scale-out launches, group_user_data), the hook and the scaling policy."""
     name = autoscaling.worker_group_name(settings.cluster)
     asg = moto_client("autoscaling", moto_port, settings.region)
     if not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]:
+        data = {"ImageId": ami_id, "InstanceType": INSTANCE_TYPE, "UserData": _b64(user_data)}
         template = ec2_client(moto_port, settings.region).create_launch_template(
-            LaunchTemplateName=name, LaunchTemplateData={"ImageId": ami_id, "InstanceType": INSTANCE_TYPE}
+            LaunchTemplateName=name, LaunchTemplateData=data
         )["LaunchTemplate"]["LaunchTemplateId"]
         autoscaling.create_worker_group(
             asg,
@@ -313,6 +319,23 @@ def worker_group(cache: Path, moto_port: int, settings: LaunchSettings, ami_id: 
     with locked_state(cache) as state:
         state["worker_groups"][name] = settings.region
     return name
+
+
+def group_user_data(moto_port: int, region: str, group: str) -> str | None:
+    """The user data the group's launch template gives its workers (None: no group yet, its
+    first worker makes it; or one made before templates held it)."""
+    try:
+        versions = ec2_client(moto_port, region).describe_launch_template_versions(
+            LaunchTemplateName=group, Versions=["$Latest"]
+        )["LaunchTemplateVersions"]
+    except botocore.exceptions.ClientError:
+        return None
+    encoded = versions[0]["LaunchTemplateData"].get("UserData") if versions else None
+    return base64.b64decode(encoded).decode() if encoded else None
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 def join_group(asg: Any, group: str, instance_id: str) -> None:
@@ -437,13 +460,15 @@ class LocalCloud:
         user_data: str | None = None,
         *,
         take_address: bool = True,
+        group: str = "",
     ) -> InstanceRecord:
         """RunInstances in moto, then boot a fresh container from the AMI's image.
 
         The instance keeps running until teardown(). With --role controller|worker
         it joins --cluster (membership()); otherwise it is alone, unreachable from
         other instances. `user_data`, when given, is served instead of the
-        document membership() writes (to try a document of one's own).
+        document membership() writes (to try a document of one's own, outside any
+        group; or a scale-out's, from `group`'s launch template, joining it).
         """
         require_root()
         require_tools()
@@ -455,8 +480,7 @@ class LocalCloud:
             port, _ = ensure_moto(cache, settings.region, ami_id)
             joins = membership(cache, settings, image, port)
             if user_data is not None:
-                # A document of one's own names no group: the instance stays outside it.
-                joins.update(user_data=user_data, autoscaling_group="")
+                joins.update(user_data=user_data, autoscaling_group=group)
             ec2 = ec2_client(port, settings.region)
             key = new_key_pair(cache, ec2, "launch")
             reservation = ec2.run_instances(
@@ -532,6 +556,7 @@ class LocalCloud:
                 f"no controller of cluster {settings.cluster} is running: launch the cluster first"
                 f" (`./bake launch --cloud local --workers N --cluster {settings.cluster}`)"
             )
+        group = autoscaling.worker_group_name(settings.cluster)
         # The group's workers: one launched with user data of its own is outside it, as on AWS.
         workers = sorted(
             (r for r in members if r.get("role") == "worker" and r.get("autoscaling_group")),
@@ -539,12 +564,14 @@ class LocalCloud:
         )
         if count > len(workers):
             image = Baked.of(settings, controllers[0]["ami_id"], lambda ami: self.image_tags(settings, ami))
-            # Its workers are the same machines whoever scales them out.
+            # Its workers are the same machines whoever scales them out, launched as the
+            # group's template says (as on EC2), not with this scale's own defaults.
             quota = controllers[0].get("cpu_quota", 0)
             worker = dataclasses.replace(settings, role="worker", cpu_quota=quota)
+            port, _ = ensure_moto(cache, settings.region)
+            user_data = group_user_data(port, settings.region, group)
             for _ in range(count - len(workers)):
-                self.launch(worker, image)
-        group = autoscaling.worker_group_name(settings.cluster)
+                self.launch(worker, image, user_data, group=group)
         leaving = workers[count:][::-1]
         if leaving:
             port, _ = ensure_moto(cache, settings.region)

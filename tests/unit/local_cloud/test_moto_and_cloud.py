@@ -10,7 +10,7 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
-from airflow_ami.clouds import autoscaling
+from airflow_ami.clouds import autoscaling, launch_user_data
 from airflow_ami.clouds.local import cloud, moto, reaper, system, vpc
 from airflow_ami.clouds.local.network import Slot
 from airflow_ami.clouds.local.state import locked_state
@@ -121,6 +121,25 @@ def test_a_cluster_s_vpc_rules_open_the_api_port_the_image_was_baked_with_not_a_
 
 
 @pytest.mark.slow  # a moto_server
+def test_a_scale_out_launches_what_the_group_s_template_holds_not_its_own_defaults(
+    moto_server: dict[str, int], tmp_path: Path
+) -> None:
+    """The workers' user data (their concurrency, their task logs) is kept in the group's
+    launch template when the group is made, as EC2 keeps it: `./bake scale`, which takes
+    only --cluster and --workers, launches new workers from there."""
+    port = moto_server["port"]
+    launch = load(
+        LaunchSettings, cli={"cloud": "local", "role": "worker", "cluster": "blue", "worker_concurrency": "4"}
+    )
+    group = autoscaling.worker_group_name("blue")
+    assert cloud.group_user_data(port, launch.region, group) is None, "no group before its first worker"
+    user_data = launch_user_data(launch, "worker", "s3://airflow-ami-blue-dags/dags", "10.213.0.2", group)
+    cloud.worker_group(tmp_path, port, launch, "ami-0aaaabbbbccccdddd", user_data)
+    kept = cloud.group_user_data(port, launch.region, group)
+    assert kept == user_data and json.loads(kept)["worker_concurrency"] == 4
+
+
+@pytest.mark.slow  # a moto_server
 def test_moto_stops_for_good(tmp_path: Path) -> None:
     record = moto.start_moto(tmp_path / "moto.log", cloud.write_moto_amis(fake_cache(tmp_path)))
     system.stop_process(record["pid"])
@@ -147,7 +166,7 @@ def test_moto_serves_lifecycle_actions_and_teardown_removes_policy_hook_and_grou
     settings = load(LaunchSettings, cli={"cloud": "local", "workers": "2"})
     with locked_state(tmp_path) as state:
         state["moto"] = moto_server
-    group = cloud.worker_group(tmp_path, moto_server["port"], settings, cloud.base_ami_id("abc123"))
+    group = cloud.worker_group(tmp_path, moto_server["port"], settings, cloud.base_ami_id("abc123"), "{}")
     asg = moto.moto_client("autoscaling", moto_server["port"], settings.region)
     assert asg.describe_lifecycle_hooks(AutoScalingGroupName=group)["LifecycleHooks"]
     assert asg.describe_policies(AutoScalingGroupName=group)["ScalingPolicies"]
