@@ -21,7 +21,6 @@ from airflow_ami.seam import contract, layout
 from airflow_ami.settings import LaunchSettings, SettingsError, Target
 
 PROVISION = f"python3 {layout.CODE_DIR}/provision.py"
-STORES = ("ssm", "secretsmanager")
 
 
 class DeploymentError(RuntimeError):
@@ -90,7 +89,7 @@ def forget(settings: LaunchSettings, apply: bool) -> list[str]:
             )
     cloud = cloud_for(settings)
     found: list[str] = []
-    for kind in STORES:
+    for kind in contract.SECRET_STORES:
         store = cloud.client(settings, kind)
         for secret in (
             contract.deployment_secret_name(kind, name),

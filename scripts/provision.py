@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from provisioning.bake import imagecheck, install
 from provisioning.bake.osdetect import UnsupportedOS
-from provisioning.bake.oskit import ADAPTERS, adapter_named, load_adapter
+from provisioning.bake.oskit import adapter_on_this_host
 from provisioning.boot import firstboot
 from provisioning.running import audit, backup, leave, metrics, secrets, taskrun
 from provisioning.shared import layout
@@ -53,27 +53,24 @@ def settings_of(bundle):
         raise StepFailed("cannot read %s: %s" % (path, exc)) from exc
 
 
+# The commands that run while baking: only they install, so only they need the OS's adapter.
+BAKE_COMMANDS = ("install", "cleanup", "validate-image")
+OS_RELEASE = "/etc/os-release"
+
+
+def read_os_release():
+    with open(OS_RELEASE) as fh:
+        return fh.read()
+
+
 def build_context(args):
     bundle = os.path.abspath(args.bundle) if args.bundle else None
     settings = settings_of(bundle)
     dry_run = bool(args.dry_run or settings["dry_run"])
     facts = OsFacts.from_settings(settings)
-    try:
-        adapter = load_adapter()
-    except UnsupportedOS as exc:
-        if not dry_run or facts.package_manager not in ADAPTERS:
-            raise
-        # a dry run only describes: let it run on a developer's host of another OS
-        log(
-            "warning: %s; dry run continues with the %s adapter from the settings"
-            % (exc, facts.package_manager)
-        )
-        adapter = adapter_named(facts.package_manager)
-    if facts.package_manager != adapter.name:
-        msg = "settings are for %s but this host uses %s" % (facts.package_manager, adapter.name)
-        if not dry_run:
-            raise StepFailed(msg)
-        log("warning: " + msg)
+    adapter = None
+    if args.command in BAKE_COMMANDS:
+        adapter = adapter_on_this_host(settings["os"], facts, read_os_release(), dry_run)
     ctx = Context(settings, bundle, dry_run, adapter, facts=facts)
     # An index URL may carry a token: no log line may show it.
     index = urlsplit(settings["index_url"])
@@ -131,7 +128,7 @@ def main(argv=None):
         return taskrun.main()
     if args.command == "audit-config":
         return audit.main()
-    if args.command in ("install", "cleanup", "validate-image") and not args.bundle:
+    if args.command in BAKE_COMMANDS and not args.bundle:
         parser.error("--bundle is required for %s" % args.command)
     try:
         ctx = build_context(args)

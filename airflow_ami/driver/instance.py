@@ -431,7 +431,7 @@ class Instance:
         return str(self._cache[ck])
 
     def sizing(self) -> dict[str, int]:
-        """What the image's own sizing rules (provisioning/sizing.py) give for this instance's
+        """What the image's own sizing rules (provisioning/boot/sizing.py) give for this instance's
         memory, computed on the instance by its installed code."""
         if "sizing" not in self._cache:
             script = (

@@ -13,7 +13,7 @@ from airflow_ami.builddir import BuildDir
 from airflow_ami.clouds import ec2
 from airflow_ami.image import manifest, packer
 from airflow_ami.image.render import render
-from airflow_ami.settings import ARCHES, PROFILES_DIR, RECORD, REPO_ROOT, BakeSettings, load
+from airflow_ami.settings import ARCHES, RECORD, REPO_ROOT, BakeSettings, load, os_profiles
 
 
 def git_sha() -> str:
@@ -59,14 +59,10 @@ def build_ami(
     return record
 
 
-def profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-
-
 def validate_templates(out: TextIO = sys.stdout) -> None:
     """fmt + validate the template for every OS profile and arch; fmt the plugin-era variant too."""
     version = packer.version()
-    for os_name in profiles():
+    for os_name in os_profiles():
         for arch in ARCHES:
             settings = load(
                 BakeSettings, cli={"os": os_name, "arch": arch, "build_name": f"validate-{os_name}-{arch}"}

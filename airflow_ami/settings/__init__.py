@@ -25,6 +25,7 @@ from airflow_ami.settings.fields import (
     all_fields,
     api_url,
     fields_of,
+    os_profiles,
     tag_key,
 )
 from airflow_ami.settings.launch import DEFAULT_REHEARSAL_CLUSTER, LaunchSettings
@@ -52,5 +53,6 @@ __all__ = [
     "fields_of",
     "layers",
     "load",
+    "os_profiles",
     "tag_key",
 ]

@@ -39,7 +39,6 @@ from airflow_ami.settings.fields import (
     _check,
     _matches,
     _one_of,
-    _profiles,
     api_url,
     check_airflow_version,
     check_ami_name_prefix,
@@ -62,6 +61,7 @@ from airflow_ami.settings.fields import (
     fields_of,
     iam_instance_profile_setting,
     instance_type_setting,
+    os_profiles,
     plain,
     setting,
     ssh_interface_setting,
@@ -87,7 +87,7 @@ def check_unit_directives(value: str, s: Mapping[str, Any]) -> None:
     # a set this OS's systemd knows whole means what it means there.
     if value == "os":
         return
-    _check(value in _profiles() and s["cloud"] == "local")
+    _check(value in os_profiles() and s["cloud"] == "local")
     _check(systemd_of(value, s["arch"]) <= systemd_of(s["os"], s["arch"]))
 
 
@@ -401,8 +401,8 @@ class BakeSettings(Target):
     secret_store: str = setting(
         "ssm",
         _as_str,
-        _one_of("ssm", "secretsmanager"),
-        "ssm or secretsmanager",
+        _one_of(*contract.SECRET_STORES),
+        " or ".join(contract.SECRET_STORES),
         "where a named deployment (a cluster too) keeps the secrets that outlive its instances (one"
         " SecureString /airflow-ami/<deployment>/secrets, or a secret of that name without the leading /)",
     )

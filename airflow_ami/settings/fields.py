@@ -152,7 +152,8 @@ def _check(ok: bool) -> None:
         raise ValueError
 
 
-def _profiles() -> tuple[str, ...]:
+def os_profiles() -> tuple[str, ...]:
+    """The OS profiles: one YAML file each in profiles/."""
     return tuple(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
 
 

@@ -24,8 +24,8 @@ from airflow_ami.settings.fields import (
     _dynamic_choice,
     _matches,
     _one_of,
-    _profiles,
     declaration,
+    os_profiles,
     setting,
 )
 
@@ -54,7 +54,7 @@ class Target:
     os: str = setting(
         "amazon-linux-2",
         _as_str,
-        _dynamic_choice(_profiles),
+        _dynamic_choice(os_profiles),
         "one of the OS profiles in airflow_ami/settings/profiles/ (amazon-linux-2, amazon-linux-2023,"
         " debian)",
         "OS profile of the image",

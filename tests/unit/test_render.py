@@ -14,10 +14,9 @@ import hcl2
 import pytest
 
 from airflow_ami.image import packer
-from airflow_ami.image.build import profiles
 from airflow_ami.image.render import PER_ENTRY_TEMPLATES, TEMPLATES_DIR, hcl, render
 from airflow_ami.seam import layout
-from airflow_ami.settings import ARCHES, BakeSettings, SettingsError, load
+from airflow_ami.settings import ARCHES, BakeSettings, SettingsError, load, os_profiles
 
 OLD_PACKER = (1, 6, 6)
 NEW_PACKER = (1, 11, 2)
@@ -94,7 +93,7 @@ def test_one_unit_file_per_service_of_the_layout_from_one_template(build_root: P
     assert f"Wants={' '.join(layout.SERVICE_UNITS)}\n" in target
 
 
-@pytest.mark.parametrize("os_name", profiles())
+@pytest.mark.parametrize("os_name", os_profiles())
 @pytest.mark.parametrize("arch", ARCHES)
 def test_template_carries_the_profile(build_root: Path, os_name: str, arch: str) -> None:
     s = bake_settings({"os": os_name, "arch": arch})
@@ -175,7 +174,7 @@ def split_modern(tree: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 @pytest.mark.slow  # python-hcl2 parses every variant
-@pytest.mark.parametrize("os_name", profiles())
+@pytest.mark.parametrize("os_name", os_profiles())
 @pytest.mark.parametrize("arch", ARCHES)
 def test_modern_packer_gets_plugins_and_imdsv2_options_and_nothing_else(
     build_root: Path, os_name: str, arch: str
@@ -235,7 +234,7 @@ def test_hcl_strings_cannot_interpolate() -> None:
     assert hcl(["a", True, 3]) == '["a", true, 3]'
 
 
-@pytest.mark.parametrize("os_name", profiles())
+@pytest.mark.parametrize("os_name", os_profiles())
 @pytest.mark.parametrize("arch", ARCHES)
 @pytest.mark.parametrize("version", [OLD_PACKER, NEW_PACKER], ids=["packer-1.6", "packer-1.7+"])
 def test_every_variant_is_packer_fmt_clean(
@@ -248,7 +247,7 @@ def test_every_variant_is_packer_fmt_clean(
 
 
 @pytest.mark.slow  # real packer, every variant
-@pytest.mark.parametrize("os_name", profiles())
+@pytest.mark.parametrize("os_name", os_profiles())
 @pytest.mark.parametrize("arch", ARCHES)
 def test_every_variant_passes_packer_validate(build_root: Path, os_name: str, arch: str) -> None:
     version = packer.version()

@@ -13,8 +13,7 @@ import yaml
 
 from airflow_ami import settings
 from airflow_ami.builddir import BuildDir
-from airflow_ami.image.build import profiles
-from airflow_ami.settings import ARCHES, REPO_ROOT, BakeSettings
+from airflow_ami.settings import ARCHES, REPO_ROOT, BakeSettings, os_profiles
 
 WORKFLOW = REPO_ROOT / ".github/workflows/build-ami.yml"
 BIN = Path(sys.executable).parent
@@ -145,7 +144,7 @@ def test_aws_credentials_come_only_from_an_assumed_role() -> None:
 def test_triggers_and_inputs_cover_every_profile_and_arch() -> None:
     on = triggers(load(WORKFLOW.read_text()))
     inputs = on["workflow_dispatch"]["inputs"]
-    assert inputs["os"]["options"] == profiles() and inputs["os"]["default"] == "amazon-linux-2"
+    assert inputs["os"]["options"] == list(os_profiles()) and inputs["os"]["default"] == "amazon-linux-2"
     assert inputs["arch"]["options"] == list(ARCHES)
     assert inputs["region"]["default"] == "us-east-1"
     assert on["push"]["branches"] == ["main"]
@@ -180,7 +179,7 @@ def test_launch_allows_only_the_runner_and_teardown_always_runs_last() -> None:
     assert "if" not in launch_step
 
 
-@pytest.mark.parametrize("os_name", profiles())
+@pytest.mark.parametrize("os_name", os_profiles())
 @pytest.mark.parametrize("arch", ARCHES)
 def test_uploads_the_record_build_ami_writes(os_name: str, arch: str) -> None:
     upload = step_using(load(WORKFLOW.read_text()), "actions/upload-artifact")["with"]

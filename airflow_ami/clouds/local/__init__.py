@@ -4,7 +4,7 @@ moto_server is the EC2 API, systemd-nspawn containers in network namespaces
 are the instances, a Debian unstable rootfs built with mmdebstrap is the base
 image. See docs/architecture.md ("Local cloud"). All of it needs root.
 
-`LocalCloud` is the `Cloud` (airflow_ami/clouds.py) the pipeline uses; each
+`LocalCloud` is the `Cloud` (airflow_ami/clouds/__init__.py) the pipeline uses; each
 step may be a separate process (state: <cache>/state.json, cache dir
 /var/cache/airflow-ami or $AIRFLOW_AMI_CACHE_DIR):
 

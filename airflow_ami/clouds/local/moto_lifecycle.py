@@ -49,7 +49,8 @@ from moto.autoscaling.models import (
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import EmptyResult
 
-TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+from airflow_ami.clouds.autoscaling import TERMINATING
+
 WAITING = "Terminating:Wait"
 RESULTS = ("CONTINUE", "ABANDON")
 

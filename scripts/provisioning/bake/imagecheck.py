@@ -12,8 +12,8 @@ import subprocess
 
 from ..shared import layout as L
 from ..shared import systemd
-from ..shared.airflowcfg import airflow_cfg_secret_options
 from ..shared.runner import StepFailed
+from .airflowcfg import airflow_cfg_secret_options
 
 HISTORY_FILES = (
     ".bash_history",

@@ -14,7 +14,6 @@ import zipfile
 
 from ..shared import layout as L
 from ..shared import systemd
-from ..shared.airflowcfg import airflow_cfg_secret_options
 from ..shared.airflowenv import (
     AIRFLOW_EXTRAS,
     AIRFLOW_PROVIDERS,
@@ -28,9 +27,10 @@ from ..shared.airflowenv import (
     wanted_python,
 )
 from ..shared.mysqlctl import mysql_sql, schema_revision, wait_for_mysql
-from ..shared.netfetch import fetch_bytes
 from ..shared.runner import StepFailed, real_run_only, run_steps, sha256_file
 from ..shared.secretgen import alphanumeric, fernet_key, sql_string
+from .airflowcfg import airflow_cfg_secret_options
+from .netfetch import fetch_bytes
 
 
 class InstallState(object):
@@ -407,7 +407,7 @@ def check_uv_wheel(wheel, expected):
     if actual != expected.strip().lower():
         raise StepFailed(
             "%s has sha256 %s, but uv_wheel_sha256 is %s: nothing was unpacked; "
-            "update uv_wheel_sha256 in packer/defaults.yaml if uv_version changed"
+            "give uv_wheel_sha256 of uv_version's wheel (the defaults: airflow_ami/settings/bake.py)"
             % (os.path.basename(wheel), actual, expected)
         )
 

@@ -2,8 +2,6 @@
 
 import shlex
 
-PROFILES = ("amazon-linux-2", "amazon-linux-2023", "debian")
-
 
 class UnsupportedOS(Exception):
     pass
@@ -26,7 +24,8 @@ def parse_os_release(text):
 
 
 def detect_profile(fields):
-    """Map os-release fields to one of PROFILES, or raise UnsupportedOS."""
+    """Map os-release fields to the OS profile they are (airflow_ami/settings/profiles/), or
+    raise UnsupportedOS."""
     os_id = fields.get("ID", "").lower()
     version = fields.get("VERSION_ID", "")
     if os_id == "amzn":
@@ -41,10 +40,6 @@ def detect_profile(fields):
         "%s is not supported (Amazon Linux 2, Amazon Linux 2023, Debian)"
         % (fields.get("PRETTY_NAME") or os_id or "unknown OS")
     )
-
-
-def package_manager_for(profile):
-    return {"amazon-linux-2": "yum", "amazon-linux-2023": "dnf", "debian": "apt"}[profile]
 
 
 def is_debian_unstable(fields):

@@ -12,9 +12,9 @@ import re
 
 from ..shared import layout as L
 from ..shared.inifile import get_option, remove_option, set_options
-from ..shared.netfetch import fetch_bytes
-from ..shared.runner import StepFailed
-from .osdetect import detect_profile, is_debian_unstable, package_manager_for, parse_os_release
+from ..shared.runner import StepFailed, log
+from .netfetch import fetch_bytes
+from .osdetect import UnsupportedOS, detect_profile, is_debian_unstable, parse_os_release
 from .pgpkey import PUBLIC_KEY, PgpError, fingerprints, normalize
 
 # Oracle's MySQL repository setup packages, by MySQL series and EL release.
@@ -380,16 +380,21 @@ def _set_ini_main(ctx, path, key, value):
 ADAPTERS = {cls.name: cls for cls in (Yum, Dnf, Apt)}
 
 
-def adapter_for(os_release_text):
-    fields = parse_os_release(os_release_text)
-    return ADAPTERS[package_manager_for(detect_profile(fields))](fields)
-
-
 def adapter_named(package_manager, os_release_text=""):
-    """The adapter for a package manager name (dry runs on an unsupported host)."""
+    """The adapter of a package manager (an OS profile's os_facts.package_manager)."""
     return ADAPTERS[package_manager](parse_os_release(os_release_text))
 
 
-def load_adapter(path="/etc/os-release"):
-    with open(path) as fh:
-        return adapter_for(fh.read())
+def adapter_on_this_host(os_name, facts, os_release_text, dry_run):
+    """The adapter of the package manager the settings' OS profile names, once this host is
+    shown to run that OS; a dry run only describes, so it may run on another (a warning)."""
+    try:
+        found = detect_profile(parse_os_release(os_release_text))
+        problem = None if found == os_name else "settings are for %s but this host runs %s" % (os_name, found)
+    except UnsupportedOS as exc:
+        problem = str(exc)
+    if problem and not dry_run:
+        raise UnsupportedOS(problem)
+    if problem:
+        log("warning: %s; dry run continues with the %s adapter" % (problem, facts.package_manager))
+    return adapter_named(facts.package_manager, os_release_text)

@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 from ..running import backup
 from ..shared import layout as L
 from ..shared import systemd
-from ..shared.airflowenv import service_env
+from ..shared.airflowenv import BROKER_URL_VARIABLE, recorded_role, service_env
 from ..shared.awsapi import Imds, NoMetadata, put_secretsmanager_secret, put_ssm_parameter
 from ..shared.contract import STANDALONE, BadUserData, parse_user_data
 from ..shared.envfile import read_env_file
@@ -132,7 +132,6 @@ SECRET_VARIABLES = {
     "api_secret_key": "AIRFLOW__API__SECRET_KEY",
 }
 DB_URL_VARIABLE = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
-BROKER_URL_VARIABLE = "AIRFLOW__CELERY__BROKER_URL"
 # IMDS meta-data an API certificate names, where the instance has them.
 CERTIFICATE_METADATA = (
     ("DNS", "local-hostname"),
@@ -209,11 +208,6 @@ def read_instance_identity(ctx):
     state.imds, state.imds_version, state.identity_known = imds, "v2", True
     state.private_ip = doc.get("privateIp") or imds.get("meta-data/local-ipv4")
     ctx.info("instance %s in %s (IMDSv2)" % (state.instance_id, state.region))
-
-
-def recorded_role():
-    roles = [r for r in L.ROLES if os.path.exists(os.path.join(L.ROLE_DIR, r))]
-    return roles[0] if len(roles) == 1 else None
 
 
 def read_role(ctx):

@@ -22,8 +22,8 @@ Another role, or a worker whose user data names no group, has nothing to watch: 
 import os
 import time
 
-from ..boot.firstboot import recorded_role
 from ..shared import layout as L
+from ..shared.airflowenv import recorded_role
 from ..shared.awsapi import Imds, NoMetadata, list_s3_keys, put_s3_object, query_call
 from ..shared.contract import BadUserData, parse_user_data
 from ..shared.runner import StepFailed, log

@@ -22,9 +22,9 @@ import threading
 import time
 from urllib.parse import unquote, urlsplit
 
-from ..boot.firstboot import BROKER_URL_VARIABLE, recorded_role
 from ..shared import contract
 from ..shared import layout as L
+from ..shared.airflowenv import BROKER_URL_VARIABLE, recorded_role
 from ..shared.awsapi import Imds, NoMetadata, query_call
 from ..shared.envfile import read_env_file
 from ..shared.runner import log
@@ -32,13 +32,12 @@ from ..shared.runner import log
 STATSD_PORT = L.STATSD_PORT
 NAMESPACE = contract.METRICS_NAMESPACE
 FLUSH_SECONDS = 60
-# Airflow's [metrics] statsd_prefix.
-AIRFLOW_PREFIX = "airflow."
+AIRFLOW_PREFIX = L.STATSD_PREFIX + "."
 # The most datums one PutMetricData call takes here.
 BATCH_SIZE = 20
 # The longest the loop waits on the socket: a stop is seen within this.
 POLL_SECONDS = 1.0
-CELERY_QUEUE = "default"
+CELERY_QUEUE = contract.DEFAULT_QUEUES[0]
 MONITORING_VERSION = "2010-08-01"
 
 Datum = collections.namedtuple("Datum", "name value unit")

@@ -18,6 +18,9 @@ AIRFLOW_PROVIDERS = ["apache-airflow-providers-fab", "mysqlclient"]
 # statsd: the metrics client Airflow sends to airflow-metrics.service with.
 AIRFLOW_EXTRAS = "mysql,amazon,celery,statsd"
 
+# The Celery broker's URL in secrets.env (a controller's and a worker's).
+BROKER_URL_VARIABLE = "AIRFLOW__CELERY__BROKER_URL"
+
 # request: what uv is asked for (a path or a version); system: it is /usr/bin/python3
 PythonChoice = collections.namedtuple("PythonChoice", "request minor system")
 
@@ -124,3 +127,9 @@ def service_env(ctx):
         if os.path.exists(path):
             env.update(read_env_file(path))
     return env
+
+
+def recorded_role():
+    """The role first boot recorded for this instance (a file in ROLE_DIR), or None."""
+    roles = [r for r in L.ROLES if os.path.exists(os.path.join(L.ROLE_DIR, r))]
+    return roles[0] if len(roles) == 1 else None

@@ -137,6 +137,9 @@ class OsFacts(collections.namedtuple("OsFacts", OS_FACTS)):
 
 # ---- a deployment: what outlives its instances ----
 
+# Where a named deployment keeps its secrets: SSM Parameter Store or Secrets Manager.
+SECRET_STORES = ("ssm", "secretsmanager")
+
 
 def deployment_secret_name(store, deployment):
     """The deployment's secrets document: SSM SecureString name, or a Secrets Manager

@@ -241,6 +241,8 @@ TIMERS = (*(job["timer"] for job in HOUSEKEEPING), SECRETS_REFRESH_TIMER)
 # on every role: Airflow sends its datagrams to STATSD_PORT on loopback.
 METRICS_UNIT = "airflow-metrics.service"
 STATSD_PORT = 8125
+# Airflow's [metrics] statsd_prefix: the first part of every metric name it sends.
+STATSD_PREFIX = "airflow"
 # A worker of an Auto Scaling group watches IMDS for its termination and leaves without
 # killing a task (running/leave.py): it stops taking tasks, lets the running ones finish
 # (WORKER_SERVICE's warm shutdown), puts their logs in S3 and completes the group's

@@ -46,7 +46,7 @@ class Context(object):
         self.bundle = bundle
         self.dry_run = dry_run
         self.os = os_adapter
-        self.facts = facts  # oskit.OsFacts: where this OS keeps MySQL and the CA files
+        self.facts = facts  # contract.OsFacts: where this OS keeps MySQL and the CA files
         # what one step hands to a later one, declared by the program that runs them
         # (install.InstallState, firstboot.FirstbootState)
         self.state = state

@@ -89,32 +89,43 @@ def write_settings(bundle, **over):
     (bundle / "settings.json").write_text(json.dumps(settings))
 
 
-def test_start_checks_os_facts_against_the_detected_os(bundle, monkeypatch, capsys):
-    write_settings(bundle, os_facts=profile_facts("debian")._asdict())
-    monkeypatch.setattr(provision, "load_adapter", lambda: ADAPTERS["amazon-linux-2023"])
-    args = provision.argparse.Namespace(bundle=str(bundle), dry_run=False)
-    with pytest.raises(provision.StepFailed, match="settings are for apt but this host uses dnf"):
-        provision.build_context(args)
-    args.dry_run = True
-    ctx = provision.build_context(args)
-    assert "warning: settings are for apt but this host uses dnf" in capsys.readouterr().out
-    assert ctx.facts == profile_facts("debian")
-    monkeypatch.setattr(provision, "load_adapter", lambda: ADAPTERS["debian"])
-    args.dry_run = False
-    assert provision.build_context(args).os is ADAPTERS["debian"]
+AL2023_RELEASE = 'ID="amzn"\nVERSION_ID="2023"\n'
+BOOKWORM_RELEASE = 'ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n'
+UBUNTU_RELEASE = 'ID=ubuntu\nVERSION_ID="24.04"\nPRETTY_NAME="Ubuntu 24.04"\n'
+
+
+def baking(bundle, dry_run, command="install"):
+    return provision.argparse.Namespace(command=command, bundle=str(bundle), dry_run=dry_run)
+
+
+def test_a_bake_step_checks_the_settings_os_against_the_detected_one(bundle, monkeypatch, capsys):
+    write_settings(bundle, os="debian", os_facts=profile_facts("debian")._asdict())
+    monkeypatch.setattr(provision, "read_os_release", lambda: AL2023_RELEASE)
+    with pytest.raises(
+        provision.UnsupportedOS, match="settings are for debian but this host runs amazon-linux-2023"
+    ):
+        provision.build_context(baking(bundle, dry_run=False))
+    ctx = provision.build_context(baking(bundle, dry_run=True))
+    assert "warning: settings are for debian but this host runs amazon-linux-2023" in capsys.readouterr().out
+    assert ctx.facts == profile_facts("debian") and ctx.os.name == "apt"
+    monkeypatch.setattr(provision, "read_os_release", lambda: BOOKWORM_RELEASE)
+    assert provision.build_context(baking(bundle, dry_run=False)).os.name == "apt"
 
 
 def test_a_dry_run_on_another_os_uses_the_adapter_the_facts_name(bundle, monkeypatch):
-    def unsupported():
-        raise provision.UnsupportedOS("Ubuntu 24.04 is not supported")
+    write_settings(bundle, os="amazon-linux-2", os_facts=profile_facts("amazon-linux-2")._asdict())
+    monkeypatch.setattr(provision, "read_os_release", lambda: UBUNTU_RELEASE)
+    assert provision.build_context(baking(bundle, dry_run=True)).os.name == "yum"
+    with pytest.raises(provision.UnsupportedOS, match=r"Ubuntu 24\.04"):
+        provision.build_context(baking(bundle, dry_run=False))
 
-    write_settings(bundle, os_facts=profile_facts("amazon-linux-2")._asdict())
-    monkeypatch.setattr(provision, "load_adapter", unsupported)
-    args = provision.argparse.Namespace(bundle=str(bundle), dry_run=True)
-    assert provision.build_context(args).os.name == "yum"
-    args.dry_run = False
-    with pytest.raises(provision.UnsupportedOS):
-        provision.build_context(args)
+
+@pytest.mark.parametrize("command", ["firstboot", "backup", "metrics", "refresh-secrets"])
+def test_what_runs_after_the_bake_detects_no_os(bundle, monkeypatch, command):
+    """First boot and the running instance's programs install nothing: the bake-time OS
+    detection (and its UnsupportedOS) is not theirs to fail on."""
+    monkeypatch.setattr(provision, "read_os_release", lambda: UBUNTU_RELEASE)
+    assert provision.build_context(baking(bundle, dry_run=False, command=command)).os is None
 
 
 def test_settings_that_lack_a_key_do_not_start_and_name_it(bundle, capsys):

@@ -64,7 +64,7 @@ def test_a_wheel_with_another_hash_stops_the_step_and_nothing_is_unpacked(build_
         install.install_uv(ctx)
     assert str(err.value) == (
         f"{WHEEL} has sha256 {WHEEL_SHA256}, but uv_wheel_sha256 is {'ab' * 32}: nothing was unpacked; "
-        "update uv_wheel_sha256 in packer/defaults.yaml if uv_version changed"
+        "give uv_wheel_sha256 of uv_version's wheel (the defaults: airflow_ami/settings/bake.py)"
     )
     assert not os.path.exists(install.uv_bin())
     assert os.listdir(build_dir) == []  # nor is the download left behind

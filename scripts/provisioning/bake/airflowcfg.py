@@ -1,6 +1,6 @@
 """What airflow.cfg must never hold: its secret options (install checks it, validate-image too)."""
 
-from .inifile import get_option
+from ..shared.inifile import get_option
 
 SECRET_CFG_OPTIONS = [
     ("core", "fernet_key"),
