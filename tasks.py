@@ -42,7 +42,7 @@ def launch(c: Context, settings: LaunchSettings, ami: str = "") -> None:
     cli.launch(settings, ami)
 
 
-@cli.settings_task(LaunchSettings)
+@cli.settings_task(LaunchSettings, flags=cli.UPGRADE_FLAGS)
 def upgrade(c: Context, settings: LaunchSettings, ami: str = "", drain_seconds: float = 600.0) -> None:
     """Replace a named deployment's instance by --ami (default: the last build's); nothing is lost."""
     cli.upgrade(settings, ami, drain_seconds)

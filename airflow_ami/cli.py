@@ -37,9 +37,11 @@ from airflow_ami.settings import (
     fields_of,
     load,
 )
+from airflow_ami.upgrade import FLAGS as UPGRADE_FLAGS
 from airflow_ami.upgrade import UpgradeFailed
 
 __all__ = [
+    "UPGRADE_FLAGS",
     "BakeSettings",
     "LaunchSettings",
     "Target",

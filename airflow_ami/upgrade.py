@@ -41,6 +41,23 @@ from airflow_ami.seam import contract, layout
 from airflow_ami.settings import LaunchSettings
 
 STEPS = ("drain", "final backup", "launch", "healthy", "check", "switch")
+# The launch settings `./bake upgrade` takes: how its new instance is made. The rest the old
+# instance's launch decided (its role, cluster, deployment and backups, its security group,
+# its workers) and the new instance keeps them (CloudOperations.launch): not its flags.
+# dags_s3_uri and task_logs_s3_uri stand in for what a launch of an older version did not record.
+FLAGS = (
+    "instance_type",
+    "subnet_id",
+    "iam_instance_profile",
+    "ssh_keypair_name",
+    "ssh_private_key_file",
+    "volume_size",
+    "kms_key_id",
+    "tags",
+    "cpu_quota",
+    "dags_s3_uri",
+    "task_logs_s3_uri",
+)
 # Task states that mean work is still in hand on the old instance.
 BUSY = ("running", "queued", "scheduled", "restarting", "up_for_retry", "up_for_reschedule", "deferred")
 

@@ -99,6 +99,9 @@ BAD = [
     ("prune-amis", ["--keep", "abc"], "--keep takes a whole number, not 'abc'"),
     ("upgrade", ["--drain-seconds=x"], "--drain-seconds takes a number, not 'x'"),
     ("upgrade", ["--drain-seconds", "nan"], "setting drain_seconds"),
+    # What the old instance's launch decided the new one keeps: not a flag of upgrade.
+    ("upgrade", ["--role", "worker"], "upgrade takes no --role (a launch setting, which upgrade"),
+    ("upgrade", ["--backup-s3-uri", "s3://b/p"], "upgrade takes no --backup-s3-uri"),
 ]
 
 
