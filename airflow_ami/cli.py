@@ -122,14 +122,16 @@ def settings_task(
     def decorate(body: Callable[..., Any]) -> Any:
         own = list(inspect.signature(body).parameters.values())
         own_params = own[1 + len(takes) :]
-        declared: dict[str, Field] = {}
+        # A name two declarations share (rehearse's instance_type: the build's and the
+        # launch's) is one flag that sets both, its help says both.
+        declared: dict[str, list[tuple[type, Field]]] = {}
         for cls in takes:
             for f in fields_of(cls):
-                declared.setdefault(f.name, f)
+                declared.setdefault(f.name, []).append((cls, f))
         wanted = set(declared) if flags is None else {f.name for f in fields_of(Target)} | set(flags)
-        settable = [f for name, f in declared.items() if name in wanted and name not in fixed]
+        settable = [name for name in declared if name in wanted and name not in fixed]
         field_params = [
-            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None) for f in settable
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in settable
         ]
 
         @functools.wraps(body)
@@ -143,7 +145,7 @@ def settings_task(
                 return body(c, *loaded, **own_values)
 
         wrapper.__signature__ = inspect.Signature([own[0], *own_params, *field_params])  # type: ignore[attr-defined]
-        help_text = {f.name.replace("_", "-"): f"{f.help}; {f.allowed}{_default(f)}" for f in settable}
+        help_text = {name.replace("_", "-"): _help(declared[name]) for name in settable}
         return task(wrapper, help=help_text, auto_shortflags=False)
 
     return decorate
@@ -159,12 +161,22 @@ def _of(cls: type, chosen: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in chosen.items() if name in names_of(cls)}
 
 
+# What a declaration's settings are called in a line to the user.
+WHOSE = {BakeSettings: "bake", LaunchSettings: "launch"}
+
+
+def _help(declared: list[tuple[type, Field]]) -> str:
+    """A flag's help: its field's, or each declaration's it sets, named."""
+    said = [f"{f.help}; {f.allowed}{_default(f)}" for _, f in declared]
+    if len(said) == 1:
+        return said[0]
+    return " | ".join(f"{WHOSE[cls]}: {text}" for (cls, _), text in zip(declared, said, strict=True))
+
+
 def refusal(task_name: str, flag: str) -> str:
     """One line for a flag the task does not take: whose setting it is, where to look."""
     name = flag.lstrip("-").replace("-", "_")
-    owners = [
-        word for word, cls in (("bake", BakeSettings), ("launch", LaunchSettings)) if name in names_of(cls)
-    ]
+    owners = [word for cls, word in WHOSE.items() if name in names_of(cls)]
     whose = f" (a {' and '.join(owners)} setting, which {task_name} does not use)" if owners else ""
     return f"bake: {task_name} takes no {flag}{whose}; `./bake {task_name} --help` lists what it takes"
 

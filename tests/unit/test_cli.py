@@ -160,6 +160,15 @@ def test_each_task_lists_only_the_settings_it_uses() -> None:
     assert flags_in_help("scale") == target | {"--cluster", "--workers"}
 
 
+def test_a_flag_that_sets_a_bake_and_a_launch_setting_says_both() -> None:
+    """rehearse's --instance-type is the build instance's and the launched one's."""
+    listing = subprocess.run(
+        ["./bake", "rehearse", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    said = " ".join(listing.split("--instance-type", 1)[1].split("--", 1)[0].split())
+    assert "bake: build instance type" in said and "| launch: instance type of the launched instances" in said
+
+
 def test_every_task_has_a_one_line_description() -> None:
     listing = subprocess.run(["./bake", "--list"], capture_output=True, text=True, check=True).stdout
     tasks = [
