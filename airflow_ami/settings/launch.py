@@ -133,7 +133,7 @@ class LaunchSettings(Target):
         "",
         _as_str,
         check_cluster,
-        "1-40 lower-case letters, digits and - (needed by --role controller|worker)",
+        f"{layout.CLUSTER_NAME_FORM} (needed by --role controller|worker)",
         "the cluster a controller or worker belongs to",
     )
     workers: int = setting(
@@ -193,7 +193,7 @@ class LaunchSettings(Target):
         "",
         _as_str,
         check_deployment,
-        "1-40 lower-case letters, digits and -; a cluster's is its --cluster",
+        f"{layout.CLUSTER_NAME_FORM}; a cluster's is its --cluster",
         "a named deployment: its secrets (fernet keys, admin password, ...) and backups outlive its"
         " instances (README 'Upgrading to a new AMI'); empty: this instance's own",
     )

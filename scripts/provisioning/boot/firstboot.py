@@ -35,7 +35,7 @@ from ..shared import layout as L
 from ..shared import systemd
 from ..shared.airflowenv import BROKER_URL_VARIABLE, recorded_role, service_env
 from ..shared.awsapi import Imds, NoMetadata, put_secretsmanager_secret, put_ssm_parameter
-from ..shared.contract import STANDALONE, BadUserData, parse_user_data
+from ..shared.contract import STANDALONE, BadUserData, parse_user_data, task_logs_location
 from ..shared.envfile import read_env_file
 from ..shared.inifile import set_options
 from ..shared.mysqlctl import mysql_sql, schema_revision, wait_for_mysql
@@ -259,16 +259,13 @@ def write_role(ctx):
             ctx.remove(os.path.join(L.ROLE_DIR, other))
     ctx.write_file(os.path.join(L.ROLE_DIR, role), role + "\n", 0o644, "root", "root")
     try:
-        env = role_env(ctx.state.role, int(ctx.settings["api_port"]), task_logs_location(ctx))
+        env = role_env(
+            ctx.state.role, int(ctx.settings["api_port"]), task_logs_location(ctx.state.role, ctx.settings)
+        )
     except ValueError as exc:
         # The checks passed a value the env file cannot hold: stop, never restart on it.
         raise StepFailed("user data cannot be rendered: %s" % exc, exit_status=L.BAD_USER_DATA_EXIT) from None
     ctx.write_file(L.ROLE_ENV, env, 0o644, "root", "root")
-
-
-def task_logs_location(ctx):
-    """Where task logs go: the launch's user data, else the image's setting ("" on the instance only)."""
-    return ctx.state.role.task_logs_s3_uri or ctx.settings["task_logs_s3_uri"]
 
 
 def read_existing_secrets(ctx):
@@ -419,7 +416,7 @@ def write_deployment_record(ctx):
         "deployment": role.deployment,
         "backup_s3_uri": role.backup_s3_uri or ctx.settings["backup_s3_uri"],
         "backup_interval_minutes": role.backup_interval_minutes or ctx.settings["backup_interval_minutes"],
-        "task_logs_s3_uri": task_logs_location(ctx),
+        "task_logs_s3_uri": task_logs_location(ctx.state.role, ctx.settings),
     }
     ctx.write_file(
         L.DEPLOYMENT_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n", 0o644, "root", "root"

@@ -25,7 +25,7 @@ import time
 from ..shared import layout as L
 from ..shared.airflowenv import recorded_role
 from ..shared.awsapi import Imds, NoMetadata, list_s3_keys, put_s3_object, query_call
-from ..shared.contract import BadUserData, parse_user_data
+from ..shared.contract import BadUserData, parse_user_data, task_logs_location
 from ..shared.runner import StepFailed, log
 
 AUTOSCALING_VERSION = "2011-01-01"
@@ -185,7 +185,7 @@ def leave(ctx, role, imds, sleep=time.sleep):
     if not instance_id:
         raise StepFailed("IMDS names no instance id: the lifecycle action cannot be named")
     endpoint = ctx.settings["aws_endpoint_url"] or None
-    base = role.task_logs_s3_uri or ctx.settings["task_logs_s3_uri"]
+    base = task_logs_location(role, ctx.settings)
     if base:
         put, total = upload_missing_logs(base, L.AIRFLOW_LOGS, region, creds, endpoint=endpoint, sleep=sleep)
         log("leave: %d of %d task log(s) were not in %s yet: put there" % (put, total, base))

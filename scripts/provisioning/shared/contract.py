@@ -23,7 +23,7 @@ import ipaddress
 import json
 import re
 
-from .layout import CLUSTER_NAME_PATTERN, ROLES
+from .layout import CLUSTER_NAME_FORM, CLUSTER_NAME_PATTERN, ROLES
 
 # ---- settings.json ----
 
@@ -311,11 +311,7 @@ def parse_user_data(text):
             _fail(extra[0], "only for a controller or a worker", doc[extra[0]])
         deployment = doc.get("deployment")
         if deployment is not None and (not isinstance(deployment, str) or not CLUSTER_RE.match(deployment)):
-            _fail(
-                "deployment",
-                "1-40 lower-case letters, digits and -, starting with a letter or digit",
-                deployment,
-            )
+            _fail("deployment", CLUSTER_NAME_FORM, deployment)
         if backups[2] == RESTORE_LATEST and deployment is None:
             _fail("restore", "latest only with a deployment (whose backups it names)", backups[2])
         return STANDALONE._replace(
@@ -323,7 +319,7 @@ def parse_user_data(text):
         )
     cluster = doc.get("cluster")
     if not isinstance(cluster, str) or not CLUSTER_RE.match(cluster):
-        _fail("cluster", "1-40 lower-case letters, digits and -, starting with a letter or digit", cluster)
+        _fail("cluster", CLUSTER_NAME_FORM, cluster)
     if "deployment" in doc and doc["deployment"] != cluster:
         _fail("deployment", "the cluster's name (a cluster is its deployment)", doc["deployment"])
     controller = None
@@ -398,3 +394,9 @@ def _database_node_keys(doc, role):
     ):
         _fail("restore", "latest, or the s3:// URI of a dump (.sql.gz)", restore)
     return uri, interval, restore
+
+
+def task_logs_location(role, settings):
+    """Where task logs go: the launch's user data (`role`, parsed), else the image's setting
+    ("" keeps them on the instance only)."""
+    return role.task_logs_s3_uri or settings["task_logs_s3_uri"]

@@ -42,11 +42,15 @@ BAKED_SETTINGS = "/etc/airflow-ami/settings.json"
 CODE_DIR = "/usr/local/lib/airflow-ami"
 STATE_DIR = "/var/lib/airflow-ami"
 FIRSTBOOT_MARKER = STATE_DIR + "/firstboot.json"
-# The instance's role in a cluster (user data, userdata.py): first boot writes ROLE_DIR/<role>
+# The instance's role in a cluster (user data, contract.py): first boot writes ROLE_DIR/<role>
 # and ROLE_ENV (the role's Airflow settings, no secrets); each unit runs only in its roles.
 ROLES = ("standalone", "controller", "worker")
 # A cluster's name (user data, and the host's --cluster): also part of its secrets' and bucket's names.
-CLUSTER_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
+MAX_CLUSTER_NAME = 40
+CLUSTER_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,%d}$" % (MAX_CLUSTER_NAME - 1)
+CLUSTER_NAME_FORM = (
+    "1-%d lower-case letters, digits and -, starting with a letter or digit" % MAX_CLUSTER_NAME
+)
 ROLE_DIR = STATE_DIR + "/role"
 ROLE_ENV = ETC_AIRFLOW + "/role.env"
 # First boot's exit status when the user data is wrong (its unit does not retry then).

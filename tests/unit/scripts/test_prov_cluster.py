@@ -6,7 +6,7 @@ import json
 import pytest
 from provfakes import RecordingContext
 from provisioning.boot import cluster, firstboot
-from provisioning.shared import layout
+from provisioning.shared import contract, layout
 from provisioning.shared.contract import parse_user_data
 
 DAGS = "s3://airflow-dags/analytics"
@@ -59,14 +59,14 @@ def test_task_logs_go_to_s3_with_the_instance_role_on_every_role(role):
 
 
 def test_the_launch_s_task_logs_win_over_the_image_s():
+    def where(role, **settings):
+        ctx = booted(role, **settings)
+        return contract.task_logs_location(ctx.state.role, ctx.settings)
+
     launch = WORKER._replace(task_logs_s3_uri="s3://launch/logs")
-    assert (
-        firstboot.task_logs_location(booted(launch, task_logs_s3_uri="s3://image/logs")) == "s3://launch/logs"
-    )
-    assert (
-        firstboot.task_logs_location(booted(WORKER, task_logs_s3_uri="s3://image/logs")) == "s3://image/logs"
-    )
-    assert firstboot.task_logs_location(booted(WORKER)) == ""
+    assert where(launch, task_logs_s3_uri="s3://image/logs") == "s3://launch/logs"
+    assert where(WORKER, task_logs_s3_uri="s3://image/logs") == "s3://image/logs"
+    assert where(WORKER) == ""
 
 
 def test_the_broker_listens_on_the_private_address_with_one_account_of_celery_s_commands():
