@@ -50,7 +50,8 @@ def test_no_module_name_stands_for_two_things() -> None:
 def declarations_of(pattern: str) -> list[str]:
     """file:line of every line of product code that matches `pattern` (a definition)."""
     found = []
-    for path in [*python_files(*PRODUCT), REPO_ROOT / "bake"]:
+    templates = sorted((REPO_ROOT / "scripts" / "provisioning" / "bake" / "templates").glob("*.j2"))
+    for path in [*python_files(*PRODUCT), REPO_ROOT / "bake", *templates]:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(pattern, line):
                 found.append(f"{path.relative_to(REPO_ROOT)}:{number}")
@@ -65,12 +66,18 @@ def test_each_fact_the_seam_shares_is_declared_once() -> None:
         "the limit of a pinned parallelism": r"^MAX_PARALLELISM = ",
         "the API port's default": r"^\s+8080,$",
         "uv's release": r"uv_version=|^LOCKED_UV = ",
+        "the secret stores": r"\(\"ssm\", \"secretsmanager\"\)",
+        "a cluster name's form": r"1-(40|%d) lower-case",
+        "the StatsD prefix": r"^STATSD_PREFIX = |statsd_prefix = \w",
+        "where task logs go": r"task_logs_s3_uri or .*\[\"task_logs_s3_uri\"\]",
     }
     counts = {fact: declarations_of(pattern) for fact, pattern in once.items()}
     assert {fact: len(where) for fact, where in counts.items()} == {
         **dict.fromkeys(once, 1),
         "uv's release": 2,  # ./bake and the settings both read requirements.lock's pin
     }, counts
+    # Each OS profile's package manager is in its profile (os_facts), not in code too.
+    assert declarations_of(r"\"amazon-linux-20?2?3?\": \"(yum|dnf)\"") == []
     locked = REPO_ROOT.joinpath("requirements.lock").read_text()
     assert len(re.findall(r"^uv==", locked, re.M)) == 1
     assert not re.search(r'uv_version="?\d', (REPO_ROOT / "bake").read_text())
