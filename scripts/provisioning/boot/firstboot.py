@@ -77,6 +77,13 @@ except TimeoutError:
     print("schema migrated")
 """
 
+# The API server syncs FAB's roles and permissions as it starts, beside the admin step's own
+# sync: the one that loses the race gets a duplicate key (MySQL 1062) or a deadlock (1213)
+# and stops; a second try finds the rows made. A failed admin step would fail the
+# dag-processor's start for good (it requires the step), so the race is tried again here.
+FAB_SYNC_RACES = ("IntegrityError", "Deadlock found")
+ADMIN_ATTEMPTS = 3
+
 # airflow-firstboot-admin.service's one Airflow process; its secret comes on stdin.
 ADMIN_SCRIPT = r"""
 import json, sys
@@ -693,15 +700,23 @@ def set_the_admin_and_aws_default(ctx):
             "endpoint_url": pending["endpoint_url"],
         }
     )
-    out = ctx.act(
-        "set the admin user and aws_default's region",
-        ctx.run,
-        [L.VENV + "/bin/python", "-c", ADMIN_SCRIPT],
-        input_text=payload,
-        env=service_env(ctx),
-        user=L.AIRFLOW_USER,
-        cwd=L.AIRFLOW_HOME,
-    )[1]
+    for attempt in range(1, ADMIN_ATTEMPTS + 1):
+        try:
+            out = ctx.act(
+                "set the admin user and aws_default's region",
+                ctx.run,
+                [L.VENV + "/bin/python", "-c", ADMIN_SCRIPT],
+                input_text=payload,
+                env=service_env(ctx),
+                user=L.AIRFLOW_USER,
+                cwd=L.AIRFLOW_HOME,
+            )[1]
+            break
+        except StepFailed as exc:
+            if attempt == ADMIN_ATTEMPTS or not any(race in str(exc) for race in FAB_SYNC_RACES):
+                raise
+            ctx.info("the API server synced FAB's permissions at the same time: try %d" % (attempt + 1))
+            time.sleep(attempt)
     for line in out.splitlines():
         if line.startswith(("created", "reset", "aws_default")):
             ctx.info(line)

@@ -6,6 +6,7 @@ import pytest
 from provfakes import RecordingContext
 from provisioning.boot import firstboot
 from provisioning.shared import layout
+from provisioning.shared.runner import StepFailed
 from provisioning.shared.secretgen import env_file_line, sqlalchemy_mysql_url
 
 OLD = {
@@ -193,3 +194,47 @@ def test_the_admin_unit_sets_what_was_left_with_the_password_on_stdin_only(baked
         "endpoint_url": "",
     }
     assert ctx.removed == [layout.ADMIN_PENDING]
+
+
+class RacingApiServer(Database):
+    """The admin step's Airflow process losing FAB's permission sync to the API server's
+    `races` times (or failing otherwise), then succeeding."""
+
+    def __init__(self, races, failure="sqlalchemy.exc.IntegrityError: (1062, \"Duplicate entry '93-1'\")"):
+        super().__init__("29ce7909c52b", settings={"admin_username": "admin"})
+        self.races, self.failure = races, failure
+
+    def run(self, argv, input_text=None, **kw):
+        if argv[0] == layout.VENV + "/bin/python" and self.races:
+            self.races -= 1
+            self.commands.append(list(argv))
+            raise StepFailed(f"command {argv[0]} exited 1:\n{self.failure}")
+        return super().run(argv, input_text, **kw)
+
+
+@pytest.fixture
+def admin_pending(baked, monkeypatch):
+    """What first boot leaves the admin unit, on a machine where no sleep waits."""
+    (baked / "admin_pending").write_text(json.dumps({"region": "eu-west-1", "endpoint_url": ""}))
+    (baked / "admin_password_file").write_text(OLD["admin_password"] + "\n")
+    monkeypatch.setattr(firstboot, "service_env", lambda ctx: {})
+    monkeypatch.setattr(firstboot.time, "sleep", lambda s: None)
+
+
+@pytest.mark.parametrize("races", [1, 2])
+def test_the_admin_step_tries_again_when_the_api_server_syncs_fab_s_permissions_at_once(admin_pending, races):
+    """A boot's admin step lost the race once and failed: the dag-processor, which requires
+    it, never started and the controller was never healthy."""
+    ctx = RacingApiServer(races)
+    assert firstboot.admin_main(ctx) == 0
+    assert len(airflow_processes(ctx)) == races + 1 and ctx.removed == [layout.ADMIN_PENDING]
+
+
+@pytest.mark.parametrize(
+    ("races", "failure"),
+    [(firstboot.ADMIN_ATTEMPTS, "sqlalchemy.exc.IntegrityError: 1062"), (1, "ModuleNotFoundError: fab")],
+)
+def test_the_admin_step_fails_on_another_error_or_a_race_that_does_not_end(admin_pending, races, failure):
+    ctx = RacingApiServer(races, failure)
+    assert firstboot.admin_main(ctx) != 0
+    assert len(airflow_processes(ctx)) == races and ctx.removed == []
