@@ -533,12 +533,13 @@ def scale(
     them: each leaving worker drains and completes its lifecycle action, and is reported
     with how long it took. Returns the group's name."""
     record = LaunchRecord.load(settings)
-    if record is None or not record.of("auto_scaling_group"):
+    groups = record.of("auto_scaling_group") if record else []
+    if record is None or not groups:
         raise LaunchError(
             f"no Auto Scaling group recorded in {launch_record_path(settings)}:"
             " launch a cluster first (`./bake launch --cloud aws --workers N ...`)"
         )
-    name = record.of("auto_scaling_group")[0]["id"]
+    name = groups[0]["id"]
     recorded = record.data["cluster"]
     if settings.cluster not in ("", recorded):
         raise LaunchError(
